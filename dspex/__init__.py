@@ -1,0 +1,63 @@
+"""dspex: program language models; optimize them as durable, observable workloads.
+
+Example:
+    >>> import dspex
+    >>> qa = dspex.ChainOfThought("question -> answer: int")
+    >>> [name for name, _ in qa.named_predictors()]
+    ['predict']
+"""
+
+from dspex._settings import configure, context
+from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
+from dspex.errors import (
+    ConfigurationError,
+    DataError,
+    DspexError,
+    EvaluationError,
+    LMError,
+    ParseError,
+    SignatureError,
+    UserError,
+)
+from dspex.evaluate import Evaluate, EvaluationResult
+try:  # TEMPORARY while dspex.lm is being written
+    from dspex.lm import LM, inspect_history
+except ImportError:  # pragma: no cover
+    pass
+from dspex.modules import ChainOfThought, Predict
+from dspex.primitives import Completions, Example, Module, Prediction, Usage
+from dspex.signatures import InputField, OutputField, Signature, make_signature
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LM",
+    "Adapter",
+    "ChainOfThought",
+    "ChatAdapter",
+    "Completions",
+    "ConfigurationError",
+    "DataError",
+    "DspexError",
+    "Evaluate",
+    "EvaluationError",
+    "EvaluationResult",
+    "Example",
+    "InputField",
+    "JSONAdapter",
+    "LMError",
+    "Module",
+    "OutputField",
+    "ParseError",
+    "Predict",
+    "Prediction",
+    "Signature",
+    "SignatureError",
+    "Usage",
+    "UserError",
+    "__version__",
+    "configure",
+    "context",
+    "inspect_history",
+    "make_signature",
+]

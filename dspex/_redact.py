@@ -1,0 +1,63 @@
+"""The one redaction function: secrets never reach history, saved programs, traces or errors.
+
+Redaction works two ways: by key name (anything that looks like a credential is dropped from
+mappings) and by value (every secret registered with :func:`register_secret`, e.g. an
+``LM(api_key=...)``, is replaced wherever it appears in text).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "[REDACTED]"
+
+_SECRET_KEY = re.compile(
+    r"(api[_-]?key|secret|token|password|passwd|authorization|auth[_-]?header|credential|"
+    r"bearer|cookie|private[_-]?key)",
+    re.IGNORECASE,
+)
+# Tokens that look like provider keys even when nobody registered them.
+_KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,})")
+
+_lock = threading.Lock()
+_secrets: frozenset[str] = frozenset()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that :func:`redact_text` removes it wherever it appears."""
+    global _secrets
+    if not value or len(value) < 4:
+        return
+    with _lock:
+        _secrets = _secrets | {value}
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a mapping key names a credential (``api_key``, ``Authorization``, ...)."""
+    return bool(_SECRET_KEY.search(key)) and key not in {"max_tokens", "tokens"}
+
+
+def redact_text(text: str) -> str:
+    """Replace every registered secret and anything shaped like a provider key."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _KEY_SHAPES.sub(REDACTED, text)
+
+
+def redact(value: Any) -> Any:
+    """Return a copy of ``value`` with credential keys dropped and secret values replaced."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {
+            k: redact(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and is_secret_key(k) and not k.endswith("_tokens"))
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v) for v in value)
+    return value

@@ -1,0 +1,7 @@
+"""Adapters turn signatures into prompts and LM answers back into typed fields."""
+
+from dspex.adapters._base import Adapter
+from dspex.adapters._chat import ChatAdapter
+from dspex.adapters._json import JSONAdapter
+
+__all__ = ["Adapter", "ChatAdapter", "JSONAdapter"]

@@ -1,0 +1,235 @@
+"""Every error dspex raises.
+
+The hierarchy::
+
+    DspexError                      root: catch this to catch everything dspex raises
+    ├── UserError                   a mistake in how dspex is called; fix the call, do not retry
+    │   ├── SignatureError          an invalid signature (raised when it is defined)
+    │   ├── ConfigurationError      missing or contradictory settings (no LM configured, ...)
+    │   └── DataError               a dataset or example that does not fit (missing inputs, ...)
+    ├── ParseError                  the LM's output could not be parsed into the declared fields
+    ├── LMError                     the LM call failed; ``retryable`` says whether to try again
+    │   ├── LMRateLimitError        HTTP 429 (retryable, honours ``retry_after``)
+    │   ├── LMServerError           HTTP 5xx or a dropped connection (retryable)
+    │   ├── LMTimeoutError          no answer in time (retryable)
+    │   ├── LMAuthError             HTTP 401/403: the key is missing or wrong (not retryable)
+    │   ├── LMBadRequestError       HTTP 4xx the provider refused (not retryable)
+    │   └── ContextWindowExceededError  the prompt is too long for the model (not retryable)
+    ├── EvaluationError             an evaluation stopped, e.g. it reached ``max_errors``
+    └── ScriptExhaustedError        a scripted test LM ran out of answers
+
+Messages say what to do next. They never contain secrets: LM errors pass provider text
+through :func:`dspex._redact.redact_text` before it reaches a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "ConfigurationError",
+    "ContextWindowExceededError",
+    "DataError",
+    "DspexError",
+    "EvaluationError",
+    "LMAuthError",
+    "LMBadRequestError",
+    "LMError",
+    "LMRateLimitError",
+    "LMServerError",
+    "LMTimeoutError",
+    "ParseError",
+    "ScriptExhaustedError",
+    "SignatureError",
+    "UserError",
+    "lm_error_from_status",
+]
+
+
+class DspexError(Exception):
+    """Root of every error dspex raises."""
+
+
+class UserError(DspexError):
+    """dspex was called in a way that cannot work; the message says how to fix the call."""
+
+
+class SignatureError(UserError):
+    """A signature is invalid: no inputs, no outputs, a bad field name or an unknown type."""
+
+
+class ConfigurationError(UserError):
+    """Settings are missing or contradictory, e.g. no LM is configured."""
+
+
+class DataError(UserError):
+    """A dataset or example does not fit what the program declares."""
+
+    def __init__(self, message: str, *, row_ids: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.row_ids = list(row_ids)
+
+
+class ParseError(DspexError):
+    """The LM's answer could not be parsed or validated into the signature's output fields.
+
+    Attributes:
+        field: the output field that failed (``None`` when the whole answer was unreadable).
+        reason: what was wrong (a missing section, a validation failure, bad JSON).
+        raw: the raw text of the first attempt, which is usually the informative one.
+        fallback_raw: the raw text of the re-ask, when there was one.
+    """
+
+    def __init__(
+        self,
+        *,
+        signature: str,
+        field: str | None,
+        reason: str,
+        raw: str,
+        adapter: str,
+        fallback_raw: str | None = None,
+    ) -> None:
+        self.signature = signature
+        self.field = field
+        self.reason = reason
+        self.raw = raw
+        self.adapter = adapter
+        self.fallback_raw = fallback_raw
+        where = f"field {field!r}" if field else "the answer"
+        shown = raw if len(raw) <= 2000 else raw[:2000] + f"... [{len(raw) - 2000} more chars]"
+        msg = (
+            f"{adapter} could not parse {where} of signature {signature}: {reason}\n"
+            f"Raw text of the first attempt:\n{shown}"
+        )
+        if fallback_raw is not None:
+            msg += "\n(A re-ask in JSON mode failed too.)"
+        msg += (
+            "\nWhat to do: loosen the field's type or constraints, add a `desc` that shows the "
+            "expected format, or use a more capable model."
+        )
+        super().__init__(msg)
+
+
+class LMError(DspexError):
+    """An LM call failed.
+
+    Attributes:
+        status: the HTTP status, when there was one.
+        retryable: whether the same request may succeed later.
+        retry_after: seconds the provider asked us to wait, when it said.
+        model: the model that was called.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.model = model
+
+
+class LMRateLimitError(LMError):
+    """HTTP 429: the provider asks us to slow down."""
+
+    retryable = True
+
+
+class LMServerError(LMError):
+    """HTTP 5xx or a dropped connection: a provider-side failure."""
+
+    retryable = True
+
+
+class LMTimeoutError(LMError):
+    """The provider did not answer within the timeout."""
+
+    retryable = True
+
+
+class LMAuthError(LMError):
+    """HTTP 401/403: the API key is missing, wrong or lacks access."""
+
+
+class LMBadRequestError(LMError):
+    """The provider refused the request as malformed (HTTP 400/404/422)."""
+
+
+class ContextWindowExceededError(LMBadRequestError):
+    """The prompt does not fit the model's context window."""
+
+
+class EvaluationError(DspexError):
+    """An evaluation stopped before the end, e.g. because it reached ``max_errors``."""
+
+    def __init__(self, message: str, *, failures: Sequence[tuple[Any, BaseException]] = ()):
+        super().__init__(message)
+        self.failures = list(failures)
+
+
+class ScriptExhaustedError(DspexError):
+    """A scripted test LM (``dspex.testing.DummyLM``) was asked more than it was scripted for."""
+
+
+_CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens")
+
+
+def lm_error_from_status(
+    status: int,
+    body: str,
+    *,
+    model: str | None,
+    retry_after: float | None = None,
+) -> LMError:
+    """Build the typed error for an HTTP status; the one place these messages are made.
+
+    ``body`` must already be redacted by the caller.
+    """
+    snippet = body if len(body) <= 500 else body[:500] + "..."
+    where = f"{model}: " if model else ""
+    if status == 429:
+        wait = f" (retry after {retry_after:g}s)" if retry_after is not None else ""
+        return LMRateLimitError(
+            f"{where}rate limited (HTTP 429){wait}. Lower concurrency or raise num_retries. "
+            f"Provider said: {snippet}",
+            status=status,
+            retry_after=retry_after,
+            model=model,
+        )
+    if status in (401, 403):
+        return LMAuthError(
+            f"{where}authentication failed (HTTP {status}). Check the API key passed to "
+            f"dspex.LM(..., api_key=...) or the provider's environment variable. "
+            f"Provider said: {snippet}",
+            status=status,
+            model=model,
+        )
+    if status >= 500:
+        return LMServerError(
+            f"{where}provider error (HTTP {status}); retried requests may succeed. "
+            f"Provider said: {snippet}",
+            status=status,
+            retry_after=retry_after,
+            model=model,
+        )
+    if any(h in body.lower() for h in _CONTEXT_HINTS):
+        return ContextWindowExceededError(
+            f"{where}the prompt exceeds the model's context window. Use fewer or shorter demos, "
+            f"or a model with a longer context. Provider said: {snippet}",
+            status=status,
+            model=model,
+        )
+    return LMBadRequestError(
+        f"{where}request refused (HTTP {status}). Provider said: {snippet}",
+        status=status,
+        model=model,
+    )

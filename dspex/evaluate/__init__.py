@@ -1,0 +1,6 @@
+"""Evaluation: ``Evaluate`` and its ``EvaluationResult``."""
+
+from dspex.evaluate._evaluate import Evaluate, Metric
+from dspex.evaluate._result import EvaluationResult, EvaluationRow
+
+__all__ = ["Evaluate", "EvaluationResult", "EvaluationRow", "Metric"]

@@ -1,0 +1,38 @@
+"""``ChainOfThought``: a predictor that writes its reasoning before its answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dspex.modules._predict import Predict
+from dspex.primitives import Module, Prediction
+from dspex.signatures import OutputField, Signature, ensure_signature
+
+__all__ = ["ChainOfThought"]
+
+REASONING_DESC = "Think step by step in order to produce the answer."
+
+
+class ChainOfThought(Module):
+    """Adds a ``reasoning`` output before the signature's outputs.
+
+    Example:
+        >>> import dspex
+        >>> cot = dspex.ChainOfThought("question -> answer")
+        >>> cot.predict.signature.signature
+        'question -> reasoning, answer'
+    """
+
+    def __init__(
+        self, signature: str | type[Signature], *, rationale_desc: str = REASONING_DESC, **kw: Any
+    ) -> None:
+        super().__init__()
+        sig = ensure_signature(signature)
+        extended = sig.prepend("reasoning", OutputField(desc=rationale_desc), str)
+        self.predict = Predict(extended, **kw)
+
+    async def aforward(self, **kwargs: Any) -> Prediction:
+        return await self.predict.aforward(**kwargs)
+
+    def forward(self, **kwargs: Any) -> Prediction:
+        return self.predict.forward(**kwargs)

@@ -1,0 +1,195 @@
+"""``Module``: the base of every dspex program.
+
+A program is a tree of modules whose leaves are predictors (``dspex.Predict``). Its learnable
+state (each predictor's instructions, demos and LM config) is saved as versioned JSON, never a
+pickle, and never with secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dspex.errors import DataError, UserError
+
+if TYPE_CHECKING:
+    from dspex.modules import Predict
+    from dspex.primitives._prediction import Prediction
+
+__all__ = ["STATE_SCHEMA_VERSION", "Module"]
+
+STATE_SCHEMA_VERSION = 1
+
+
+class Module:
+    """Base class for programs. Subclasses define ``forward`` (and optionally ``aforward``).
+
+    Example:
+        >>> import dspex
+        >>> class RAGLite(dspex.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.answer = dspex.ChainOfThought("context, question -> answer")
+        ...     def forward(self, question, context="none"):
+        ...         return self.answer(context=context, question=question)
+        >>> [name for name, _ in RAGLite().named_predictors()]
+        ['answer.predict']
+    """
+
+    def __init__(self) -> None:
+        self._compiled = False
+
+    # -- calling -------------------------------------------------------------------------
+    def forward(self, **kwargs: Any) -> Prediction:
+        raise NotImplementedError(f"{type(self).__name__} must define forward(**inputs).")
+
+    async def aforward(self, **kwargs: Any) -> Prediction:
+        """Async forward. The default runs the sync ``forward`` in a worker thread, so a
+        module written only with ``forward`` still works under async evaluation."""
+        if type(self).forward is Module.forward:
+            raise NotImplementedError(f"{type(self).__name__} must define forward or aforward.")
+        return await asyncio.to_thread(self.forward, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
+        return self.forward(*args, **kwargs)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
+        return await self.aforward(*args, **kwargs)
+
+    # -- structure -----------------------------------------------------------------------
+    def named_sub_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """Every module in the tree, depth first, with its dotted path (``self`` is ``""``)."""
+        seen: set[int] = set()
+
+        def walk(obj: Any, path: str) -> Iterator[tuple[str, Module]]:
+            if isinstance(obj, Module):
+                if id(obj) in seen:
+                    return
+                seen.add(id(obj))
+                yield path, obj
+                for name, value in vars(obj).items():
+                    if name.startswith("_"):
+                        continue
+                    yield from walk(value, f"{path}.{name}" if path else name)
+            elif isinstance(obj, list | tuple):
+                for i, item in enumerate(obj):
+                    yield from walk(item, f"{path}[{i}]")
+            elif isinstance(obj, dict):
+                for key, item in obj.items():
+                    yield from walk(item, f"{path}[{key!r}]")
+
+        yield from walk(self, prefix)
+
+    def named_predictors(self) -> list[tuple[str, Predict]]:
+        """Every predictor in the program with its dotted path, e.g. ``answer.predict``."""
+        from dspex.modules import Predict
+
+        return [
+            (name or "self", m)
+            for name, m in self.named_sub_modules()
+            if isinstance(m, Predict)
+        ]
+
+    def predictors(self) -> list[Predict]:
+        return [p for _, p in self.named_predictors()]
+
+    def set_lm(self, lm: Any) -> None:
+        """Point every predictor at ``lm``."""
+        for p in self.predictors():
+            p.lm = lm
+
+    def deepcopy(self) -> Module:
+        """A deep copy. LM clients are shared, not copied (they hold connection pools)."""
+        from dspex.lm import LM
+
+        memo: dict[int, Any] = {}
+        for p in self.predictors():
+            if isinstance(p.lm, LM):
+                memo[id(p.lm)] = p.lm
+        return copy.deepcopy(self, memo)
+
+    def reset_copy(self) -> Module:
+        """A deep copy with every predictor's demos cleared."""
+        new = self.deepcopy()
+        for p in new.predictors():
+            p.reset()
+        return new
+
+    # -- state ---------------------------------------------------------------------------
+    def dump_state(self) -> dict[str, Any]:
+        """JSON-safe learnable state: per predictor, its signature, demos and LM config."""
+        from dspex import __version__
+
+        return {
+            "schema_version": STATE_SCHEMA_VERSION,
+            "dspex_version": __version__,
+            "program": f"{type(self).__module__}:{type(self).__qualname__}",
+            "predictors": {name: p.dump_predictor_state() for name, p in self.named_predictors()},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> Module:
+        """Load state made by :meth:`dump_state` into this program (in place)."""
+        version = state.get("schema_version")
+        if version != STATE_SCHEMA_VERSION:
+            raise DataError(
+                f"Saved program has schema_version {version!r}; this dspex reads version "
+                f"{STATE_SCHEMA_VERSION}. Re-save it with a matching dspex version."
+            )
+        saved = state.get("predictors", {})
+        mine = dict(self.named_predictors())
+        if set(saved) != set(mine):
+            raise DataError(
+                f"Saved program has predictors {sorted(saved)} but this program has "
+                f"{sorted(mine)}. Load it into an instance of {state.get('program')}."
+            )
+        for name, p in mine.items():
+            p.load_predictor_state(saved[name])
+        return self
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the program's state as JSON, atomically (readers never see half a file)."""
+        path = Path(path)
+        if path.suffix != ".json":
+            raise UserError(
+                f"save({str(path)!r}): dspex saves programs as JSON; use a path ending in .json."
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(self.dump_state(), indent=2, ensure_ascii=False, default=_json_default)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def load(self, path: str | os.PathLike[str]) -> Module:
+        """Load state saved by :meth:`save` into this program (in place); returns ``self``."""
+        try:
+            state = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"load({str(path)!r}): no such file.") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"load({str(path)!r}): not a dspex program file ({e}).") from None
+        return self.load_state(state)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={type(m).__name__}" for n, m in self.named_predictors())
+        return f"{type(self).__name__}({inner})"
+
+
+def _json_default(value: Any) -> Any:
+    """Serialize pydantic models and enums inside demos."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "value"):
+        return value.value
+    raise TypeError(f"cannot save a value of type {type(value).__name__} in a program file")
