@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Adapter", "FieldParseFailure", "format_value", "parse_value"]
 
 
-
 class FieldParseFailure(Exception):
     """Internal: one completion could not be parsed; becomes a ``ParseError`` at the end."""
 
@@ -73,7 +72,9 @@ def parse_value(text: str, annotation: Any) -> Any:
         return text.strip()
     text = _strip_fences(text)
     origin = typing.get_origin(annotation)
-    if origin is typing.Literal or (isinstance(annotation, type) and issubclass(annotation, enum.Enum)):
+    if origin is typing.Literal or (
+        isinstance(annotation, type) and issubclass(annotation, enum.Enum)
+    ):
         return text.strip().strip("'\"`")
     if annotation in (int, float, bool):
         return text.strip().strip("'\"`").rstrip(".")
@@ -89,18 +90,19 @@ def parse_value(text: str, annotation: Any) -> Any:
 
 
 def validate_outputs(signature: type[Signature], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate raw values into the declared types; raise ``FieldParseFailure`` naming the field."""
-    missing = [n for n in signature.output_fields if n not in values]
-    if missing:
-        raise FieldParseFailure(missing[0], f"the answer has no value for field {missing[0]!r}")
+    """Validate raw values into the declared types; raise ``FieldParseFailure`` naming the field.
+
+    A wrong value is reported before a missing one: it says more about what went wrong.
+    """
     try:
         model = signature.output_model().model_validate(dict(values))
     except pydantic.ValidationError as e:
-        err = e.errors()[0]
-        loc = err.get("loc") or ("?",)
-        raise FieldParseFailure(
-            str(loc[0]), f"{err.get('msg')} (got {err.get('input')!r:.200})"
-        ) from None
+        errors = e.errors()
+        err = next((x for x in errors if x.get("type") != "missing"), errors[0])
+        name = str((err.get("loc") or ("?",))[0])
+        if err.get("type") == "missing":
+            raise FieldParseFailure(name, f"the answer has no value for field {name!r}") from None
+        raise FieldParseFailure(name, f"{err.get('msg')} (got {err.get('input')!r:.200})") from None
     return {n: getattr(model, n) for n in signature.output_fields}
 
 

@@ -39,7 +39,8 @@ class ChatAdapter(Adapter):
 
     Example:
         >>> import dspex
-        >>> msgs = dspex.ChatAdapter().format(dspex.Signature("question -> answer"), [], {"question": "2+2?"})
+        >>> sig = dspex.Signature("question -> answer")
+        >>> msgs = dspex.ChatAdapter().format(sig, [], {"question": "2+2?"})
         >>> print(msgs[-1]["content"].splitlines()[0])
         [[ ## question ## ]]
     """
@@ -116,8 +117,8 @@ class ChatAdapter(Adapter):
             if name in signature.output_fields and name not in sections:
                 sections[name] = text[m.end() : end].strip()
         if not sections:
-            raise FieldParseFailure(
-                None, "no [[ ## field ## ]] sections found in the answer"
-            )
-        values = {n: parse_value(v, signature.output_fields[n].annotation) for n, v in sections.items()}
+            raise FieldParseFailure(None, "no [[ ## field ## ]] sections found in the answer")
+        values = {
+            n: parse_value(v, signature.output_fields[n].annotation) for n, v in sections.items()
+        }
         return validate_outputs(signature, values)

@@ -23,7 +23,9 @@ def _first_json_object(text: str) -> Any:
     try:
         value, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as e:
-        raise FieldParseFailure(None, f"the answer is not valid JSON ({e.msg} at char {e.pos})")
+        raise FieldParseFailure(
+            None, f"the answer is not valid JSON ({e.msg} at char {e.pos})"
+        ) from None
     return value
 
 

@@ -51,7 +51,9 @@ def validate_devset(devset: Sequence[Example], program: Module) -> None:
     """Reject rows that cannot run, before any LM call, naming the row ids."""
     if not devset:
         raise DataError("The devset is empty; pass at least one Example.")
-    no_inputs = [_row_id(ex, i) for i, ex in enumerate(devset) if getattr(ex, "input_keys", None) is None]
+    no_inputs = [
+        _row_id(ex, i) for i, ex in enumerate(devset) if getattr(ex, "input_keys", None) is None
+    ]
     if no_inputs:
         raise DataError(
             f"{len(no_inputs)} row(s) have no declared inputs (ids {no_inputs[:20]}); build "
@@ -152,7 +154,9 @@ class Evaluate:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise EvaluationError(_too_many_message(failures, self.max_errors), failures=failures) from None
+            raise EvaluationError(
+                _too_many_message(failures, self.max_errors), failures=failures
+            ) from None
         finally:
             bar.close()
         done = [r for r in rows if r is not None]
@@ -164,9 +168,7 @@ class _TooManyErrors(Exception):
 
 
 def _too_many_message(failures: list[tuple[Any, BaseException]], max_errors: int | None) -> str:
-    shown = "\n".join(
-        f"  row {rid}: {type(e).__name__}: {str(e)[:300]}" for rid, e in failures[:5]
-    )
+    shown = "\n".join(f"  row {rid}: {type(e).__name__}: {str(e)[:300]}" for rid, e in failures[:5])
     return (
         f"Evaluation stopped: {len(failures)} examples failed (max_errors={max_errors}). "
         f"First failures:\n{shown}\nFix the cause, or raise max_errors to keep going."
@@ -212,8 +214,11 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self._bar = Progress(
-            TextColumn("[bold]Evaluate"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.description}"), transient=False,
+            TextColumn("[bold]Evaluate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            transient=False,
         )
         self._task = self._bar.add_task("", total=total)
         self._bar.start()

@@ -68,7 +68,7 @@ class Predict(Module):
             )
         return dict(kwargs)
 
-    async def aforward(  # type: ignore[override]
+    async def aforward(
         self,
         *,
         lm: Any = None,
@@ -91,7 +91,7 @@ class Predict(Module):
         )
         return Prediction.from_completions(completions, usage)
 
-    def forward(self, **kwargs: Any) -> Prediction:  # type: ignore[override]
+    def forward(self, **kwargs: Any) -> Prediction:
         return run_sync(self.aforward(**kwargs))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
@@ -107,7 +107,9 @@ class Predict(Module):
         return {
             "signature": self.signature.dump_state(),
             "demos": [d.to_dict() if isinstance(d, Example) else dict(d) for d in self.demos],
-            "lm": self.lm.dump_config() if self.lm is not None and hasattr(self.lm, "dump_config") else None,
+            "lm": self.lm.dump_config()
+            if self.lm is not None and hasattr(self.lm, "dump_config")
+            else None,
             "config": redact(self.config),
         }
 

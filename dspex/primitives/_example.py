@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
+from typing import Any, Self
 
 from dspex.errors import DataError
 
 __all__ = ["Example"]
 
 
-class Example:
+class Example(Mapping[str, Any]):
     """A data point: named fields, some of which are marked as the program's inputs.
 
     Examples are immutable: ``with_inputs``, ``copy`` and ``without`` return new ones.
@@ -37,7 +37,7 @@ class Example:
 
     # -- mapping-like access -------------------------------------------------------------
     def __getattr__(self, key: str) -> Any:
-        if key.startswith("__") and key.endswith("__"):
+        if (key.startswith("__") and key.endswith("__")) or key in Example.__slots__:
             raise AttributeError(key)
         try:
             return self._store[key]
@@ -77,14 +77,14 @@ class Example:
         inputs = f", input_keys={sorted(self._input_keys)}" if self._input_keys else ""
         return f"{type(self).__name__}({self._store!r}{inputs})"
 
-    def keys(self) -> list[str]:
-        return list(self._store)
+    def keys(self) -> KeysView[str]:
+        return self._store.keys()
 
-    def values(self) -> list[Any]:
-        return list(self._store.values())
+    def values(self) -> ValuesView[Any]:
+        return self._store.values()
 
-    def items(self) -> list[tuple[str, Any]]:
-        return list(self._store.items())
+    def items(self) -> ItemsView[str, Any]:
+        return self._store.items()
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._store.get(key, default)
@@ -92,10 +92,10 @@ class Example:
     def to_dict(self) -> dict[str, Any]:
         return dict(self._store)
 
-    toDict = to_dict  # noqa: N815 - DSPy's spelling, kept for portability
+    toDict = to_dict
 
     # -- copies --------------------------------------------------------------------------
-    def _new(self, store: dict[str, Any], input_keys: frozenset[str] | None) -> Example:
+    def _new(self, store: dict[str, Any], input_keys: frozenset[str] | None) -> Self:
         new = object.__new__(type(self))
         object.__setattr__(new, "_store", store)
         object.__setattr__(new, "_input_keys", input_keys)
@@ -104,17 +104,28 @@ class Example:
                 object.__setattr__(new, slot, getattr(self, slot))
         return new
 
-    def copy(self, **changes: Any) -> Example:
+    def __copy__(self) -> Self:
+        return self._new(dict(self._store), self._input_keys)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        import copy
+
+        return self._new(copy.deepcopy(self._store, memo), self._input_keys)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self._store, self._input_keys))
+
+    def copy(self, **changes: Any) -> Self:
         """A copy with some fields changed or added."""
         return self._new({**self._store, **changes}, self._input_keys)
 
-    def without(self, *keys: str) -> Example:
+    def without(self, *keys: str) -> Self:
         """A copy without the given fields."""
         keep = {k: v for k, v in self._store.items() if k not in keys}
         ik = self._input_keys - set(keys) if self._input_keys is not None else None
         return self._new(keep, ik)
 
-    def with_inputs(self, *keys: str) -> Example:
+    def with_inputs(self, *keys: str) -> Self:
         """A copy whose input fields are ``keys``; the rest are labels."""
         missing = [k for k in keys if k not in self._store]
         if missing:
@@ -128,7 +139,7 @@ class Example:
     def input_keys(self) -> frozenset[str] | None:
         return self._input_keys
 
-    def inputs(self) -> Example:
+    def inputs(self) -> Self:
         """The input fields only (raises if ``with_inputs`` was never called)."""
         if self._input_keys is None:
             raise DataError(
@@ -139,7 +150,7 @@ class Example:
             {k: v for k, v in self._store.items() if k in self._input_keys}, self._input_keys
         )
 
-    def labels(self) -> Example:
+    def labels(self) -> Self:
         """The non-input fields only."""
         ik = self._input_keys or frozenset()
         return self._new({k: v for k, v in self._store.items() if k not in ik}, None)
@@ -151,3 +162,11 @@ class Example:
         """Build examples from dicts, all with the same input keys."""
         keys = tuple(input_keys)
         return [cls(r).with_inputs(*keys) for r in records]
+
+
+def _rebuild(
+    cls: type[Example], store: dict[str, Any], input_keys: frozenset[str] | None
+) -> Example:
+    new = cls(store)
+    object.__setattr__(new, "_input_keys", input_keys)
+    return new

@@ -91,9 +91,7 @@ class Module:
         from dspex.modules import Predict
 
         return [
-            (name or "self", m)
-            for name, m in self.named_sub_modules()
-            if isinstance(m, Predict)
+            (name or "self", m) for name, m in self.named_sub_modules() if isinstance(m, Predict)
         ]
 
     def predictors(self) -> list[Predict]:
@@ -106,11 +104,9 @@ class Module:
 
     def deepcopy(self) -> Module:
         """A deep copy. LM clients are shared, not copied (they hold connection pools)."""
-        from dspex.lm import LM
-
         memo: dict[int, Any] = {}
         for p in self.predictors():
-            if isinstance(p.lm, LM):
+            if p.lm is not None:
                 memo[id(p.lm)] = p.lm
         return copy.deepcopy(self, memo)
 

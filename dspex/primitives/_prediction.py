@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from dspex.primitives._example import Example
@@ -25,7 +25,7 @@ class Completions:
     def __getitem__(self, i: int) -> Prediction:
         return Prediction(self._items[i])
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Prediction]:
         return (Prediction(i) for i in self._items)
 
     def __getattr__(self, key: str) -> list[Any]:
@@ -75,7 +75,6 @@ class Prediction(Example):
 
     def with_usage(self, usage: Usage) -> Prediction:
         new = self.copy()
-        assert isinstance(new, Prediction)
         object.__setattr__(new, "_usage", usage)
         return new
 

@@ -55,7 +55,7 @@ def _marker(kind: FieldKind, desc: str | None, prefix: str | None, kw: dict[str,
     return _FieldMarker(kind=kind, desc=desc, prefix=prefix, constraints=dict(kw))
 
 
-def InputField(*, desc: str | None = None, prefix: str | None = None, **constraints: Any) -> Any:  # noqa: N802
+def InputField(*, desc: str | None = None, prefix: str | None = None, **constraints: Any) -> Any:
     """Declare an input field in a class-based signature.
 
     Example:
@@ -69,7 +69,7 @@ def InputField(*, desc: str | None = None, prefix: str | None = None, **constrai
     return _marker("input", desc, prefix, constraints)
 
 
-def OutputField(*, desc: str | None = None, prefix: str | None = None, **constraints: Any) -> Any:  # noqa: N802
+def OutputField(*, desc: str | None = None, prefix: str | None = None, **constraints: Any) -> Any:
     """Declare an output field; ``constraints`` (``ge``, ``max_length``, ...) are validated."""
     return _marker("output", desc, prefix, constraints)
 

@@ -90,7 +90,9 @@ def _parse_field(item: str, names: Mapping[str, Any], spec: str) -> tuple[str, A
     try:
         node = ast.parse(type_text.strip(), mode="eval").body
     except SyntaxError:
-        raise SignatureError(f"Invalid type {type_text.strip()!r} for field {name!r} in {spec!r}.")
+        raise SignatureError(
+            f"Invalid type {type_text.strip()!r} for field {name!r} in {spec!r}."
+        ) from None
     return name, _eval_type(node, names, spec)
 
 

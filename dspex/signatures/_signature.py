@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import keyword
 from collections.abc import Mapping
-from functools import cache
 from typing import Any, ClassVar
 
 import pydantic
@@ -58,7 +58,8 @@ class Signature:
         ...     answer: int = dspex.OutputField(desc="a whole number")
         >>> QA.signature
         'question -> answer'
-        >>> dspex.Signature("question, context: list[str] -> answer: int").output_fields["answer"].type_name
+        >>> sig = dspex.Signature("question, context: list[str] -> answer: int")
+        >>> sig.output_fields["answer"].type_name
         'int'
     """
 
@@ -78,7 +79,7 @@ class Signature:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("_dspex_prebuilt"):
             return  # made by _build from already-validated fields
-        own = dict(cls.__dict__.get("__annotations__", {}))
+        own = dict(inspect.get_annotations(cls))
         own = {k: v for k, v in own.items() if k not in ("instructions", "fields")}
         resolved = resolve_annotations(cls, own) if own else {}
         fields: dict[str, Field] = dict(cls.fields)  # inherited, in order
@@ -139,7 +140,11 @@ class Signature:
     @classmethod
     def output_model(cls) -> type[pydantic.BaseModel]:
         """A pydantic model that validates the output fields (cached per signature)."""
-        return _output_model(cls)
+        model = cls.__dict__.get("_dspex_output_model")
+        if model is None:
+            model = _output_model(cls)
+            cls._dspex_output_model = model  # type: ignore[attr-defined]
+        return model
 
     # -- derived signatures ---------------------------------------------------------------
     @classmethod
@@ -155,15 +160,15 @@ class Signature:
     def with_updated_fields(cls, name: str, **changes: Any) -> type[Signature]:
         """A copy with field ``name`` changed (``desc=``, ``prefix=``, ``annotation=``)."""
         if name not in cls.fields:
-            raise SignatureError(f"{cls.__name__} has no field {name!r}; fields: {list(cls.fields)}.")
+            raise SignatureError(
+                f"{cls.__name__} has no field {name!r}; fields: {list(cls.fields)}."
+            )
         fields = dict(cls.fields)
         fields[name] = fields[name].with_(**changes)
         return cls._derive(fields)
 
     @classmethod
-    def insert(
-        cls, index: int, name: str, field: Any, type_: Any = str
-    ) -> type[Signature]:
+    def insert(cls, index: int, name: str, field: Any, type_: Any = str) -> type[Signature]:
         """A copy with a new field at ``index`` among the fields of its kind."""
         if not isinstance(field, _FieldMarker):
             raise SignatureError(
@@ -194,7 +199,9 @@ class Signature:
     def delete(cls, name: str) -> type[Signature]:
         """A copy without field ``name``."""
         if name not in cls.fields:
-            raise SignatureError(f"{cls.__name__} has no field {name!r}; fields: {list(cls.fields)}.")
+            raise SignatureError(
+                f"{cls.__name__} has no field {name!r}; fields: {list(cls.fields)}."
+            )
         return cls._derive({n: f for n, f in cls.fields.items() if n != name})
 
     # -- state ------------------------------------------------------------------------------
@@ -204,8 +211,13 @@ class Signature:
         return {
             "instructions": cls.instructions,
             "fields": [
-                {"name": f.name, "kind": f.kind, "type": f.type_name, "desc": f.desc,
-                 "prefix": f.prefix}
+                {
+                    "name": f.name,
+                    "kind": f.kind,
+                    "type": f.type_name,
+                    "desc": f.desc,
+                    "prefix": f.prefix,
+                }
                 for f in cls.fields.values()
             ],
         }
@@ -220,8 +232,10 @@ class Signature:
                 f"{sorted(cls.fields)}; load state into a program with the same signature."
             )
         fields = {
-            n: f.with_(desc=saved.get(n, {}).get("desc", f.desc),
-                       prefix=saved.get(n, {}).get("prefix", f.prefix))
+            n: f.with_(
+                desc=saved.get(n, {}).get("desc", f.desc),
+                prefix=saved.get(n, {}).get("prefix", f.prefix),
+            )
             for n, f in cls.fields.items()
         }
         return cls._derive(fields, state.get("instructions") or cls.instructions)
@@ -235,8 +249,6 @@ class Signature:
 
 
 def _clean_doc(doc: str) -> str:
-    import inspect
-
     return inspect.cleandoc(doc).strip()
 
 
@@ -263,13 +275,12 @@ def _build(name: str, fields: Mapping[str, Field], instructions: str) -> type[Si
     """Create a signature class from resolved fields (no re-validation of markers needed)."""
     _validate(name, fields)
     ns: dict[str, Any] = {"__doc__": None, "__module__": __name__, "_dspex_prebuilt": True}
-    cls = type(name, (Signature,), ns)
+    cls: type[Signature] = type(name, (Signature,), ns)
     cls.fields = _ordered(dict(fields))
     cls.instructions = instructions
     return cls
 
 
-@cache
 def _output_model(sig: type[Signature]) -> type[pydantic.BaseModel]:
     definitions: dict[str, Any] = {n: f.pydantic_field() for n, f in sig.output_fields.items()}
     return pydantic.create_model(f"{sig.__name__}Outputs", **definitions)
@@ -311,7 +322,9 @@ def make_signature(
     return _build(name, ordered, text)
 
 
-def ensure_signature(sig: str | type[Signature], instructions: str | None = None) -> type[Signature]:
+def ensure_signature(
+    sig: str | type[Signature], instructions: str | None = None
+) -> type[Signature]:
     """Accept a signature class or its string form."""
     if isinstance(sig, str):
         return make_signature(sig, instructions)

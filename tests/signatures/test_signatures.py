@@ -40,7 +40,14 @@ class Everything(Signature):
 
 def test_class_form_collects_fields_in_order_and_docstring() -> None:
     assert list(Everything.input_fields) == [
-        "text", "count", "ratio", "flag", "tags", "scores", "maybe", "either",
+        "text",
+        "count",
+        "ratio",
+        "flag",
+        "tags",
+        "scores",
+        "maybe",
+        "either",
     ]
     assert list(Everything.output_fields) == ["color", "mood", "address", "nested", "anything"]
     assert Everything.instructions == "Use every supported type."

@@ -1,0 +1,57 @@
+"""Argument parsing and dispatch; each command's module is imported only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dspex.errors import DspexError, UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dspex", description="Program language models; optimize them durably."
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+
+    demo = sub.add_parser(
+        "demo",
+        help="evaluate small programs on a bundled task against the simulated LM",
+        description="Evaluates a few programs on a bundled dataset and prints a score table. "
+        "By default the LM is dspex's simulated model behind a loopback OpenAI-compatible "
+        "server, so it runs offline; pass --lm to use a real provider.",
+    )
+    demo.add_argument("--task", default="arithmetic", help="bundled task: arithmetic or factqa")
+    demo.add_argument("--dev-size", type=int, default=100, help="examples to evaluate on")
+    demo.add_argument("--lm", default=None, help="e.g. openai/gpt-4o-mini (default: simulated)")
+    demo.add_argument("--concurrency", type=int, default=32)
+    demo.add_argument("--latency", type=float, default=0.05, help="simulated LM latency, s")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from dspex import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "demo":
+            from dspex.cli._demo import run_demo
+
+            return run_demo(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except DspexError as e:
+        print(f"failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    parser.error(f"unknown command {args.command!r}")
+    return 2

@@ -1,0 +1,37 @@
+"""The public surface of ``import dspex`` is explicit, sorted and light."""
+
+import subprocess
+import sys
+
+import dspex
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert dspex.__all__ == sorted(dspex.__all__, key=lambda s: (s.lower(), s))
+    for name in dspex.__all__:
+        assert hasattr(dspex, name), name
+    public = {n for n in vars(dspex) if not n.startswith("_")}
+    submodules = {
+        "adapters",
+        "errors",
+        "evaluate",
+        "lm",
+        "modules",
+        "primitives",
+        "signatures",
+        "testing",
+        "datasets",
+        "cli",
+    }
+    assert public - submodules <= set(dspex.__all__)
+
+
+def test_import_pulls_in_no_heavy_dependency() -> None:
+    code = (
+        "import sys, dspex\n"
+        "heavy = ['litellm', 'prefect', 'mlflow', 'duckdb', 'optuna', 'torch', 'pyarrow',"
+        " 'transformers', 'aiohttp', 'pandas', 'rich']\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
