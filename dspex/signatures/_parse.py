@@ -112,10 +112,16 @@ def parse_signature_string(
     return inputs, outputs
 
 
-def resolve_annotations(cls: type, own: Mapping[str, Any]) -> dict[str, Any]:
-    """Resolve a class body's annotations, including string ones (``from __future__``)."""
+def resolve_annotations(
+    cls: type, own: Mapping[str, Any], localns: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Resolve a class body's annotations, including string ones (``from __future__``).
+
+    ``localns`` is the namespace the class was defined in, so that types local to a function
+    resolve too.
+    """
     try:
-        hints = typing.get_type_hints(cls, include_extras=True)
+        hints = typing.get_type_hints(cls, localns=dict(localns or {}), include_extras=True)
     except NameError as e:
         raise SignatureError(
             f"Signature {cls.__name__}: cannot resolve a type annotation ({e}). Define the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import keyword
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -81,7 +82,9 @@ class Signature:
             return  # made by _build from already-validated fields
         own = dict(inspect.get_annotations(cls))
         own = {k: v for k, v in own.items() if k not in ("instructions", "fields")}
-        resolved = resolve_annotations(cls, own) if own else {}
+        # The frame defining the class, so that string annotations naming local types resolve.
+        defining = sys._getframe(1).f_locals if own else None
+        resolved = resolve_annotations(cls, own, defining) if own else {}
         fields: dict[str, Field] = dict(cls.fields)  # inherited, in order
         for name, annotation in resolved.items():
             marker = cls.__dict__.get(name)

@@ -1,0 +1,27 @@
+"""Datasets: file loaders and the bundled simulated tasks.
+
+Loaders turn local files into ``list[Example]`` with declared inputs; the bundled tasks
+(``arithmetic``, ``factqa``) are generated deterministically and drive
+``dspex.testing.SimulatedLM``.
+
+Example:
+    >>> from dspex.datasets import load_task
+    >>> train, dev, test = load_task("arithmetic").split(train=20, dev=50, seed=0)
+    >>> list(dev[0].inputs().keys())
+    ['question']
+"""
+
+from dspex.datasets._loaders import load_csv, load_hf_dir, load_jsonl, load_parquet, to_examples
+from dspex.datasets._task import SimTask, TaskSplits, load_task, task_names
+
+__all__ = [
+    "SimTask",
+    "TaskSplits",
+    "load_csv",
+    "load_hf_dir",
+    "load_jsonl",
+    "load_parquet",
+    "load_task",
+    "task_names",
+    "to_examples",
+]

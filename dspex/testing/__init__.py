@@ -1,0 +1,53 @@
+"""Test doubles for LMs: scripted, simulated, in-process, through litellm or over HTTP.
+
+* :class:`DummyLM` answers from a script and raises ``ScriptExhaustedError`` when it runs out
+  (it never invents an answer).
+* :class:`SimulatedLM` is a deterministic stand-in for a hosted model whose accuracy rises with
+  hint instructions, correct demos and reasoning, like a real model's does; with latency and
+  fault injection (:class:`Faults`).
+* :func:`serve` / :func:`start_server_process` put either behind a loopback OpenAI-compatible
+  HTTP server; :func:`register_litellm_providers` makes ``dspex-sim/...`` and
+  ``dspex-dummy/...`` litellm models.
+
+Nothing here imports litellm, pyarrow or any server framework until it is used.
+
+Example:
+    >>> from dspex.testing import DummyLM, SimulatedLM
+    >>> lm = DummyLM([{"answer": "4"}])
+    >>> sim = SimulatedLM("arithmetic", latency=0.0, cache=False)
+"""
+
+from dspex.testing._core import Faults, Reply, Responder
+from dspex.testing._litellm import register_litellm_providers
+from dspex.testing._models import DummyLM, SimulatedLM
+from dspex.testing._prompt import ParsedPrompt, format_answer, parse_prompt
+from dspex.testing._script import Script
+from dspex.testing._serving import (
+    RunningServer,
+    ServerProcess,
+    fetch_stats,
+    serve,
+    start_server_process,
+)
+from dspex.testing._sim import Simulator
+from dspex.testing._transport import LocalTransport
+
+__all__ = [
+    "DummyLM",
+    "Faults",
+    "LocalTransport",
+    "ParsedPrompt",
+    "Reply",
+    "Responder",
+    "RunningServer",
+    "Script",
+    "ServerProcess",
+    "SimulatedLM",
+    "Simulator",
+    "fetch_stats",
+    "format_answer",
+    "parse_prompt",
+    "register_litellm_providers",
+    "serve",
+    "start_server_process",
+]

@@ -1,0 +1,128 @@
+"""The script behind ``DummyLM``: scripted answers, given in order or by input substring.
+
+A script never invents an answer: when it runs out, or no key matches, it raises
+``ScriptExhaustedError`` saying what it was asked.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+from dspex.errors import ScriptExhaustedError, UserError
+from dspex.lm._types import LMRequest
+from dspex.testing._core import Counters, Reply, rough_tokens
+from dspex.testing._prompt import ParsedPrompt, format_answer, message_text, parse_prompt
+
+__all__ = ["Answer", "Script"]
+
+Answer: TypeAlias = Mapping[str, Any] | str
+"""A scripted answer: output values (formatted like a model would) or raw text (verbatim)."""
+
+
+def _check(answer: object, where: str) -> Answer:
+    if isinstance(answer, str | Mapping):
+        return answer
+    raise UserError(
+        f"DummyLM {where}: an answer must be a dict of output values or a raw string, "
+        f"got {type(answer).__name__}."
+    )
+
+
+class Script:
+    """Answers from a list (consumed in order) or a mapping of input substring -> answer.
+
+    Args:
+        answers: a list of answers, or a mapping whose keys are looked up as substrings of the
+            last user message (first matching key wins; mapped answers can be reused).
+    """
+
+    latency = 0.0
+
+    def __init__(self, answers: Sequence[Answer] | Mapping[str, Answer]) -> None:
+        self._lock = threading.Lock()
+        self.counters = Counters()
+        self.requests: list[LMRequest] = []
+        self._mapping: dict[str, Answer] | None = None
+        self._queue: list[Answer] = []
+        self._used = 0
+        if isinstance(answers, Mapping):
+            self._mapping = {str(k): _check(v, f"answer for {k!r}") for k, v in answers.items()}
+        elif isinstance(answers, str) or not isinstance(answers, Sequence):
+            raise UserError(
+                "DummyLM(answers): pass a list of answers ([{'answer': '4'}, ...]) or a mapping "
+                "from an input substring to an answer."
+            )
+        else:
+            self._queue = [_check(a, f"answer #{i}") for i, a in enumerate(answers)]
+
+    @property
+    def request_count(self) -> int:
+        return self.counters.requests
+
+    @property
+    def remaining(self) -> int | None:
+        """How many scripted answers are left (``None`` for a mapping script)."""
+        with self._lock:
+            return None if self._mapping is not None else len(self._queue) - self._used
+
+    def reply(self, request: LMRequest) -> Reply:
+        """Format the next scripted answer(s) for ``request``; one per requested choice."""
+        self.counters.start("")
+        with self._lock:
+            self.requests.append(request)
+        prompt = parse_prompt(request.messages, request.kwargs)
+        n = max(1, int(request.kwargs.get("n") or 1))
+        answers = self._take(prompt, n)
+        texts = tuple(self._render(a, prompt) for a in answers)
+        prompt_tokens = sum(rough_tokens(message_text(m)) for m in request.messages)
+        completion_tokens = sum(rough_tokens(t) for t in texts)
+        self.counters.add_tokens(prompt_tokens, completion_tokens)
+        return Reply(texts, prompt_tokens, completion_tokens, ("stop",) * n)
+
+    def _take(self, prompt: ParsedPrompt, n: int) -> list[Answer]:
+        asked = prompt.last_user_text
+        if self._mapping is not None:
+            for key, answer in self._mapping.items():
+                if key in asked:
+                    return [answer] * n
+            raise ScriptExhaustedError(
+                f"DummyLM has no answer for this request: none of its keys "
+                f"{list(self._mapping)[:10]} occurs in the last user message:\n{_shown(asked)}\n"
+                "Add a key that occurs in that message."
+            )
+        with self._lock:
+            left = len(self._queue) - self._used
+            if left < n:
+                raise ScriptExhaustedError(
+                    f"DummyLM ran out of scripted answers: it had {len(self._queue)}, "
+                    f"{self._used} are used, and request #{len(self.requests)} asks for {n}: "
+                    f"{_describe(prompt)}\n"
+                    "Add answers to the script (or check why the program made an extra call)."
+                )
+            taken = self._queue[self._used : self._used + n]
+            self._used += n
+            return taken
+
+    @staticmethod
+    def _render(answer: Answer, prompt: ParsedPrompt) -> str:
+        if isinstance(answer, str):
+            return answer
+        # Fields in the order the prompt asks for them, then any extra the script gave.
+        order = [f.name for f in prompt.output_fields if f.name in answer]
+        order += [k for k in answer if k not in order]
+        return format_answer({k: answer[k] for k in order}, json_mode=prompt.json_mode)
+
+
+def _describe(prompt: ParsedPrompt) -> str:
+    fields = [f.name for f in prompt.output_fields]
+    wants = f"fields {fields}" if fields else "an answer"
+    if prompt.inputs:
+        given = ", ".join(f"{k}={_shown(v, 200)!r}" for k, v in prompt.inputs.items())
+        return f"{wants} for inputs {given}."
+    return f"{wants} for the message:\n{_shown(prompt.last_user_text)}"
+
+
+def _shown(text: str, limit: int = 600) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
