@@ -20,10 +20,7 @@ from dspex.errors import (
     UserError,
 )
 from dspex.evaluate import Evaluate, EvaluationResult
-try:  # TEMPORARY while dspex.lm is being written
-    from dspex.lm import LM, inspect_history
-except ImportError:  # pragma: no cover
-    pass
+from dspex.lm import LM, configure_cache, inspect_history
 from dspex.modules import ChainOfThought, Predict
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
 from dspex.signatures import InputField, OutputField, Signature, make_signature
@@ -57,6 +54,7 @@ __all__ = [
     "UserError",
     "__version__",
     "configure",
+    "configure_cache",
     "context",
     "inspect_history",
     "make_signature",

@@ -41,7 +41,12 @@ class RawCompletion:
 
 @dataclass(frozen=True, slots=True)
 class LMResponse:
-    """What ``LM.forward``/``LM.aforward`` return."""
+    """What ``LM.forward``/``LM.aforward`` return.
+
+    ``cache_key`` identifies the cache entry holding this answer (``None`` when the call
+    bypassed the cache); ``LM.uncache(response)`` deletes it, e.g. when the answer could not
+    be parsed and must not be replayed.
+    """
 
     outputs: list[str]
     usage: Usage
@@ -49,6 +54,7 @@ class LMResponse:
     cache_hit: bool = False
     latency_s: float = 0.0
     finish_reasons: Sequence[str | None] = ()
+    cache_key: str | None = None
 
 
 class Transport(Protocol):

@@ -1,0 +1,33 @@
+"""LM clients: ``LM``, its cache, retries, usage and history.
+
+Example:
+    >>> import dspex.lm
+    >>> lm = dspex.lm.LM("openai/gpt-4o-mini", temperature=0.0)
+    >>> lm.model
+    'openai/gpt-4o-mini'
+"""
+
+from dspex.lm._cache import Cache, configure_cache, default_cache, request_key
+from dspex.lm._history import HistoryEntry, inspect_history
+from dspex.lm._litellm import LiteLLMTransport
+from dspex.lm._lm import LM
+from dspex.lm._openai import OpenAITransport
+from dspex.lm._pricing import register_price
+from dspex.lm._types import LMRequest, LMResponse, RawCompletion, Transport
+
+__all__ = [
+    "LM",
+    "Cache",
+    "HistoryEntry",
+    "LMRequest",
+    "LMResponse",
+    "LiteLLMTransport",
+    "OpenAITransport",
+    "RawCompletion",
+    "Transport",
+    "configure_cache",
+    "default_cache",
+    "inspect_history",
+    "register_price",
+    "request_key",
+]

@@ -1,0 +1,199 @@
+"""The litellm transport: every provider that is not OpenAI-compatible goes through litellm.
+
+litellm is imported on first use, never at ``import dspex`` (it takes seconds), in a worker
+thread so the event loop keeps serving other calls meanwhile. Its own retries are switched
+off (``num_retries=0``): the LM's retry loop is the only one, so ``num_retries`` means the
+same thing on every path. Its exceptions become dspex's typed errors with redacted text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from dspex._redact import redact_text, register_secret
+from dspex.errors import (
+    ConfigurationError,
+    ContextWindowExceededError,
+    DspexError,
+    LMError,
+    LMServerError,
+    LMTimeoutError,
+    lm_error_from_status,
+)
+from dspex.lm._openai import parse_retry_after
+from dspex.lm._types import LMRequest, RawCompletion
+
+__all__ = ["LiteLLMTransport", "load_litellm"]
+
+# Models served by dspex's own test doubles, registered as litellm custom providers.
+TEST_PREFIXES = ("dspex-sim/", "dspex-dummy/")
+
+_import_lock = threading.Lock()
+_litellm: Any = None
+_test_providers_ready = False
+
+
+def load_litellm() -> Any:
+    """Import litellm once, offline and quiet."""
+    global _litellm
+    if _litellm is not None:
+        return _litellm
+    with _import_lock:
+        if _litellm is None:
+            # Use the cost map bundled with the package instead of fetching it over the network.
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            os.environ.setdefault("LITELLM_TELEMETRY", "False")
+            import litellm
+
+            litellm.telemetry = False
+            litellm.suppress_debug_info = True
+            litellm.set_verbose = False
+            for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            _litellm = litellm
+    return _litellm
+
+
+def _register_test_providers() -> None:
+    global _test_providers_ready
+    if _test_providers_ready:
+        return
+    import dspex.testing
+
+    register = getattr(dspex.testing, "register_litellm_providers", None)
+    if register is None:
+        raise ConfigurationError(
+            "Models named dspex-sim/... or dspex-dummy/... are served by dspex.testing, but "
+            "dspex.testing.register_litellm_providers() is missing in this version. Use "
+            "dspex.testing's LM classes directly, or pass transport= explicitly."
+        )
+    register()
+    _test_providers_ready = True
+
+
+def _dspex_error_in_chain(exc: BaseException) -> DspexError | None:
+    # A dspex error raised inside a custom provider (e.g. a scripted LM running out of
+    # answers) is wrapped by litellm; the original is the one that says what happened.
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DspexError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _headers_of(exc: BaseException) -> Mapping[str, str]:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "headers", None)
+    return headers if isinstance(headers, Mapping) else {}
+
+
+def map_litellm_error(exc: Exception, model: str) -> DspexError:
+    """Translate a litellm (or provider SDK) exception into a typed dspex error."""
+    inner = _dspex_error_in_chain(exc)
+    if inner is not None:
+        return inner
+    litellm = load_litellm()
+    message = redact_text(str(exc))
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return ContextWindowExceededError(
+            f"{model}: the prompt exceeds the model's context window. Use fewer or shorter "
+            f"demos, or a model with a longer context. Provider said: {message}",
+            status=400,
+            model=model,
+        )
+    if isinstance(exc, litellm.Timeout | TimeoutError):
+        return LMTimeoutError(f"{model}: no answer in time. {message}", model=model)
+    if isinstance(exc, litellm.APIConnectionError):
+        return LMServerError(f"{model}: connection failed. {message}", model=model)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and status >= 400:
+        return lm_error_from_status(
+            status, message, model=model, retry_after=parse_retry_after(_headers_of(exc))
+        )
+    return LMError(f"{model}: litellm failed with {type(exc).__name__}: {message}", model=model)
+
+
+def _parse(response: Any) -> RawCompletion:
+    texts: list[str] = []
+    finish: list[str | None] = []
+    for choice in response.choices:
+        message = getattr(choice, "message", None)
+        content = getattr(message, "content", None)
+        texts.append(content if isinstance(content, str) else "")
+        finish.append(getattr(choice, "finish_reason", None))
+    usage = getattr(response, "usage", None)
+    return RawCompletion(
+        texts,
+        int(getattr(usage, "prompt_tokens", 0) or 0),
+        int(getattr(usage, "completion_tokens", 0) or 0),
+        finish,
+        getattr(response, "model", None),
+    )
+
+
+class LiteLLMTransport:
+    """Sends requests through ``litellm.acompletion`` (Anthropic, Gemini, Bedrock, ...).
+
+    Args:
+        api_key: passed to litellm; when omitted, litellm reads the provider's env variable.
+        api_base: passed to litellm, for self-hosted or proxied endpoints.
+        **credentials: other provider credentials litellm accepts (``aws_secret_access_key``,
+            ...); like ``api_key`` they are registered as secrets and sent only to litellm.
+
+    Example:
+        >>> from dspex.lm import LM, LiteLLMTransport
+        >>> lm = LM("anthropic/claude-3-5-haiku-latest", transport=LiteLLMTransport())
+    """
+
+    name = "litellm"
+
+    def __init__(
+        self, *, api_key: str | None = None, api_base: str | None = None, **credentials: Any
+    ) -> None:
+        register_secret(api_key)
+        for value in credentials.values():
+            register_secret(value if isinstance(value, str) else None)
+        self._api_key = api_key
+        self._api_base = api_base
+        self._credentials = credentials
+
+    def __repr__(self) -> str:
+        base = redact_text(self._api_base) if self._api_base else None
+        return f"LiteLLMTransport(api_base={base!r})"
+
+    async def complete(self, request: LMRequest, *, timeout: float) -> RawCompletion:
+        """Call ``litellm.acompletion``; raise a typed ``LMError`` on any failure."""
+        litellm = _litellm
+        if litellm is None:
+            litellm = await asyncio.to_thread(load_litellm)
+        if not _test_providers_ready and request.model.startswith(TEST_PREFIXES):
+            _register_test_providers()
+        params: dict[str, Any] = {**request.kwargs, **self._credentials}
+        if self._api_key is not None:
+            params["api_key"] = self._api_key
+        if self._api_base is not None:
+            params["api_base"] = self._api_base
+        try:
+            response = await litellm.acompletion(
+                model=request.model,
+                # litellm may rewrite messages in place for some providers; keep ours intact.
+                messages=[dict(m) for m in request.messages],
+                timeout=timeout,
+                num_retries=0,
+                max_retries=0,
+                **params,
+            )
+        except Exception as exc:
+            raise map_litellm_error(exc, request.model) from None
+        return _parse(response)
+
+    async def aclose(self) -> None:
+        """Nothing to release: litellm owns its HTTP clients."""

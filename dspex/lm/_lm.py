@@ -1,0 +1,495 @@
+"""``LM``: the client every module calls: cache, retries, usage, history, typed errors.
+
+The core is :meth:`LM.aforward` (asyncio-native); the sync API runs it on dspex's shared
+background loop (:func:`dspex._runtime.run_sync`). What actually talks to a provider is a
+:class:`~dspex.lm.Transport`: the lean OpenAI-compatible client for ``openai/...`` models,
+litellm for every other provider, or any object given as ``transport=`` (the test doubles
+in ``dspex.testing`` pass their own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TextIO
+
+from dspex._redact import is_secret_key, redact, redact_text, register_secret
+from dspex._runtime import run_sync
+from dspex.errors import LMError, UserError
+from dspex.lm._cache import Cache, default_cache, request_key
+from dspex.lm._history import GLOBAL_HISTORY, HistoryEntry, format_history
+from dspex.lm._json import dumps, loads
+from dspex.lm._litellm import LiteLLMTransport
+from dspex.lm._openai import OpenAITransport
+from dspex.lm._pricing import cost_of, price_of
+from dspex.lm._types import LMRequest, LMResponse, RawCompletion, Transport
+from dspex.primitives._usage import Usage
+
+__all__ = ["LM"]
+
+TransportName = Literal["auto", "openai", "litellm"]
+_TRANSPORT_NAMES = ("auto", "openai", "litellm")
+# Longest wait we accept from a provider's Retry-After before trying again anyway.
+_MAX_RETRY_AFTER_S = 120.0
+_HEADER_KWARGS = frozenset({"extra_headers", "headers"})
+_CONFIG_KEYS = frozenset(
+    {"model", "api_base", "cache", "num_retries", "timeout", "transport", "retry_backoff"}
+    | {"history_size", "kwargs"}
+)
+
+
+def _is_credential(key: str) -> bool:
+    # ``max_completion_tokens`` and friends look like "token" but are parameters.
+    return is_secret_key(key) and not key.endswith("_tokens")
+
+
+def _resolve_kind(model: str, transport: str) -> str:
+    if transport == "auto":
+        return "openai" if model.startswith("openai/") else "litellm"
+    return transport
+
+
+class LM:
+    """A language model client: ``lm("prompt")`` returns the completion texts.
+
+    Args:
+        model: ``provider/name``, e.g. ``"openai/gpt-4o-mini"`` or
+            ``"anthropic/claude-3-5-haiku-latest"``.
+        api_key: the provider key; never stored in history, configs, caches or errors.
+            When omitted the provider's environment variable is used.
+        api_base: the server's base URL, for self-hosted or proxied endpoints.
+        cache: ``True`` for the process default cache (see ``configure_cache``), ``False``
+            for none, or a :class:`~dspex.lm.Cache`.
+        num_retries: how many times a retryable failure (429, 5xx, timeout, dropped
+            connection) is retried; a persistent failure makes ``num_retries + 1`` requests.
+        timeout: seconds to wait for one request.
+        transport: ``"auto"`` (the lean OpenAI client for ``openai/...`` models, litellm
+            otherwise), ``"openai"``, ``"litellm"``, or a ``Transport`` object.
+        retry_backoff: ``(base, max)`` seconds of exponential backoff between retries.
+        history_size: how many calls ``lm.history`` keeps.
+        **kwargs: default request parameters: ``temperature``, ``max_tokens``, ``n``, ...
+
+    Example:
+        >>> from dspex.lm import LM
+        >>> lm = LM("openai/gpt-4o-mini", temperature=0.0, max_tokens=500)
+        >>> lm.dump_config()["kwargs"]
+        {'temperature': 0.0, 'max_tokens': 500}
+        >>> lm("Say hi")  # doctest: +SKIP
+        ['Hi!']
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        cache: bool | Cache = True,
+        num_retries: int = 3,
+        timeout: float = 60.0,
+        transport: Transport | TransportName = "auto",
+        retry_backoff: tuple[float, float] = (0.5, 30.0),
+        history_size: int = 1000,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise UserError(
+                f"LM(model=...) needs a model name like 'openai/gpt-4o-mini', got {model!r}."
+            )
+        if num_retries < 0 or timeout <= 0 or history_size < 0:
+            raise UserError("LM needs num_retries >= 0, timeout > 0 and history_size >= 0.")
+        if len(retry_backoff) != 2 or min(retry_backoff) < 0:
+            raise UserError(
+                f"retry_backoff must be (base, max) seconds >= 0, got {retry_backoff!r}."
+            )
+        if isinstance(transport, str) and transport not in _TRANSPORT_NAMES:
+            raise UserError(f"transport must be one of {_TRANSPORT_NAMES} or a Transport object.")
+        register_secret(api_key)
+        self.model = model
+        self.api_base = api_base
+        self.cache = cache
+        self.num_retries = num_retries
+        self.timeout = float(timeout)
+        self.retry_backoff = (float(retry_backoff[0]), float(retry_backoff[1]))
+        self.history: deque[HistoryEntry] = deque(maxlen=history_size)
+        self._api_key = api_key
+        # Credentials passed as kwargs (e.g. litellm's aws_secret_access_key) go to the
+        # transport only: never into request params, the cache key or the history.
+        self._credentials = {k: v for k, v in kwargs.items() if _is_credential(k)}
+        for value in self._credentials.values():
+            register_secret(value if isinstance(value, str) else None)
+        self.kwargs: dict[str, Any] = {
+            k: v for k, v in kwargs.items() if k not in self._credentials
+        }
+        self._transport_spec = transport
+        self._transport = self._make_transport()
+
+    def _make_transport(self) -> Transport:
+        spec = self._transport_spec
+        if not isinstance(spec, str):
+            return spec
+        kind = _resolve_kind(self.model, spec)
+        if kind == "openai":
+            if self._credentials:
+                raise UserError(
+                    f"{self.model}: OpenAI-compatible servers take only api_key; "
+                    f"{sorted(self._credentials)} need transport='litellm'."
+                )
+            return OpenAITransport(api_key=self._api_key, api_base=self.api_base)
+        return LiteLLMTransport(api_key=self._api_key, api_base=self.api_base, **self._credentials)
+
+    @property
+    def transport(self) -> Transport:
+        """The transport that sends this LM's requests."""
+        return self._transport
+
+    def __repr__(self) -> str:
+        base = f", api_base={redact_text(self.api_base)!r}" if self.api_base else ""
+        kwargs = f", kwargs={redact(self.kwargs)!r}" if self.kwargs else ""
+        return f"LM(model={self.model!r}{base}{kwargs})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LM:
+        # An LM is configuration plus a shared connection pool; copies made while deep-copying
+        # a program keep using it. Use ``copy(...)`` for a changed LM.
+        return self
+
+    # ----- configuration ---------------------------------------------------------------
+
+    def copy(self, **changes: Any) -> LM:
+        """A new LM with some settings or default request params changed.
+
+        Constructor arguments (``model``, ``cache``, ``timeout``, ...) replace the old value;
+        anything else updates ``kwargs``, and a kwarg set to ``None`` is removed. The copy
+        shares this LM's transport (and so its connections) when the route is unchanged.
+
+        Example:
+            >>> from dspex.lm import LM
+            >>> hot = LM("openai/gpt-4o-mini", temperature=0.0).copy(temperature=1.0)
+            >>> hot.kwargs
+            {'temperature': 1.0}
+        """
+        args: dict[str, Any] = {
+            "model": self.model,
+            "api_key": self._api_key,
+            "api_base": self.api_base,
+            "cache": self.cache,
+            "num_retries": self.num_retries,
+            "timeout": self.timeout,
+            "transport": self._transport_spec,
+            "retry_backoff": self.retry_backoff,
+            "history_size": self.history.maxlen or 0,
+        }
+        kwargs = {**self.kwargs, **self._credentials}
+        for key, value in changes.items():
+            if key in args:
+                args[key] = value
+            elif value is None:
+                kwargs.pop(key, None)
+            else:
+                kwargs[key] = value
+        # Validate and normalise through __init__, then carry the result onto a shallow copy,
+        # so subclasses (the dspex.testing doubles) keep their type and their shared state.
+        template = LM(**args, **kwargs)
+        same_route = (
+            template._api_key == self._api_key
+            and template.api_base == self.api_base
+            and template._transport_spec is self._transport_spec
+            and template._credentials == self._credentials
+            and type(template._transport) is type(self._transport)
+        )
+        new = copy.copy(self)
+        new.__dict__.update(template.__dict__)
+        if same_route:
+            new._transport = self._transport
+        return new
+
+    def dump_config(self) -> dict[str, Any]:
+        """A JSON-safe description of this LM, without secrets (no api_key, ever).
+
+        Example:
+            >>> from dspex.lm import LM
+            >>> LM("openai/gpt-4o-mini", api_key="sk-example-123456789").dump_config()
+            {'model': 'openai/gpt-4o-mini', 'api_base': None, 'cache': True, 'num_retries': 3,
+             'timeout': 60.0, 'transport': 'auto', 'retry_backoff': [0.5, 30.0],
+             'history_size': 1000, 'kwargs': {}}
+        """
+        spec = self._transport_spec
+        return {
+            "model": self.model,
+            "api_base": redact_text(self.api_base) if self.api_base else None,
+            "cache": self.cache is not False,
+            "num_retries": self.num_retries,
+            "timeout": self.timeout,
+            "transport": spec if isinstance(spec, str) else "custom",
+            "retry_backoff": list(self.retry_backoff),
+            "history_size": self.history.maxlen or 0,
+            "kwargs": loads(dumps(redact(self.kwargs))),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> LM:
+        """Rebuild an LM from :meth:`dump_config`; secrets come from ``overrides`` or env.
+
+        Example:
+            >>> from dspex.lm import LM
+            >>> lm = LM("openai/gpt-4o-mini", temperature=0.2)
+            >>> LM.from_config(lm.dump_config()).kwargs
+            {'temperature': 0.2}
+        """
+        unknown = sorted(set(config) - _CONFIG_KEYS)
+        if unknown:
+            raise UserError(f"Unknown LM config keys {unknown}; expected {sorted(_CONFIG_KEYS)}.")
+        args = {k: v for k, v in config.items() if k != "kwargs"}
+        args.update(overrides)
+        if args.get("transport") == "custom":
+            raise UserError(
+                "This LM was saved with a custom transport object, which cannot be saved; "
+                "pass it again: LM.from_config(config, transport=my_transport)."
+            )
+        if "retry_backoff" in args:
+            args["retry_backoff"] = tuple(args["retry_backoff"])
+        return cls(**args, **dict(config.get("kwargs") or {}))
+
+    # ----- calling -----------------------------------------------------------------------
+
+    def __call__(
+        self,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Complete a prompt (or chat messages) and return the completion texts.
+
+        Example:
+            >>> from dspex.lm import LM
+            >>> lm = LM("openai/gpt-4o-mini")
+            >>> lm("What is 2+2?", n=2)  # doctest: +SKIP
+            ['4', '4']
+        """
+        return self.forward(_as_messages(prompt, messages), **kwargs).outputs
+
+    async def acall(
+        self,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Async :meth:`__call__`."""
+        return (await self.aforward(_as_messages(prompt, messages), **kwargs)).outputs
+
+    def forward(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> LMResponse:
+        """Sync :meth:`aforward`, run on dspex's shared event loop (callable from any thread
+        other than that loop's, including from inside a user's running asyncio loop)."""
+        return run_sync(self.aforward(messages, **kwargs))
+
+    async def aforward(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        rollout_id: int | str | None = None,
+        cache: bool | None = None,
+        **kwargs: Any,
+    ) -> LMResponse:
+        """Send chat messages and return the response, from the cache when possible.
+
+        Args:
+            messages: OpenAI-style chat messages (``{"role": ..., "content": ...}``).
+            rollout_id: makes an otherwise identical request distinct (a new cache entry,
+                hence a fresh sample); it is not sent to the provider.
+            cache: ``False`` skips the cache for this call (no read, no write).
+            **kwargs: request parameters for this call, over the LM's defaults.
+
+        Raises:
+            LMError: a typed subclass (rate limit, auth, timeout, ...) once retries are spent.
+
+        Example:
+            >>> from dspex.lm import LM
+            >>> lm = LM("openai/gpt-4o-mini")
+            >>> resp = await lm.aforward([{"role": "user", "content": "hi"}])  # doctest: +SKIP
+            >>> resp.outputs, resp.usage.cost  # doctest: +SKIP
+            (['Hello!'], 1.2e-06)
+        """
+        start = time.perf_counter()
+        request, timeout = self._request(messages, rollout_id, kwargs)
+        store = self._cache_for(cache)
+        key = None
+        if store is not None:
+            key = request_key(request)
+            hit = store.get(key)
+            if hit is not None:
+                return self._record(request, hit, key, start, cache_hit=True)
+        raw = await self._send(request, timeout)
+        if store is not None and key is not None and raw.texts:
+            store.put(key, raw)
+        else:
+            key = None
+        return self._record(request, raw, key, start, cache_hit=False)
+
+    def _request(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        rollout_id: int | str | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[LMRequest, float]:
+        """The request ``aforward`` sends for these arguments, and its timeout."""
+        timeout = self.timeout
+        if kwargs:
+            if "timeout" in kwargs:
+                timeout = float(kwargs.pop("timeout"))
+            _reject_call_credentials(kwargs)
+            params = {**self.kwargs, **kwargs}
+        else:
+            params = dict(self.kwargs)
+        if not messages:
+            raise UserError("LM calls need at least one message.")
+        return LMRequest(self.model, tuple(messages), params, rollout_id), timeout
+
+    async def _send(self, request: LMRequest, timeout: float) -> RawCompletion:
+        """One request through the transport, retrying retryable failures with backoff."""
+        transport = self._transport
+        attempt = 0
+        while True:
+            try:
+                return await transport.complete(request, timeout=timeout)
+            except LMError as exc:
+                if not exc.retryable or attempt >= self.num_retries:
+                    if attempt:
+                        exc.add_note(f"(gave up after {attempt + 1} attempts)")
+                    raise
+                delay = self._backoff(attempt, exc.retry_after)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, _MAX_RETRY_AFTER_S)
+        base, cap = self.retry_backoff
+        # Jitter spreads out the clients that failed together so they do not retry together.
+        return min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
+
+    def _cache_for(self, cache: bool | None) -> Cache | None:
+        if cache is False or (cache is None and self.cache is False):
+            return None
+        if isinstance(self.cache, Cache):
+            return self.cache
+        return default_cache()
+
+    def _record(
+        self,
+        request: LMRequest,
+        raw: RawCompletion,
+        key: str | None,
+        start: float,
+        *,
+        cache_hit: bool,
+    ) -> LMResponse:
+        if cache_hit:
+            usage = Usage(
+                calls=1,
+                cache_hits=1,
+                cached_prompt_tokens=raw.prompt_tokens,
+                cached_completion_tokens=raw.completion_tokens,
+                cost=None if price_of(self.model) is None else 0.0,
+            )
+        else:
+            usage = Usage(
+                calls=1,
+                prompt_tokens=raw.prompt_tokens,
+                completion_tokens=raw.completion_tokens,
+                cost=cost_of(self.model, raw.prompt_tokens, raw.completion_tokens),
+            )
+        latency = time.perf_counter() - start
+        outputs = list(raw.texts)
+        params = request.kwargs
+        if not _HEADER_KWARGS.isdisjoint(params):
+            params = redact(dict(params))
+        entry = HistoryEntry(
+            self.model,
+            request.messages,
+            params,
+            outputs,
+            usage,
+            time.time(),
+            cache_hit,
+            latency,
+            request.rollout_id,
+        )
+        self.history.append(entry)
+        GLOBAL_HISTORY.append(entry)
+        return LMResponse(
+            outputs, usage, self.model, cache_hit, latency, tuple(raw.finish_reasons), key
+        )
+
+    # ----- cache control, history, lifecycle ------------------------------------------------
+
+    def evict(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        rollout_id: int | str | None = None,
+        cache: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Delete the cached answer of the call ``aforward(messages, **same_args)`` would make.
+
+        Takes exactly the arguments given to :meth:`aforward`, so an adapter that could not
+        parse an answer can make sure it is never replayed.
+
+        Example:
+            >>> resp = await lm.aforward(messages, temperature=0.0)  # doctest: +SKIP
+            >>> if not parses(resp.outputs[0]):  # doctest: +SKIP
+            ...     lm.evict(messages, temperature=0.0)
+        """
+        request, _ = self._request(messages, rollout_id, dict(kwargs))
+        self.uncache(request)
+
+    def uncache(self, target: LMResponse | LMRequest) -> None:
+        """Delete the cached answer behind a response (or a request) so it is never replayed.
+
+        Example:
+            >>> resp = lm.forward(messages)  # doctest: +SKIP
+            >>> if not parses(resp.outputs[0]):  # doctest: +SKIP
+            ...     lm.uncache(resp)
+        """
+        key = target.cache_key if isinstance(target, LMResponse) else request_key(target)
+        store = self._cache_for(None)
+        if key is not None and store is not None:
+            store.delete(key)
+
+    def inspect_history(self, n: int = 1, *, file: TextIO | None = None) -> str:
+        """Print this LM's last ``n`` calls (redacted) and return the text."""
+        text = format_history(self.history, n)
+        print(text, file=file or sys.stdout)
+        return text
+
+    async def aclose(self) -> None:
+        """Release the transport's connections on the running loop."""
+        await self._transport.aclose()
+
+    def close(self) -> None:
+        """Release the transport's connections on dspex's shared loop."""
+        run_sync(self.aclose())
+
+
+def _as_messages(
+    prompt: str | None, messages: Sequence[Mapping[str, Any]] | None
+) -> Sequence[Mapping[str, Any]]:
+    if (prompt is None) == (messages is None):
+        raise UserError("Pass exactly one of prompt='...' or messages=[...] to the LM.")
+    if prompt is not None:
+        return [{"role": "user", "content": prompt}]
+    return messages or []
+
+
+def _reject_call_credentials(kwargs: Mapping[str, Any]) -> None:
+    bad = sorted(k for k in kwargs if _is_credential(k) or k in ("api_base", "base_url"))
+    if bad:
+        raise UserError(
+            f"{bad} cannot be set per call; they belong to the client. Use "
+            f"dspex.LM(..., api_key=..., api_base=...) or lm.copy(api_key=...)."
+        )

@@ -1,0 +1,300 @@
+"""The lean transport: OpenAI-compatible ``/chat/completions`` over pooled aiohttp.
+
+This is the hot path for ``openai/...`` models (real OpenAI, vLLM, SGLang, the dspex
+simulator), so it does as little per call as it can: one pre-parsed URL, cached timeout
+objects, orjson bytes in and out, no cookie jar, no logging. Everything that only matters
+on failure (error bodies, ``Retry-After``) is parsed only on failure.
+
+Connections are pooled per event loop: an aiohttp session belongs to the loop it was made
+on, so each loop (dspex's shared background loop, or a user's own loop calling ``aforward``)
+gets one session, shared by every LM on that loop. A session is closed when its loop shuts
+down its async generators (``asyncio.run`` and pytest do) or at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import email.utils
+import os
+import time
+import weakref
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from dspex._redact import redact_text, register_secret
+from dspex.errors import LMError, LMServerError, LMTimeoutError, lm_error_from_status
+from dspex.lm._json import dumps, loads
+from dspex.lm._types import LMRequest, RawCompletion
+
+if TYPE_CHECKING:
+    import aiohttp
+    from yarl import URL
+
+__all__ = ["OPENAI_API_BASE", "OpenAITransport", "aclose_sessions"]
+
+OPENAI_API_BASE = "https://api.openai.com/v1"
+# Enough sockets for concurrency 64+ against several servers at once.
+_POOL_LIMIT = 512
+_KEEPALIVE_S = 60.0
+
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
+_guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
+    weakref.WeakKeyDictionary()
+)
+# The most recently used (loop, session): one identity check on the common path.
+_last: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
+_timeouts: dict[float, aiohttp.ClientTimeout] = {}
+# aiohttp loads on the first request, not at ``import dspex`` (it costs ~90 ms).
+_aio: Any = None
+
+
+def _load_aiohttp() -> Any:
+    global _aio
+    if _aio is None:
+        import aiohttp
+
+        _aio = aiohttp
+    return _aio
+
+
+async def _close_at_loop_shutdown(
+    loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession
+) -> AsyncGenerator[None, None]:
+    # The loop closes still-suspended async generators in ``shutdown_asyncgens`` (run by
+    # ``asyncio.run`` and ``asyncio.Runner``): the only hook a library gets at loop end.
+    try:
+        yield
+    finally:
+        if _sessions.get(loop) is session:
+            del _sessions[loop]
+        await session.close()
+
+
+def _new_session() -> aiohttp.ClientSession:
+    aio = _load_aiohttp()
+    connector = aio.TCPConnector(
+        limit=_POOL_LIMIT, limit_per_host=0, keepalive_timeout=_KEEPALIVE_S, ttl_dns_cache=300
+    )
+    session: aiohttp.ClientSession = aio.ClientSession(
+        connector=connector,
+        cookie_jar=aio.DummyCookieJar(),
+        raise_for_status=False,
+        trust_env=False,
+    )
+    return session
+
+
+async def _session() -> aiohttp.ClientSession:
+    global _last
+    loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0] is loop and not last[1].closed:
+        return last[1]
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        session = _new_session()
+        _sessions[loop] = session
+        guard = _close_at_loop_shutdown(loop, session)
+        await guard.asend(None)
+        _guards[loop] = guard
+    _last = (loop, session)
+    return session
+
+
+async def aclose_sessions() -> None:
+    """Close the connection pool of the running loop (a new one opens on the next call)."""
+    global _last
+    loop = asyncio.get_running_loop()
+    session = _sessions.pop(loop, None)
+    _guards.pop(loop, None)
+    if _last is not None and _last[0] is loop:
+        _last = None
+    if session is not None:
+        await session.close()
+
+
+def _close_at_exit() -> None:
+    for loop, session in list(_sessions.items()):
+        if session.closed:
+            continue
+        if loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(session.close(), loop)
+            try:
+                future.result(2.0)
+            except Exception:  # exiting anyway; a slow close must not hang the process
+                session.detach()
+        else:
+            session.detach()
+
+
+atexit.register(_close_at_exit)
+
+
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    found = _timeouts.get(seconds)
+    if found is None:
+        found = _timeouts[seconds] = _load_aiohttp().ClientTimeout(total=seconds)
+    return found
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _provider_message(payload: bytes) -> str:
+    """The useful part of an error body (OpenAI's ``error.message`` and code), redacted."""
+    text = payload[:4000].decode("utf-8", "replace")
+    try:
+        data = loads(payload)
+    except ValueError:
+        return redact_text(text)
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message") or text
+        code = error.get("code") or error.get("type")
+        text = f"{message} ({code})" if code else str(message)
+    elif isinstance(error, str):
+        text = error
+    return redact_text(text)
+
+
+def http_error(status: int, payload: bytes, headers: Mapping[str, str], model: str) -> LMError:
+    """The typed error for a non-2xx answer."""
+    message = _provider_message(payload)
+    retry_after = parse_retry_after(headers)
+    if status == 408:
+        return LMTimeoutError(
+            f"{model}: the provider timed out the request (HTTP 408). Provider said: {message}",
+            status=status,
+            retry_after=retry_after,
+            model=model,
+        )
+    return lm_error_from_status(status, message, model=model, retry_after=retry_after)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
+        )
+    return ""
+
+
+def parse_completion(payload: bytes, model: str) -> RawCompletion:
+    """Parse a ``chat.completion`` body; a body that is not one is a server error."""
+    try:
+        data = loads(payload)
+        choices = data["choices"]
+        texts = [_text_of((c.get("message") or {}).get("content")) for c in choices]
+        finish = [c.get("finish_reason") for c in choices]
+        usage = data.get("usage") or {}
+        return RawCompletion(
+            texts,
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+            finish,
+            data.get("model"),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        shown = redact_text(payload[:300].decode("utf-8", "replace"))
+        raise LMServerError(
+            f"{model}: the provider sent a response that is not a chat completion: {shown}",
+            status=200,
+            model=model,
+        ) from None
+
+
+class OpenAITransport:
+    """Sends requests to an OpenAI-compatible server (``POST {api_base}/chat/completions``).
+
+    Args:
+        api_key: sent as ``Authorization: Bearer``. When omitted and ``api_base`` is OpenAI's,
+            ``$OPENAI_API_KEY`` is used; other servers get no Authorization header.
+        api_base: the server's base URL, e.g. ``http://127.0.0.1:8000/v1``.
+
+    Example:
+        >>> from dspex.lm import LM, OpenAITransport
+        >>> t = OpenAITransport(api_base="http://127.0.0.1:8000/v1")
+        >>> lm = LM("openai/sim", transport=t)
+    """
+
+    name = "openai"
+
+    def __init__(self, *, api_key: str | None = None, api_base: str | None = None) -> None:
+        base = (api_base or OPENAI_API_BASE).rstrip("/")
+        if api_key is None and base == OPENAI_API_BASE:
+            api_key = os.environ.get("OPENAI_API_KEY")
+        register_secret(api_key)
+        self._url_text = base + "/chat/completions"
+        self._url: URL | None = None  # parsed once, on the first request
+        self._headers: dict[str, str] = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+
+    def __repr__(self) -> str:
+        return f"OpenAITransport(url={redact_text(self._url_text)!r})"
+
+    async def complete(self, request: LMRequest, *, timeout: float) -> RawCompletion:
+        """POST the request; raise a typed ``LMError`` on any failure."""
+        session = await _session()
+        url = self._url
+        if url is None:
+            from yarl import URL
+
+            url = self._url = URL(self._url_text)
+        model = request.model
+        kwargs = request.kwargs
+        headers = self._headers
+        if "extra_headers" in kwargs:
+            kwargs = dict(kwargs)
+            headers = {**headers, **kwargs.pop("extra_headers")}
+        body = dumps(
+            {"model": model.removeprefix("openai/"), "messages": request.messages, **kwargs}
+        )
+        try:
+            async with session.post(
+                url, data=body, headers=headers, timeout=_timeout(timeout)
+            ) as resp:
+                payload = await resp.read()
+                status = resp.status
+                if status >= 300:
+                    raise http_error(status, payload, resp.headers, model)
+        except TimeoutError:
+            raise LMTimeoutError(
+                f"{model}: no answer within {timeout:g}s. Raise LM(timeout=...) for slow models.",
+                model=model,
+            ) from None
+        except _aio.ClientError as exc:
+            raise LMServerError(
+                f"{model}: connection to the provider failed ({type(exc).__name__}: "
+                f"{redact_text(str(exc))}).",
+                model=model,
+            ) from None
+        return parse_completion(payload, model)
+
+    async def aclose(self) -> None:
+        """Close the connection pool of the running loop, which this transport shares."""
+        await aclose_sessions()
