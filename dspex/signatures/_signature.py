@@ -23,6 +23,28 @@ def _default_instructions(inputs: list[str], outputs: list[str]) -> str:
     return f"Given the fields {ins}, produce the fields {outs}."
 
 
+# Methods and properties of Example/Prediction that a field of the same name would shadow.
+_RESERVED = frozenset(
+    {
+        "completions",
+        "copy",
+        "get",
+        "inputs",
+        "input_keys",
+        "items",
+        "keys",
+        "labels",
+        "to_dict",
+        "toDict",
+        "usage",
+        "values",
+        "with_inputs",
+        "with_usage",
+        "without",
+    }
+)
+
+
 def _check_name(name: str, where: str) -> None:
     if not name.isidentifier() or keyword.iskeyword(name):
         raise SignatureError(
@@ -31,6 +53,11 @@ def _check_name(name: str, where: str) -> None:
         )
     if name.startswith("_"):
         raise SignatureError(f"{where}: field name {name!r} must not start with '_'.")
+    if name in _RESERVED:
+        raise SignatureError(
+            f"{where}: field name {name!r} would hide Prediction.{name}; choose another name "
+            f"(reserved: {sorted(_RESERVED)})."
+        )
 
 
 class _classproperty:

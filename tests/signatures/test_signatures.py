@@ -115,6 +115,7 @@ def test_derived_signatures_are_new_classes() -> None:
         (lambda: dspex.Signature("my question -> a"), "not a valid Python identifier"),
         (lambda: dspex.Signature("class -> a"), "not a valid Python identifier"),
         (lambda: dspex.Signature("_q -> a"), "must not start with '_'"),
+        (lambda: dspex.Signature("q -> items"), "would hide Prediction.items"),
         (lambda: dspex.Signature("q -> a: Frobnicator"), "Unknown type 'Frobnicator'"),
         (lambda: dspex.Signature("q -> a: dict[int, str]"), "dict keys must be str"),
         (lambda: dspex.Signature("q -> a: __import__('os')"), "Cannot read type"),
