@@ -1,0 +1,4 @@
+"""Prefect flows: one per optimizer, plus evaluate and the nightly promote flow.
+
+May import ``tasks`` and ``dspex``.
+"""
