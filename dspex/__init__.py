@@ -9,6 +9,7 @@ Example:
 
 from dspex._settings import configure, context
 from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
+from dspex.callbacks import Callback, track_usage
 from dspex.errors import (
     ConfigurationError,
     DataError,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LM",
     "Adapter",
+    "Callback",
     "ChainOfThought",
     "ChatAdapter",
     "Completions",
@@ -58,4 +60,5 @@ __all__ = [
     "context",
     "inspect_history",
     "make_signature",
+    "track_usage",
 ]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from dspex.callbacks import active, current_span, emit
 from dspex.errors import ParseError
 from dspex.primitives._usage import Usage
 
@@ -136,10 +137,24 @@ class Adapter:
         inputs: Mapping[str, Any],
     ) -> tuple[list[dict[str, Any]], Usage]:
         """Call ``lm`` and return the parsed completions and the usage of every request."""
+        callbacks = active()
         messages = self.format(signature, demos, inputs)
+        if callbacks:
+            emit(callbacks, "on_adapter_format", current_span(), self, signature, messages)
         kwargs = {**lm_kwargs, **self.lm_kwargs(signature)}
         response = await lm.aforward(messages, **kwargs)
         parsed, failure = self._parse_all(signature, response.outputs)
+        if callbacks:
+            emit(
+                callbacks,
+                "on_adapter_parse",
+                current_span(),
+                self,
+                signature,
+                response,
+                parsed if failure is None else None,
+                failure,
+            )
         if failure is None:
             return parsed, response.usage
         # An unparseable answer must not be replayed from the cache next time.
@@ -154,6 +169,17 @@ class Adapter:
         fb_response = await lm.aforward(fb_messages, **fb_kwargs)
         usage = response.usage + fb_response.usage
         fb_parsed, fb_failure = fallback._parse_all(signature, fb_response.outputs)
+        if callbacks:
+            emit(
+                callbacks,
+                "on_adapter_parse",
+                current_span(),
+                fallback,
+                signature,
+                fb_response,
+                fb_parsed if fb_failure is None else None,
+                fb_failure,
+            )
         if fb_failure is None:
             return fb_parsed, usage
         lm.evict(fb_messages, **fb_kwargs)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from dspex._runtime import run_sync
+from dspex.callbacks import active, close_span, emit, open_span
 from dspex.errors import DataError, EvaluationError, UserError
 from dspex.evaluate._result import EvaluationResult, EvaluationRow
 from dspex.primitives import Example, Module, Prediction, Usage
@@ -132,6 +133,24 @@ class Evaluate:
         devset = list(devset) if devset is not None else self.devset
         metric = metric or self.metric
         validate_devset(devset, program)
+        callbacks = active()
+        if not callbacks:
+            return await self._run(program, devset, metric)
+        span, token = open_span("evaluate", type(program).__name__)
+        emit(callbacks, "on_evaluate_start", span, self, program, len(devset))
+        try:
+            result = await self._run(program, devset, metric)
+        except BaseException as e:
+            emit(callbacks, "on_evaluate_end", span, self, None, e)
+            raise
+        finally:
+            close_span(token)
+        emit(callbacks, "on_evaluate_end", span, self, result, None)
+        return result
+
+    async def _run(
+        self, program: Module, devset: list[Example], metric: Metric | Callable[..., Any]
+    ) -> EvaluationResult:
         started = time.perf_counter()
         rows: list[EvaluationRow | None] = [None] * len(devset)
         failures: list[tuple[Any, BaseException]] = []

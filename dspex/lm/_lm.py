@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import random
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any, Literal, TextIO
 
 from dspex._redact import is_secret_key, redact, redact_text, register_secret
 from dspex._runtime import run_sync
+from dspex.callbacks import active, close_span, emit, open_span
 from dspex.errors import LMError, UserError
 from dspex.lm._cache import Cache, default_cache, request_key
 from dspex.lm._history import GLOBAL_HISTORY, HistoryEntry, format_history
@@ -316,6 +318,26 @@ class LM:
         """
         start = time.perf_counter()
         request, timeout = self._request(messages, rollout_id, kwargs)
+        callbacks = active()
+        if not callbacks:
+            return await self._complete(request, timeout, cache, start)
+        span, token = open_span("lm", self.model)
+        emit(callbacks, "on_lm_start", span, self, request)
+        try:
+            response = await self._complete(request, timeout, cache, start)
+        except BaseException as e:
+            emit(callbacks, "on_lm_end", span, self, request, None, e)
+            raise
+        finally:
+            close_span(token)
+        response = dataclasses.replace(response, span_id=span.span_id)
+        emit(callbacks, "on_lm_end", span, self, request, response, None)
+        return response
+
+    async def _complete(
+        self, request: LMRequest, timeout: float, cache: bool | None, start: float
+    ) -> LMResponse:
+        """The cached-or-sent response for a built request."""
         store = self._cache_for(cache)
         key = None
         if store is not None:

@@ -45,7 +45,8 @@ class LMResponse:
 
     ``cache_key`` identifies the cache entry holding this answer (``None`` when the call
     bypassed the cache); ``LM.uncache(response)`` deletes it, e.g. when the answer could not
-    be parsed and must not be replayed.
+    be parsed and must not be replayed. ``span_id`` identifies the call in events and traces
+    when it was observed.
     """
 
     outputs: list[str]
@@ -55,6 +56,7 @@ class LMResponse:
     latency_s: float = 0.0
     finish_reasons: Sequence[str | None] = ()
     cache_key: str | None = None
+    span_id: str | None = None
 
 
 class Transport(Protocol):

@@ -32,7 +32,7 @@ class ChainOfThought(Module):
         self.predict = Predict(extended, **kw)
 
     async def aforward(self, **kwargs: Any) -> Prediction:
-        return await self.predict.aforward(**kwargs)
+        return await self.predict.acall(**kwargs)
 
     def forward(self, **kwargs: Any) -> Prediction:
-        return self.predict.forward(**kwargs)
+        return self.predict(**kwargs)

@@ -100,7 +100,7 @@ class Predict(Module):
                 f"Predict takes keyword arguments only, e.g. "
                 f"predict({', '.join(f'{n}=...' for n in self.signature.input_fields)})."
             )
-        return self.forward(**kwargs)
+        return super().__call__(**kwargs)
 
     # -- state ---------------------------------------------------------------------------
     def dump_predictor_state(self) -> dict[str, Any]:

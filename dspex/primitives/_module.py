@@ -13,9 +13,11 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dspex.callbacks import Span, active, close_span, current_span, emit, open_span
 from dspex.errors import DataError, UserError
 
 if TYPE_CHECKING:
@@ -57,10 +59,20 @@ class Module:
         return await asyncio.to_thread(self.forward, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
-        return self.forward(*args, **kwargs)
+        callbacks = active()
+        if not callbacks:
+            return self.forward(*args, **kwargs)
+        with _observed(self, callbacks, kwargs) as done:
+            done.outputs = self.forward(*args, **kwargs)
+        return done.outputs
 
     async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
-        return await self.aforward(*args, **kwargs)
+        callbacks = active()
+        if not callbacks:
+            return await self.aforward(*args, **kwargs)
+        with _observed(self, callbacks, kwargs) as done:
+            done.outputs = await self.aforward(*args, **kwargs)
+        return done.outputs
 
     # -- structure -----------------------------------------------------------------------
     def named_sub_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -180,6 +192,42 @@ class Module:
     def __repr__(self) -> str:
         inner = ", ".join(f"{n}={type(m).__name__}" for n, m in self.named_predictors())
         return f"{type(self).__name__}({inner})"
+
+
+class _Outcome:
+    __slots__ = ("outputs",)
+
+    def __init__(self) -> None:
+        self.outputs: Any = None
+
+
+def _module_span(module: Module) -> tuple[Span, Any]:
+    """Open a module span named by the module's dotted path within the top-level program."""
+    parent = current_span()
+    paths = parent.root_paths if parent is not None else {}
+    path = paths.get(id(module))
+    if path is None:  # a top-level call, or a module created on the fly inside forward()
+        prefix = parent.name if parent is not None and parent.kind == "module" else ""
+        paths = {id(m): p for p, m in module.named_sub_modules(prefix)}
+        path = paths[id(module)]
+    return open_span("module", path, root_paths=paths, module_class=type(module).__name__)
+
+
+@contextmanager
+def _observed(
+    module: Module, callbacks: tuple[Any, ...], inputs: dict[str, Any]
+) -> Iterator[_Outcome]:
+    span, token = _module_span(module)
+    emit(callbacks, "on_module_start", span, module, inputs)
+    outcome = _Outcome()
+    try:
+        yield outcome
+    except BaseException as e:
+        emit(callbacks, "on_module_end", span, module, None, e)
+        raise
+    finally:
+        close_span(token)
+    emit(callbacks, "on_module_end", span, module, outcome.outputs, None)
 
 
 def _json_default(value: Any) -> Any:

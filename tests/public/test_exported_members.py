@@ -17,6 +17,7 @@ def test_all_is_sorted_and_complete() -> None:
     public = {n for n in vars(dspex) if not n.startswith("_")}
     submodules = {
         "adapters",
+        "callbacks",
         "errors",
         "evaluate",
         "lm",
