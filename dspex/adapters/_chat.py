@@ -48,6 +48,15 @@ class ChatAdapter(Adapter):
     name = "ChatAdapter"
 
     def system_message(self, signature: type[Signature]) -> str:
+        # Rendered once per (adapter class, signature): signatures are immutable.
+        key = f"_dspex_system_{type(self).__name__}"
+        cached: str | None = signature.__dict__.get(key)
+        if cached is None:
+            cached = self._render_system(signature)
+            setattr(signature, key, cached)
+        return cached
+
+    def _render_system(self, signature: type[Signature]) -> str:
         structure = [_section(n, f"{{{n}}}") for n in signature.input_fields]
         for name, f in signature.output_fields.items():
             hint = type_hint(f)

@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--lm", default=None, help="e.g. openai/gpt-4o-mini (default: simulated)")
     demo.add_argument("--concurrency", type=int, default=32)
     demo.add_argument("--latency", type=float, default=0.05, help="simulated LM latency, s")
+
+    from dspex.cli._traces import add_parser as add_traces
+
+    add_traces(sub)
     return parser
 
 
@@ -47,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dspex.cli._demo import run_demo
 
             return run_demo(args)
+        if args.command == "traces":
+            from dspex.cli._traces import run as run_traces
+
+            return run_traces(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

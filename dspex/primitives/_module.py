@@ -44,6 +44,9 @@ class Module:
         ['answer.predict']
     """
 
+    # A leaf (a predictor) holds no sub-modules, so walks of the tree need not look inside.
+    _leaf = False
+
     def __init__(self) -> None:
         self._compiled = False
 
@@ -85,6 +88,8 @@ class Module:
                     return
                 seen.add(id(obj))
                 yield path, obj
+                if obj._leaf:
+                    return
                 for name, value in vars(obj).items():
                     if name.startswith("_"):
                         continue

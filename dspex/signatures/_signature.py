@@ -150,7 +150,15 @@ class Signature:
     # -- views -----------------------------------------------------------------------------
     @classmethod
     def _fields_of(cls, kind: FieldKind) -> dict[str, Field]:
-        return {n: f for n, f in cls.fields.items() if f.kind == kind}
+        # Cached per class (signatures never change): adapters read these on every call.
+        cached: dict[str, dict[str, Field]] | None = cls.__dict__.get("_dspex_fields_by_kind")
+        if cached is None:
+            cached = {
+                k: {n: f for n, f in cls.fields.items() if f.kind == k}
+                for k in ("input", "output")
+            }
+            cls._dspex_fields_by_kind = cached  # type: ignore[attr-defined]
+        return cached[kind]
 
     @_classproperty
     def input_fields(cls) -> dict[str, Field]:
