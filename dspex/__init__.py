@@ -7,6 +7,7 @@ Example:
     ['predict']
 """
 
+from dspex import traces as traces  # public submodule: dspex.traces.record(...)
 from dspex._settings import configure, context
 from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
 from dspex.callbacks import Callback, track_usage
@@ -23,6 +24,11 @@ from dspex.errors import (
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM, configure_cache, inspect_history
 from dspex.modules import ChainOfThought, Predict
+from dspex.optimize import (
+    BootstrapFewShot,
+    BootstrapFewShotWithRandomSearch,
+    LabeledFewShot,
+)
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
 from dspex.signatures import InputField, OutputField, Signature, make_signature
 
@@ -31,6 +37,8 @@ __version__ = "0.1.0"
 __all__ = [
     "LM",
     "Adapter",
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
     "Callback",
     "ChainOfThought",
     "ChatAdapter",
@@ -45,6 +53,7 @@ __all__ = [
     "InputField",
     "JSONAdapter",
     "LMError",
+    "LabeledFewShot",
     "Module",
     "OutputField",
     "ParseError",

@@ -22,6 +22,7 @@ from dspex.errors import ConfigurationError
 if TYPE_CHECKING:
     from dspex.adapters import Adapter
     from dspex.lm import LM
+    from dspex.lm._budget import Budget
 
 __all__ = ["Settings", "configure", "context", "current"]
 
@@ -35,14 +36,14 @@ class Settings:
         adapter: how signatures become prompts (``ChatAdapter`` when ``None``).
         callbacks: event subscribers (see ``dspex.callbacks``).
         labels: free-form labels attached to traces, e.g. ``{"stage": "bootstrap"}``.
-        track_usage: whether predictions carry LM usage.
+        budget: caps on LM calls, tokens and cost (``dspex.lm.Budget``).
     """
 
     lm: LM | None = None
     adapter: Adapter | None = None
     callbacks: tuple[Any, ...] = ()
     labels: Mapping[str, Any] = field(default_factory=dict)
-    track_usage: bool = True
+    budget: Budget | None = None
 
     def require_lm(self) -> LM:
         if self.lm is None:

@@ -16,6 +16,7 @@ The hierarchy::
     │   ├── LMBadRequestError       HTTP 4xx the provider refused (not retryable)
     │   └── ContextWindowExceededError  the prompt is too long for the model (not retryable)
     ├── EvaluationError             an evaluation stopped, e.g. it reached ``max_errors``
+    ├── BudgetExceededError         a run reached its cap on LM calls, tokens or cost
     └── ScriptExhaustedError        a scripted test LM ran out of answers
 
 Messages say what to do next. They never contain secrets: LM errors pass provider text
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "BudgetExceededError",
     "ConfigurationError",
     "ContextWindowExceededError",
     "DataError",
@@ -174,6 +176,19 @@ class EvaluationError(DspexError):
     def __init__(self, message: str, *, failures: Sequence[tuple[Any, BaseException]] = ()):
         super().__init__(message)
         self.failures = list(failures)
+
+
+class BudgetExceededError(DspexError):
+    """A cap on LM calls, tokens or cost was reached; no further LM call is made."""
+
+    def __init__(self, *, limit: str, used: float, cap: float) -> None:
+        super().__init__(
+            f"LM budget reached: {limit}={cap:g} (used {used:g}). Raise the cap or narrow the "
+            "run; optimizers stop cleanly with the best program so far."
+        )
+        self.limit = limit
+        self.used = used
+        self.cap = cap
 
 
 class ScriptExhaustedError(DspexError):

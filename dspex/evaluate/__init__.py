@@ -1,6 +1,7 @@
 """Evaluation: ``Evaluate`` and its ``EvaluationResult``."""
 
 from dspex.evaluate._evaluate import Evaluate, Metric
+from dspex.evaluate._metrics import exact_match
 from dspex.evaluate._result import EvaluationResult, EvaluationRow
 
-__all__ = ["Evaluate", "EvaluationResult", "EvaluationRow", "Metric"]
+__all__ = ["Evaluate", "EvaluationResult", "EvaluationRow", "Metric", "exact_match"]

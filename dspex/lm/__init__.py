@@ -7,6 +7,7 @@ Example:
     'openai/gpt-4o-mini'
 """
 
+from dspex.lm._budget import Budget
 from dspex.lm._cache import Cache, configure_cache, default_cache, request_key
 from dspex.lm._history import HistoryEntry, inspect_history
 from dspex.lm._litellm import LiteLLMTransport
@@ -17,6 +18,7 @@ from dspex.lm._types import LMRequest, LMResponse, RawCompletion, Transport
 
 __all__ = [
     "LM",
+    "Budget",
     "Cache",
     "HistoryEntry",
     "LMRequest",

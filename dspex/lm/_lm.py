@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import random
 import sys
 import time
@@ -21,7 +20,8 @@ from typing import Any, Literal, TextIO
 
 from dspex._redact import is_secret_key, redact, redact_text, register_secret
 from dspex._runtime import run_sync
-from dspex.callbacks import active, close_span, emit, open_span
+from dspex._settings import current
+from dspex.callbacks import close_span, emit, open_span
 from dspex.errors import LMError, UserError
 from dspex.lm._cache import Cache, default_cache, request_key
 from dspex.lm._history import GLOBAL_HISTORY, HistoryEntry, format_history
@@ -318,7 +318,23 @@ class LM:
         """
         start = time.perf_counter()
         request, timeout = self._request(messages, rollout_id, kwargs)
-        callbacks = active()
+        settings = current()
+        if settings.budget is not None:
+            settings.budget.check()
+            response = await self._observed(request, timeout, cache, start, settings.callbacks)
+            settings.budget.charge(response.usage)
+            return response
+        return await self._observed(request, timeout, cache, start, settings.callbacks)
+
+    async def _observed(
+        self,
+        request: LMRequest,
+        timeout: float,
+        cache: bool | None,
+        start: float,
+        callbacks: tuple[Any, ...],
+    ) -> LMResponse:
+        """``_complete`` with LM events around it when callbacks are active."""
         if not callbacks:
             return await self._complete(request, timeout, cache, start)
         span, token = open_span("lm", self.model)
@@ -330,7 +346,8 @@ class LM:
             raise
         finally:
             close_span(token)
-        response = dataclasses.replace(response, span_id=span.span_id)
+        # The response was made for this call alone; tagging it in place saves a copy.
+        object.__setattr__(response, "span_id", span.span_id)
         emit(callbacks, "on_lm_end", span, self, request, response, None)
         return response
 

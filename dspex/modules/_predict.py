@@ -33,6 +33,8 @@ class Predict(Module):
         4
     """
 
+    _leaf = True
+
     def __init__(
         self,
         signature: str | type[Signature],

@@ -1,1 +1,46 @@
-"""dspex.optimize."""
+"""Optimizers and their steps: plain functions the flows in ``flows/`` run as Prefect tasks."""
+
+from dspex.optimize._bootstrap import BootstrapSettings, bootstrap_demos, run_with_trace
+from dspex.optimize._demos import (
+    DemoSet,
+    apply_demos,
+    dataset_fingerprint,
+    labeled_demos,
+    program_fingerprint,
+)
+from dspex.optimize._optimizers import (
+    BootstrapFewShot,
+    BootstrapFewShotWithRandomSearch,
+    LabeledFewShot,
+    OptimizationResult,
+    Optimizer,
+)
+from dspex.optimize._params import BudgetSpec, DatasetSpec, LMSpec, OptimizeParams, TrackingSpec
+from dspex.optimize._refs import register_object, resolve
+from dspex.optimize._search import build_candidate, candidate_specs, select_best
+
+__all__ = [
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
+    "BootstrapSettings",
+    "BudgetSpec",
+    "DatasetSpec",
+    "DemoSet",
+    "LMSpec",
+    "LabeledFewShot",
+    "OptimizationResult",
+    "OptimizeParams",
+    "Optimizer",
+    "TrackingSpec",
+    "apply_demos",
+    "bootstrap_demos",
+    "build_candidate",
+    "candidate_specs",
+    "dataset_fingerprint",
+    "labeled_demos",
+    "program_fingerprint",
+    "register_object",
+    "resolve",
+    "run_with_trace",
+    "select_best",
+]

@@ -28,6 +28,7 @@ def test_all_is_sorted_and_complete() -> None:
         "datasets",
         "cli",
         "integrations",
+        "mlflow",
         "optimize",
         "traces",
     }

@@ -1,0 +1,214 @@
+"""The optimizers users call: ``LabeledFewShot``, ``BootstrapFewShot``, random search.
+
+Each is a small settings object whose ``compile`` runs the optimizer's Prefect flow in this
+process (Prefect's ephemeral mode when no server is configured). The flow lives once, in
+``flows/``; dspex names it by entrypoint rather than importing it, because ``flows`` sits
+above ``dspex`` in the layers (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from dspex.errors import UserError
+from dspex.optimize._params import (
+    BudgetSpec,
+    DatasetSpec,
+    LMSpec,
+    OptimizeParams,
+    TrackingSpec,
+)
+from dspex.optimize._refs import register_object
+from dspex.primitives import Example, Module
+
+__all__ = [
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
+    "LabeledFewShot",
+    "OptimizationResult",
+    "Optimizer",
+]
+
+
+@dataclass(frozen=True)
+class OptimizationResult:
+    """What a run produced: the winner's state and score, every candidate, where it's logged."""
+
+    program_state: dict[str, Any]
+    score: float | None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+    model_version: str | None = None
+    budget_exhausted: bool = False
+    lm_usage: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OptimizationResult:
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})
+
+
+class Optimizer:
+    """Base class. Subclasses set ``name`` and keep their settings as attributes."""
+
+    name: ClassVar[str]
+    flow_entrypoint: ClassVar[str] = "flows.fewshot:optimize"
+
+    def __init__(self, metric: Callable[..., Any] | None = None) -> None:
+        self.metric = metric
+        self.last_result: OptimizationResult | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The optimizer's settings as JSON values (what the flow receives)."""
+        return {}
+
+    def compile(
+        self,
+        program: Module,
+        *,
+        trainset: Sequence[Example],
+        valset: Sequence[Example] | None = None,
+        teacher: Module | None = None,
+        lm: Any = None,
+        budget: BudgetSpec | dict[str, Any] | None = None,
+        tracking: TrackingSpec | dict[str, Any] | None = None,
+        concurrency: int = 16,
+        runs_dir: str | os.PathLike[str] | None = None,
+    ) -> Module:
+        """Optimize ``program`` on ``trainset`` (scored on ``valset``) and return the winner.
+
+        Runs the optimizer's Prefect flow in this process and logs it to MLflow. Calling it
+        again with the same arguments resumes: finished tasks are reused from their persisted
+        results and finished LM calls from the LM cache.
+        """
+        if not trainset:
+            raise UserError("compile(trainset=...) needs at least one example.")
+        settings = self.settings()
+        if teacher is not None:
+            settings["teacher"] = register_object(teacher)
+        metric = self.metric
+        params = OptimizeParams(
+            program=register_object(program),
+            metric=register_object(metric) if metric is not None else "dspex.evaluate:exact_match",
+            trainset=DatasetSpec(ref=register_object(list(trainset))),
+            valset=DatasetSpec(ref=register_object(list(valset))) if valset else None,
+            lm=LMSpec(model=lm.model, ref=register_object(lm)) if lm is not None else None,
+            optimizer=self.name,  # type: ignore[arg-type]
+            settings=settings,
+            budget=BudgetSpec.model_validate(budget or {}),
+            tracking=TrackingSpec.model_validate(tracking or {}),
+            concurrency=concurrency,
+            runs_dir=str(runs_dir) if runs_dir is not None else None,
+        )
+        result = OptimizationResult.from_dict(run_flow(self.flow_entrypoint, params))
+        self.last_result = result
+        return program.deepcopy().load_state(result.program_state)
+
+
+def run_flow(entrypoint: str, params: OptimizeParams) -> dict[str, Any]:
+    """Import the flow named by ``entrypoint`` and run it in this process."""
+    module_name, _, attr = entrypoint.partition(":")
+    try:
+        flow = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise UserError(
+            f"Cannot load the optimizer flow {entrypoint!r} ({e}); install dspex with its "
+            "flows (pip install dspex) or run from the project checkout."
+        ) from None
+    return flow(params)  # type: ignore[no-any-return]
+
+
+class LabeledFewShot(Optimizer):
+    """Every predictor gets ``k`` training examples (a seeded sample) as demos."""
+
+    name = "LabeledFewShot"
+
+    def __init__(self, k: int = 16, *, seed: int = 0) -> None:
+        super().__init__(None)
+        self.k = k
+        self.seed = seed
+
+    def settings(self) -> dict[str, Any]:
+        return {"k": self.k, "seed": self.seed}
+
+
+class BootstrapFewShot(Optimizer):
+    """Demos from the teacher's traces that pass the metric, topped up with labeled ones.
+
+    Args:
+        metric: ``metric(example, prediction, trace) -> float | bool``.
+        max_bootstrapped_demos: bootstrapped demos per predictor.
+        max_labeled_demos: total demos per predictor, topped up with plain examples.
+        max_rounds: attempts per example (later rounds sample afresh).
+        metric_threshold: a trace passes when ``metric >= threshold``.
+    """
+
+    name = "BootstrapFewShot"
+
+    def __init__(
+        self,
+        metric: Callable[..., Any],
+        *,
+        max_bootstrapped_demos: int = 4,
+        max_labeled_demos: int = 16,
+        max_rounds: int = 1,
+        metric_threshold: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(metric)
+        if max_bootstrapped_demos < 0 or max_labeled_demos < 0 or max_rounds < 1:
+            raise UserError(
+                "Use max_bootstrapped_demos >= 0, max_labeled_demos >= 0, max_rounds >= 1."
+            )
+        self.max_bootstrapped_demos = max_bootstrapped_demos
+        self.max_labeled_demos = max_labeled_demos
+        self.max_rounds = max_rounds
+        self.metric_threshold = metric_threshold
+        self.seed = seed
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "max_bootstrapped_demos": self.max_bootstrapped_demos,
+            "max_labeled_demos": self.max_labeled_demos,
+            "max_rounds": self.max_rounds,
+            "metric_threshold": self.metric_threshold,
+            "seed": self.seed,
+        }
+
+
+class BootstrapFewShotWithRandomSearch(BootstrapFewShot):
+    """Scores several candidate demo sets on the valset and keeps the best.
+
+    Candidates, as in DSPy: zero-shot, labeled-only, an unshuffled bootstrap, then
+    ``num_candidate_programs`` bootstraps over shuffled trainsets with a random number of
+    demos each. Candidates are bootstrapped and evaluated concurrently as Prefect tasks.
+    """
+
+    name = "BootstrapFewShotWithRandomSearch"
+
+    def __init__(
+        self,
+        metric: Callable[..., Any],
+        *,
+        num_candidate_programs: int = 8,
+        max_bootstrapped_demos: int = 4,
+        max_labeled_demos: int = 16,
+        max_rounds: int = 1,
+        metric_threshold: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            metric,
+            max_bootstrapped_demos=max_bootstrapped_demos,
+            max_labeled_demos=max_labeled_demos,
+            max_rounds=max_rounds,
+            metric_threshold=metric_threshold,
+            seed=seed,
+        )
+        self.num_candidate_programs = num_candidate_programs
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "num_candidate_programs": self.num_candidate_programs}

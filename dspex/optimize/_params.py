@@ -1,0 +1,146 @@
+"""Flow parameters: one pydantic model, so the Prefect UI renders a form for a run.
+
+Everything in here is a value: references (``package.module:attr``) instead of live objects,
+dataset specs instead of examples, LM settings instead of clients (keys come from the
+environment, never from parameters).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dspex.errors import UserError
+from dspex.primitives import Example
+
+__all__ = [
+    "BudgetSpec",
+    "DatasetSpec",
+    "LMSpec",
+    "OptimizeParams",
+    "TrackingSpec",
+]
+
+OptimizerName = Literal["LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch"]
+
+
+class DatasetSpec(BaseModel):
+    """Where examples come from: a reference, a bundled task's split, or a file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str | None = Field(None, description="'package.module:attr' naming a list of Examples")
+    task: str | None = Field(None, description="a bundled task: arithmetic or factqa")
+    split: Literal["train", "dev", "test"] = "train"
+    train_size: int = Field(50, ge=0)
+    dev_size: int = Field(100, ge=0)
+    path: str | None = Field(None, description="a .jsonl, .csv or .parquet file")
+    input_keys: list[str] | None = None
+    seed: int = 0
+
+    def load(self) -> list[Example]:
+        """The examples this spec names."""
+        from dspex.optimize._refs import resolve_examples
+
+        if self.ref:
+            return list(resolve_examples(self.ref))
+        if self.task:
+            from dspex.datasets import load_task
+
+            splits = load_task(self.task).split(
+                train=self.train_size, dev=self.dev_size, seed=self.seed
+            )
+            return list(getattr(splits, self.split))
+        if self.path:
+            return _load_file(self.path, self.input_keys)
+        raise UserError("A dataset needs one of ref=, task= or path=.")
+
+
+def _load_file(path: str, input_keys: list[str] | None) -> list[Example]:
+    from dspex import datasets
+
+    if not input_keys:
+        raise UserError(f"Dataset {path!r}: give input_keys=[...] (the program's inputs).")
+    loaders = {
+        ".jsonl": datasets.load_jsonl,
+        ".csv": datasets.load_csv,
+        ".parquet": datasets.load_parquet,
+    }
+    for suffix, loader in loaders.items():
+        if path.endswith(suffix):
+            return list(loader(path, input_keys=input_keys))
+    raise UserError(f"Dataset {path!r}: use a .jsonl, .csv or .parquet file.")
+
+
+class LMSpec(BaseModel):
+    """The LM every predictor without its own uses; its key comes from the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., description="e.g. openai/gpt-4o-mini or dspex-sim/arithmetic")
+    api_base: str | None = None
+    ref: str | None = Field(None, description="or 'package.module:attr' naming a dspex.LM")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="temperature, max_tokens...")
+
+    @field_validator("kwargs")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from dspex._redact import is_secret_key
+
+        bad = [k for k in value if is_secret_key(k) and not k.endswith("_tokens")]
+        if bad:
+            raise ValueError(
+                f"{bad} look like credentials; flow parameters are stored in plain text. "
+                "Set the provider's environment variable on the worker instead."
+            )
+        return value
+
+    def build(self) -> Any:
+        from dspex.lm import LM
+        from dspex.optimize._refs import resolve
+
+        if self.ref:
+            return resolve(self.ref)
+        return LM(self.model, api_base=self.api_base, **self.kwargs)
+
+
+class BudgetSpec(BaseModel):
+    """Caps for the whole run; reaching one stops it cleanly with the best program so far."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_calls: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_cost: float | None = Field(None, gt=0)
+
+
+class TrackingSpec(BaseModel):
+    """Where the run is logged and under which name the winner is registered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str = "dspex"
+    model_name: str | None = Field(None, description="register the winner under this name")
+    alias: str | None = Field(None, description="point this alias at the registered version")
+    tracking_uri: str | None = Field(None, description="default: SQLite under the runs dir")
+
+
+class OptimizeParams(BaseModel):
+    """Everything one optimization run needs; the form the Prefect UI shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    program: str = Field(..., description="'package.module:attr' naming the program to optimize")
+    metric: str = Field(
+        "dspex.evaluate:exact_match", description="'package.module:attr' of metric(ex, pred, trace)"
+    )
+    trainset: DatasetSpec
+    valset: DatasetSpec | None = None
+    lm: LMSpec | None = None
+    optimizer: OptimizerName = "BootstrapFewShotWithRandomSearch"
+    settings: dict[str, Any] = Field(default_factory=dict, description="optimizer arguments")
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    concurrency: int = Field(16, ge=1)
+    runs_dir: str | None = None

@@ -1,0 +1,107 @@
+"""References to live objects, so that Prefect task inputs stay values.
+
+A flow parameter or task input never holds a live program, metric, dataset or LM client;
+it holds a *reference*: ``"package.module:attr"`` (importable anywhere: what deployments and
+the Prefect UI use), or ``"registry:<content hash>"`` for an object handed to
+``optimizer.compile(...)`` in this process. Registry keys are derived from content (a
+program's state, a dataset's rows, an LM's configuration, a metric's code), so the same
+script run again produces the same keys — and the same Prefect cache keys, which is what lets
+a killed run resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dspex.errors import UserError
+from dspex.optimize._demos import dataset_fingerprint, program_fingerprint, stable_json
+from dspex.primitives import Example, Module
+
+__all__ = ["register_object", "resolve", "resolve_examples", "resolve_metric", "resolve_program"]
+
+_lock = threading.Lock()
+_objects: dict[str, Any] = {}
+
+
+def _key_for(obj: Any) -> str:
+    if isinstance(obj, Module):
+        return f"program-{type(obj).__qualname__}-{program_fingerprint(obj)}"
+    if isinstance(obj, list | tuple) and all(isinstance(x, Example) for x in obj):
+        return f"dataset-{dataset_fingerprint(obj)}"
+    if hasattr(obj, "dump_config") and hasattr(obj, "model"):
+        return "lm-" + hashlib.sha256(stable_json(obj.dump_config()).encode()).hexdigest()[:16]
+    if callable(obj):
+        code = getattr(obj, "__code__", None)
+        body = code.co_code + repr(code.co_consts).encode() if code is not None else b""
+        name = (
+            f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+        )
+        return "fn-" + hashlib.sha256(name.encode() + body).hexdigest()[:16]
+    raise UserError(f"Cannot reference an object of type {type(obj).__name__}.")
+
+
+def register_object(obj: Any) -> str:
+    """Keep ``obj`` for this process and return its ``registry:`` reference."""
+    key = _key_for(obj)
+    with _lock:
+        _objects[key] = obj
+    return f"registry:{key}"
+
+
+def resolve(ref: str) -> Any:
+    """The object a reference names."""
+    if ref.startswith("registry:"):
+        with _lock:
+            obj = _objects.get(ref.removeprefix("registry:"))
+        if obj is None:
+            raise UserError(
+                f"{ref} is not registered in this process. In-process references only work "
+                "in the process that called compile(); for deployments and workers, name "
+                "objects by import path ('package.module:attr')."
+            )
+        return obj
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise UserError(f"Reference {ref!r} must look like 'package.module:attr'.")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(f"Cannot import {module_name!r} for reference {ref!r}: {e}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UserError(f"{module_name!r} has no attribute {attr!r} ({ref!r}).") from None
+    return obj
+
+
+def resolve_program(ref: str) -> Module:
+    """A fresh copy of the program a reference names (a Module, class or factory)."""
+    obj = resolve(ref)
+    if isinstance(obj, Module):
+        return obj.deepcopy()
+    if callable(obj):
+        made = obj()
+        if isinstance(made, Module):
+            return made
+    raise UserError(f"{ref!r} must name a dspex.Module, a Module class or a factory of one.")
+
+
+def resolve_metric(ref: str) -> Callable[..., Any]:
+    metric = resolve(ref)
+    if not callable(metric):
+        raise UserError(f"Metric {ref!r} is not callable; it must be metric(example, pred, trace).")
+    return metric  # type: ignore[no-any-return]
+
+
+def resolve_examples(ref: str) -> Sequence[Example]:
+    data = resolve(ref)
+    if callable(data) and not isinstance(data, list | tuple):
+        data = data()
+    if not isinstance(data, list | tuple) or not all(isinstance(x, Example) for x in data):
+        raise UserError(f"{ref!r} must name a list of dspex.Example (or a function returning one).")
+    return list(data)
