@@ -1,0 +1,40 @@
+"""The dspex MLflow flavor and registry helpers (also importable as ``dspex.mlflow``).
+
+* :func:`log_model` / :func:`save_model` store a program as its JSON state plus the code
+  reference that rebuilds it, in an MLmodel with a ``dspex`` flavor and a
+  ``python_function`` flavor whose loader module reads that JSON: no pickle, no secrets.
+* :func:`load_model` returns the dspex program; ``mlflow.pyfunc.load_model(uri)`` returns a
+  pyfunc model whose ``predict`` runs it on a DataFrame or a list of dicts.
+* :func:`register`, :func:`set_alias`, :func:`get_version_by_alias`: the registry steps of
+  the nightly and promotion flows (``register`` is idempotent per run).
+* :func:`configure_tracking`, :func:`ensure_experiment`: the embedded SQLite backend under
+  the runs directory by default, a tracking server by configuration.
+
+MLflow is imported when one of these is called, never when this package is imported.
+
+Example:
+    >>> import dspex.mlflow
+    >>> dspex.mlflow.FLAVOR_NAME
+    'dspex'
+"""
+
+from dspex.integrations.mlflow._flavor import FLAVOR_NAME, load_model, log_model, save_model
+from dspex.integrations.mlflow._registry import get_version_by_alias, register, set_alias
+from dspex.integrations.mlflow._tracking import (
+    configure_tracking,
+    embedded_tracking_uri,
+    ensure_experiment,
+)
+
+__all__ = [
+    "FLAVOR_NAME",
+    "configure_tracking",
+    "embedded_tracking_uri",
+    "ensure_experiment",
+    "get_version_by_alias",
+    "load_model",
+    "log_model",
+    "register",
+    "save_model",
+    "set_alias",
+]

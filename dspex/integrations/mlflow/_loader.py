@@ -1,0 +1,142 @@
+"""The ``python_function`` loader of the dspex flavor: ``mlflow.pyfunc.load_model`` calls
+:func:`_load_pyfunc` with the model's ``data/dspex`` directory.
+
+Loading reads JSON and imports the program's code reference; nothing is unpickled.
+``predict`` runs the program on every input row concurrently (on dspex's event loop) and
+returns one output row per input row. If any row fails, ``predict`` raises that row's
+original exception (its type, e.g. a retryable ``LMRateLimitError``, is kept) with a note
+naming the row, rather than returning partial results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dspex._runtime import run_sync
+from dspex.errors import UserError
+from dspex.integrations.mlflow._program import MANIFEST_FILE, load_program_dir
+from dspex.primitives import Module
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["DEFAULT_MAX_CONCURRENCY", "DspexPyfuncModel", "_load_pyfunc"]
+
+DEFAULT_MAX_CONCURRENCY = 16
+
+
+def _load_pyfunc(data_path: str, model_config: Any = None) -> DspexPyfuncModel:
+    """Entry point named in the MLmodel's ``python_function.loader_module``."""
+    directory = Path(data_path)
+    if directory.is_file():  # tolerate a data path that points at a file inside the dir
+        directory = directory.parent
+    manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+    return DspexPyfuncModel(load_program_dir(directory), outputs=manifest.get("outputs", []))
+
+
+class DspexPyfuncModel:
+    """What ``mlflow.pyfunc.load_model`` wraps: runs a dspex program on tabular input.
+
+    Args:
+        program: the loaded program.
+        outputs: the output columns to use when there are no rows.
+        max_concurrency: how many rows run at once.
+
+    Example:
+        >>> import dspex
+        >>> from dspex.testing import DummyLM
+        >>> qa = dspex.Predict("question -> answer", lm=DummyLM([{"answer": "4"}]))
+        >>> DspexPyfuncModel(qa, outputs=["answer"]).predict([{"question": "2+2?"}])
+          answer
+        0      4
+    """
+
+    def __init__(
+        self,
+        program: Module,
+        *,
+        outputs: Sequence[str] = (),
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> None:
+        self.program = program
+        self.outputs = list(outputs)
+        self.max_concurrency = max(1, max_concurrency)
+
+    def get_raw_model(self) -> Module:
+        """The dspex program (``mlflow.pyfunc.load_model(uri).get_raw_model()``)."""
+        return self.program
+
+    def predict(self, model_input: Any, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run the program on each row; one output row per input row, in input order.
+
+        Args:
+            model_input: a pandas DataFrame, a list of dicts, or one dict (one row).
+            params: unused; accepted for the pyfunc protocol.
+
+        Raises:
+            Exception: the first failing row's own exception, with a note naming the row.
+        """
+        import pandas as pd
+
+        rows = _records(model_input)
+        results = run_sync(_run_rows(self.program, rows, self.max_concurrency))
+        failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+        if failed:
+            index, error = failed[0]
+            error.add_note(
+                f"(dspex pyfunc: input row {index} of {len(rows)} failed; "
+                f"{len(failed)} row(s) failed in all)"
+            )
+            raise error
+        records = [{k: _plain(v) for k, v in r.items()} for r in results]
+        if not records:
+            return pd.DataFrame(columns=self.outputs)
+        return pd.DataFrame.from_records(records)
+
+
+async def _run_rows(program: Module, rows: list[dict[str, Any]], limit: int) -> list[Any]:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(row: dict[str, Any]) -> Any:
+        async with gate:
+            return await program.acall(**row)
+
+    return await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
+
+
+def _records(model_input: Any) -> list[dict[str, Any]]:
+    """Input rows as keyword arguments; missing optional values (None, NaN) are left out so
+    the program's own defaults apply."""
+    if hasattr(model_input, "to_dict") and hasattr(model_input, "columns"):
+        raw = model_input.to_dict(orient="records")
+    elif isinstance(model_input, Mapping):
+        raw = [model_input]
+    elif isinstance(model_input, Sequence) and not isinstance(model_input, str | bytes):
+        raw = list(model_input)
+    else:
+        raw = None
+    if raw is None or not all(isinstance(r, Mapping) for r in raw):
+        raise UserError(
+            "predict() takes a pandas DataFrame, a list of dicts or one dict (field name -> "
+            f"value), got {type(model_input).__name__}."
+        )
+    return [{str(k): v for k, v in r.items() if not _missing(v)} for r in raw]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _plain(value: Any) -> Any:
+    """Output values as plain JSON-able data (pydantic models as dicts, enums as values)."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value

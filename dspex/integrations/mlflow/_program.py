@@ -1,0 +1,307 @@
+"""Packing a program for MLflow and rebuilding it: code reference + JSON state, no pickle.
+
+A logged program is two things: a *program reference* (``"package.module:QualName"`` of a
+``Module`` class, or of a zero-argument factory) that code rebuilds the structure from, and
+the JSON state of :meth:`dspex.Module.dump_state` (instructions, demos, LM config) loaded into
+it. Built-in ``Predict``/``ChainOfThought`` programs also carry their signature string, since
+their constructor needs one. Nothing here imports MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dspex import _redact
+from dspex.errors import DataError, DspexError, UserError
+from dspex.primitives._module import STATE_SCHEMA_VERSION, Module, _json_default
+
+__all__ = [
+    "MANIFEST_FILE",
+    "STATE_FILE",
+    "PackedProgram",
+    "build_program",
+    "load_program_dir",
+    "pack_program",
+    "write_program_dir",
+]
+
+STATE_FILE = "program.json"
+MANIFEST_FILE = "dspex.json"
+MANIFEST_FORMAT = 1
+_REASONING = "reasoning"
+# Long enough to be a real key (sk-proj-..., sk-ant-...), not prose like "sk-learn".
+_PROVIDER_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}")
+
+
+@dataclass(frozen=True)
+class PackedProgram:
+    """A program reduced to what a model directory stores.
+
+    Attributes:
+        ref: ``"module:attr"`` naming a Module class or a zero-argument factory.
+        args: keyword arguments for ``ref`` (only built-ins need any: their signature).
+        state: the program's :meth:`~dspex.Module.dump_state`.
+        text: ``state`` as the JSON text written to ``program.json``.
+        inputs: the program's input fields as ``(name, required)``.
+        outputs: the program's output fields.
+    """
+
+    ref: str
+    args: dict[str, Any]
+    state: dict[str, Any]
+    text: str
+    inputs: tuple[tuple[str, bool], ...]
+    outputs: tuple[str, ...]
+
+    def manifest(self) -> dict[str, Any]:
+        """What the ``dspex`` flavor records: enough to rebuild the program elsewhere."""
+        from dspex import __version__
+
+        return {
+            "format": MANIFEST_FORMAT,
+            "dspex_version": __version__,
+            "program_ref": self.ref,
+            "program_args": self.args,
+            "state_schema_version": STATE_SCHEMA_VERSION,
+            "state_file": STATE_FILE,
+            "inputs": [name for name, _ in self.inputs],
+            "outputs": list(self.outputs),
+        }
+
+
+def pack_program(program: Module, program_ref: str | None = None) -> PackedProgram:
+    """Check that ``program`` can be rebuilt in another process, and pack it.
+
+    Raises:
+        UserError: the program's class cannot be imported elsewhere (it lives in
+            ``__main__`` or a function), ``program_ref`` does not build a program that takes
+            this state, or the state holds something that looks like a secret.
+    """
+    if not isinstance(program, Module):
+        raise UserError(
+            f"log_model() takes a dspex.Module (a Predict, ChainOfThought or your own "
+            f"Module subclass), got {type(program).__name__}."
+        )
+    ref, args = (program_ref, {}) if program_ref is not None else _auto_ref(program)
+    state = program.dump_state()
+    text = json.dumps(state, indent=2, ensure_ascii=False, default=_json_default)
+    _refuse_secrets(state)
+    _check_rebuild(program, ref, args, state)
+    inputs, outputs = infer_fields(program)
+    return PackedProgram(ref, args, state, text, inputs, outputs)
+
+
+def _refuse_secrets(state: Mapping[str, Any]) -> None:
+    """dump_state never includes API keys; one here came in through demos, instructions or
+    config, and would be stored in the model for anyone with read access to see."""
+    for name, predictor in dict(state.get("predictors") or {}).items():
+        text = json.dumps(predictor, ensure_ascii=False, default=_json_default)
+        registered = any(secret in text for secret in _redact._secrets)
+        if registered or _PROVIDER_KEY.search(text):
+            what = "an LM's api_key" if registered else "a string shaped like a provider key"
+            raise UserError(
+                f"Predictor {name!r} holds {what} in its demos, instructions or config; the "
+                "program will not be logged. Remove it from the program and log again."
+            )
+
+
+def _auto_ref(program: Module) -> tuple[str, dict[str, Any]]:
+    """The reference to ``program``'s class, plus constructor arguments for built-ins."""
+    from dspex.modules import ChainOfThought, Predict
+
+    if type(program) is Predict:
+        return "dspex:Predict", {"signature": _signature_spec(program.signature)}
+    if type(program) is ChainOfThought:
+        sig = program.predict.signature
+        if _REASONING in sig.output_fields:
+            sig = sig.delete(_REASONING)
+        return "dspex:ChainOfThought", {"signature": _signature_spec(sig)}
+    cls = type(program)
+    module, qualname = cls.__module__, cls.__qualname__
+    if module == "__main__" or "<locals>" in qualname:
+        where = "in __main__ (a script or notebook)" if module == "__main__" else "in a function"
+        raise UserError(
+            f"{qualname} is defined {where}, so another process cannot import it to rebuild "
+            "the program. Define the program class in an importable module (e.g. "
+            "my_project/programs.py), or pass program_ref='my_project.programs:make_program' "
+            "naming a class or zero-argument factory that builds it."
+        )
+    ref = f"{module}:{qualname}"
+    try:
+        found = resolve_ref(ref)
+    except UserError:
+        found = None
+    if found is not cls:
+        raise UserError(
+            f"{ref} does not resolve to the class of this program (it was created dynamically "
+            "or its module was reloaded). Pass program_ref='module:attr' naming a class or "
+            "zero-argument factory that builds it."
+        )
+    return ref, {}
+
+
+def _signature_spec(sig: Any) -> str:
+    """``"question: str -> answer: int"``: the string a built-in's signature is rebuilt from."""
+
+    def side(fields: Mapping[str, Any]) -> str:
+        return ", ".join(f"{name}: {f.type_name}" for name, f in fields.items())
+
+    return f"{side(sig.input_fields)} -> {side(sig.output_fields)}"
+
+
+def resolve_ref(ref: str) -> Any:
+    """Import ``"package.module:Attr.path"`` and return the object it names."""
+    module_name, sep, attr_path = ref.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise UserError(f"program_ref {ref!r} must look like 'package.module:ClassOrFactory'.")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(
+            f"program_ref {ref!r}: cannot import {module_name!r} ({e}). Install the package "
+            "that defines the program (or log the model with code_paths=[...]), or put it "
+            "on PYTHONPATH."
+        ) from None
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UserError(f"program_ref {ref!r}: {module_name} has no {attr_path!r}.") from None
+    return obj
+
+
+def build_program(ref: str, args: Mapping[str, Any] | None = None) -> Module:
+    """Build a fresh program from its reference (before any state is loaded)."""
+    target = resolve_ref(ref)
+    if not callable(target):
+        raise UserError(f"program_ref {ref!r} names a {type(target).__name__}, not a class.")
+    try:
+        program = target(**dict(args or {}))
+    except TypeError as e:
+        raise UserError(
+            f"program_ref {ref!r} could not be called with no arguments ({e}). It must name a "
+            "Module class whose __init__ needs no arguments, or a zero-argument factory "
+            "function that returns the program; pass program_ref= when logging."
+        ) from e
+    if not isinstance(program, Module):
+        raise UserError(
+            f"program_ref {ref!r} returned a {type(program).__name__}, not a dspex.Module."
+        )
+    return program
+
+
+def _check_rebuild(program: Module, ref: str, args: dict[str, Any], state: dict[str, Any]) -> None:
+    """Fail at log time, not in a service at load time, if ``ref`` cannot take ``state``."""
+    fresh = build_program(ref, args)
+    try:
+        # LM configs are left out: rebuilding clients is not needed to check the structure.
+        fresh.load_state(_without_lms(state))
+    except DspexError as e:
+        raise UserError(
+            f"program_ref {ref!r} builds a program that cannot load this program's state: {e}"
+        ) from e
+    mine, theirs = dict(program.named_predictors()), dict(fresh.named_predictors())
+    for name, predictor in mine.items():
+        if _field_types(predictor.signature) != _field_types(theirs[name].signature):
+            raise UserError(
+                f"program_ref {ref!r} builds predictor {name!r} with signature "
+                f"{theirs[name].signature.signature!r} typed differently from the program being "
+                f"logged ({predictor.signature.signature!r}). Pass program_ref= naming a "
+                "factory that builds this exact program."
+            )
+
+
+def _field_types(sig: Any) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    return [(n, f.kind, f.annotation, f.constraints) for n, f in sig.fields.items()]
+
+
+def _without_lms(state: Mapping[str, Any]) -> dict[str, Any]:
+    predictors = {
+        name: {**p, "lm": None} for name, p in dict(state.get("predictors") or {}).items()
+    }
+    return {**state, "predictors": predictors}
+
+
+def infer_fields(program: Module) -> tuple[tuple[tuple[str, bool], ...], tuple[str, ...]]:
+    """The program's inputs as ``(name, required)`` and its output field names.
+
+    A program whose ``forward`` takes only ``**kwargs`` (``Predict``, ``ChainOfThought``)
+    has its predictor's inputs; any other program has the named parameters of ``forward``
+    (or ``aforward``). Outputs are the output fields of the last predictor.
+    """
+    predictors = program.predictors()
+    if not predictors:
+        raise UserError(f"{type(program).__name__} has no predictors; there is nothing to log.")
+    method = program.forward if type(program).forward is not Module.forward else program.aforward
+    params = [
+        p
+        for p in inspect.signature(method).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    outputs = tuple(predictors[-1].signature.output_fields)
+    if params:
+        return tuple((p.name, p.default is p.empty) for p in params), outputs
+    if len(predictors) > 1:
+        raise UserError(
+            f"{type(program).__name__}.forward takes only **kwargs, so its inputs cannot be "
+            "inferred; pass signature=mlflow.models.infer_signature(...) or a ModelSignature "
+            "to log_model()."
+        )
+    return tuple((n, True) for n in predictors[0].signature.input_fields), outputs
+
+
+def write_program_dir(packed: PackedProgram, directory: Path) -> None:
+    """Write ``program.json`` and the manifest into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / STATE_FILE).write_text(packed.text, encoding="utf-8")
+    manifest = json.dumps(packed.manifest(), indent=2, ensure_ascii=False)
+    (directory / MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+
+
+def load_program_dir(directory: str | Path, *, lm: Any = None) -> Module:
+    """Rebuild the program stored in ``directory`` by :func:`write_program_dir`.
+
+    Args:
+        directory: the model's ``data/dspex`` directory.
+        lm: if given, every predictor uses it instead of the LM it was saved with.
+    """
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+        state = json.loads((directory / manifest["state_file"]).read_text(encoding="utf-8"))
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise DataError(
+            f"{directory} is not a dspex model directory ({e}); log the program with "
+            "dspex.mlflow.log_model()."
+        ) from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise DataError(
+            f"This dspex model was written in format {manifest.get('format')!r}; this dspex "
+            f"reads format {MANIFEST_FORMAT}. Load it with the dspex version that logged it "
+            f"({manifest.get('dspex_version')})."
+        )
+    program = build_program(manifest["program_ref"], manifest.get("program_args"))
+    if lm is not None:
+        program.load_state(_without_lms(state))
+        program.set_lm(lm)
+        return program
+    program.load_state(_rebuildable_lms(state))
+    return program
+
+
+def _rebuildable_lms(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop LM configs that cannot be rebuilt from a file (a custom transport object, as the
+    ``dspex.testing`` doubles use); those predictors use the LM configured in the context."""
+    predictors: dict[str, Any] = {}
+    for name, p in dict(state.get("predictors") or {}).items():
+        lm = p.get("lm")
+        custom = isinstance(lm, Mapping) and lm.get("transport") == "custom"
+        predictors[name] = {**p, "lm": None} if custom else p
+    return {**state, "predictors": predictors}

@@ -1,0 +1,127 @@
+"""Where runs are tracked: the embedded SQLite backend by default, a server by configuration.
+
+The embedded default keeps everything under the runs directory (``dspex._paths.runs_dir``)::
+
+    <runs>/mlflow.db        the tracking and registry database (SQLite)
+    <runs>/mlartifacts/     artifacts, one folder per experiment
+
+MLflow on a database backend without a server stores artifacts under ``./mlruns`` of
+whatever directory the process started in, so :func:`ensure_experiment` pins each
+experiment's artifact location under the runs directory instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dspex._paths import runs_dir as _runs_dir
+from dspex.integrations.mlflow._imports import import_mlflow, import_sql_store
+
+__all__ = ["configure_tracking", "embedded_tracking_uri", "ensure_experiment"]
+
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+# Backends whose server decides where artifacts go; any other URI is served in-process.
+_SERVER_SCHEMES = frozenset({"http", "https", "databricks", "databricks-uc", "uc"})
+_ENV = "MLFLOW_TRACKING_URI"
+# ``mlflow.set_tracking_uri`` also writes $MLFLOW_TRACKING_URI (for subprocesses). The URI
+# this module chose itself is remembered so that a later call does not mistake MLflow's
+# write for the user's setting and stick to a stale runs directory.
+_chosen_here: str | None = None
+
+
+def embedded_tracking_uri(runs_dir: str | os.PathLike[str] | None = None) -> str:
+    """``sqlite:///<runs>/mlflow.db``: the embedded backend's URI.
+
+    Example:
+        >>> embedded_tracking_uri("/srv/dspex-runs")
+        'sqlite:////srv/dspex-runs/mlflow.db'
+    """
+    return f"sqlite:///{_runs_dir(runs_dir) / DB_FILE}"
+
+
+def configure_tracking(
+    tracking_uri: str | None = None, *, runs_dir: str | os.PathLike[str] | None = None
+) -> str:
+    """Point MLflow at a tracking backend and return its URI.
+
+    ``tracking_uri`` wins, then ``$MLFLOW_TRACKING_URI``, then the embedded SQLite
+    database under the runs directory (created on first use).
+
+    Args:
+        tracking_uri: e.g. ``"http://mlflow.internal:5000"`` or ``"sqlite:///mlflow.db"``.
+        runs_dir: the runs directory for the embedded default (``$DSPEX_RUNS_DIR`` or
+            ``./dspex-runs`` otherwise).
+
+    Example:
+        >>> import dspex.mlflow
+        >>> dspex.mlflow.configure_tracking()  # doctest: +SKIP
+        'sqlite:////home/me/project/dspex-runs/mlflow.db'
+    """
+    import_mlflow()
+    import mlflow
+
+    global _chosen_here
+    env = os.environ.get(_ENV) or None
+    if env is not None and env == _chosen_here:
+        env = None
+    if tracking_uri:
+        uri = _chosen_here = tracking_uri
+    elif env:
+        uri, _chosen_here = env, None
+    else:
+        _runs_dir(runs_dir).mkdir(parents=True, exist_ok=True)
+        uri = _chosen_here = embedded_tracking_uri(runs_dir)
+    mlflow.set_tracking_uri(uri)
+    import_sql_store(uri)
+    return uri
+
+
+def ensure_experiment(name: str, *, runs_dir: str | os.PathLike[str] | None = None) -> str:
+    """The id of experiment ``name`` on the current tracking backend, created if missing.
+
+    On a backend without a server (SQLite, a database URI) a new experiment's artifacts go
+    under ``<runs>/mlartifacts/<name>``; a tracking server uses its own artifact root. A
+    deleted experiment of that name is restored. Safe to call from concurrent processes.
+
+    Example:
+        >>> import mlflow, dspex.mlflow
+        >>> dspex.mlflow.configure_tracking()  # doctest: +SKIP
+        >>> experiment_id = dspex.mlflow.ensure_experiment("qa-nightly")  # doctest: +SKIP
+        >>> with mlflow.start_run(experiment_id=experiment_id):  # doctest: +SKIP
+        ...     mlflow.log_metric("dev_accuracy", 0.81)
+    """
+    import_mlflow()
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
+    location = None
+    if urlparse(mlflow.get_tracking_uri()).scheme not in _SERVER_SCHEMES:
+        location = _artifact_location(name, runs_dir)
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException as e:
+        # Another process created it between our lookup and our create.
+        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+        again = client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return str(again.experiment_id)
+
+
+def _artifact_location(name: str, runs_dir: str | os.PathLike[str] | None) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
+    path: Path = _runs_dir(runs_dir) / ARTIFACTS_DIR / slug
+    path.mkdir(parents=True, exist_ok=True)
+    return path.as_uri()
