@@ -7,6 +7,7 @@ Example:
     ['predict']
 """
 
+from dspex import mlflow as mlflow  # public submodule: dspex.mlflow.log_model(...)
 from dspex import traces as traces  # public submodule: dspex.traces.record(...)
 from dspex._settings import configure, context
 from dspex.adapters import Adapter, ChatAdapter, JSONAdapter

@@ -59,4 +59,10 @@ def _isolated(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(settings, "_defaults", settings.Settings())
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     yield
+    import sys
+
+    if "mlflow" in sys.modules:  # the tracking URI is process-global: don't leak it
+        sys.modules["mlflow"].set_tracking_uri(None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from dspex._runtime import run_sync
 from dspex.callbacks import active, close_span, emit, open_span
-from dspex.errors import DataError, EvaluationError, UserError
+from dspex.errors import BudgetExceededError, DataError, EvaluationError, UserError
 from dspex.evaluate._result import EvaluationResult, EvaluationRow
 from dspex.primitives import Example, Module, Prediction, Usage
 
@@ -200,6 +200,8 @@ async def _evaluate_row(
     started = time.perf_counter()
     try:
         pred = await program.acall(**example.inputs().to_dict())
+    except BudgetExceededError:
+        raise  # the run is out of budget: stop, rather than report every row as failed
     except Exception as e:  # an example that errors is reported, never scored
         return EvaluationRow.failed(row_id, example, e, time.perf_counter() - started)
     try:

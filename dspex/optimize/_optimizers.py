@@ -48,14 +48,15 @@ class OptimizationResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OptimizationResult:
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})
+        fields: dict[str, Any] = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**fields)
 
 
 class Optimizer:
     """Base class. Subclasses set ``name`` and keep their settings as attributes."""
 
     name: ClassVar[str]
-    flow_entrypoint: ClassVar[str] = "flows.fewshot:optimize"
+    flow_entrypoint: ClassVar[str] = "flows.fewshot:run_local"
 
     def __init__(self, metric: Callable[..., Any] | None = None) -> None:
         self.metric = metric
@@ -96,7 +97,7 @@ class Optimizer:
             trainset=DatasetSpec(ref=register_object(list(trainset))),
             valset=DatasetSpec(ref=register_object(list(valset))) if valset else None,
             lm=LMSpec(model=lm.model, ref=register_object(lm)) if lm is not None else None,
-            optimizer=self.name,  # type: ignore[arg-type]
+            optimizer=self.name,
             settings=settings,
             budget=BudgetSpec.model_validate(budget or {}),
             tracking=TrackingSpec.model_validate(tracking or {}),
@@ -118,7 +119,7 @@ def run_flow(entrypoint: str, params: OptimizeParams) -> dict[str, Any]:
             f"Cannot load the optimizer flow {entrypoint!r} ({e}); install dspex with its "
             "flows (pip install dspex) or run from the project checkout."
         ) from None
-    return flow(params)  # type: ignore[no-any-return]
+    return flow(params)
 
 
 class LabeledFewShot(Optimizer):

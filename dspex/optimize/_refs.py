@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import threading
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,12 +37,23 @@ def _key_for(obj: Any) -> str:
         return "lm-" + hashlib.sha256(stable_json(obj.dump_config()).encode()).hexdigest()[:16]
     if callable(obj):
         code = getattr(obj, "__code__", None)
-        body = code.co_code + repr(code.co_consts).encode() if code is not None else b""
+        body = _code_bytes(code) if code is not None else b""
         name = (
             f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
         )
         return "fn-" + hashlib.sha256(name.encode() + body).hexdigest()[:16]
     raise UserError(f"Cannot reference an object of type {type(obj).__name__}.")
+
+
+def _code_bytes(code: types.CodeType) -> bytes:
+    """A function's bytecode and constants, nested code included, without memory addresses
+    (``repr`` of a nested code object has one, which would change the key every run)."""
+    parts = [code.co_code]
+    for const in code.co_consts:
+        parts.append(
+            _code_bytes(const) if isinstance(const, types.CodeType) else repr(const).encode()
+        )
+    return b"\x00".join(parts)
 
 
 def register_object(obj: Any) -> str:
@@ -95,7 +107,7 @@ def resolve_metric(ref: str) -> Callable[..., Any]:
     metric = resolve(ref)
     if not callable(metric):
         raise UserError(f"Metric {ref!r} is not callable; it must be metric(example, pred, trace).")
-    return metric  # type: ignore[no-any-return]
+    return metric
 
 
 def resolve_examples(ref: str) -> Sequence[Example]:

@@ -154,8 +154,7 @@ class Signature:
         cached: dict[str, dict[str, Field]] | None = cls.__dict__.get("_dspex_fields_by_kind")
         if cached is None:
             cached = {
-                k: {n: f for n, f in cls.fields.items() if f.kind == k}
-                for k in ("input", "output")
+                k: {n: f for n, f in cls.fields.items() if f.kind == k} for k in ("input", "output")
             }
             cls._dspex_fields_by_kind = cached  # type: ignore[attr-defined]
         return cached[kind]

@@ -1,0 +1,127 @@
+"""The spine every optimization flow shares: tracking, persistence, the final steps.
+
+``start_run`` opens (or, after a crash, reopens) the MLflow run for these parameters and
+points task results at the runs directory; ``tracking()`` records traces and makes the
+MLflow run current; ``finish_run`` logs the candidates (one child run each), saves and logs
+the winner, registers it (idempotently), and publishes Prefect artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dspex
+from dspex._paths import runs_dir
+from dspex.lm import Budget
+from dspex.optimize import OptimizeParams
+from dspex.optimize._demos import stable_json
+from tasks.tracking import (
+    log_candidates,
+    log_winner,
+    open_mlflow_run,
+    publish_artifacts,
+    register_winner,
+    tracking_uri_for,
+)
+
+__all__ = ["SpineRun", "finish_run", "local_settings", "start_run"]
+
+
+@dataclass
+class SpineRun:
+    """One optimization run: its key, directories and MLflow run."""
+
+    params: OptimizeParams
+    run_key: str
+    runs: Path
+    tracking_uri: str
+    mlflow_run_id: str
+    usage: Any = field(default=None)
+
+    @contextmanager
+    def tracking(self) -> Iterator[None]:
+        """Record every LM and module call of the run as trace rows, and count usage."""
+        with (
+            dspex.traces.record(run_id=self.mlflow_run_id, runs_dir=self.runs),
+            dspex.track_usage() as usage,
+        ):
+            self.usage = usage
+            yield
+
+
+@contextmanager
+def local_settings(params: OptimizeParams) -> Iterator[None]:
+    """Prefect settings for a flow run started in this process by ``compile()``.
+
+    Task results persist under ``<runs>/prefect-results`` (Prefect resolves result storage
+    when the flow starts, so this must wrap the call), and the flow does not wait ~1 s at exit
+    for its heartbeat thread (deployments keep heartbeats; they don't go through here).
+    """
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
+
+    results = runs_dir(params.runs_dir) / "prefect-results"
+    updates = {PREFECT_LOCAL_STORAGE_PATH: results, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with temporary_settings(updates=updates):
+        yield
+
+
+def run_key(params: OptimizeParams) -> str:
+    """Same parameters → same key: how a restarted run finds its MLflow run again."""
+    return hashlib.sha256(stable_json(params.model_dump(mode="json")).encode()).hexdigest()[:16]
+
+
+def start_run(params: OptimizeParams) -> SpineRun:
+    runs = runs_dir(params.runs_dir)
+    runs.mkdir(parents=True, exist_ok=True)
+    key = run_key(params)
+    uri = tracking_uri_for(params, runs)
+    return SpineRun(
+        params=params,
+        run_key=key,
+        runs=runs,
+        tracking_uri=uri,
+        mlflow_run_id=open_mlflow_run(params, key, runs, uri),
+    )
+
+
+def finish_run(
+    spine: SpineRun,
+    winner: dspex.Module,
+    rows: Sequence[dict[str, Any]],
+    best_id: str,
+    budget_exhausted: bool,
+    budget: Budget | None,
+) -> dict[str, Any]:
+    """Log, save, register and summarize; returns the flow's JSON result."""
+    best = next(r for r in rows if r["id"] == best_id)
+    path = spine.runs / "programs" / f"{spine.mlflow_run_id}.json"
+    winner.save(path)
+    usage = spine.usage.total.to_dict() if spine.usage is not None else {}
+    uri, run_id = spine.tracking_uri, spine.mlflow_run_id
+    log_candidates(uri, run_id, rows)
+    log_winner(uri, run_id, winner, best, path, budget_exhausted, usage, spine.runs)
+    version = None
+    if spine.params.tracking.model_name:
+        version = register_winner(
+            uri, run_id, spine.params.tracking.model_name, spine.params.tracking.alias
+        )
+    publish_artifacts(rows, best_id, spine.params, budget_exhausted, version)
+    return {
+        "program_state": json.loads(path.read_text()),
+        "score": best.get("score"),
+        "candidates": list(rows),
+        "mlflow_run_id": spine.mlflow_run_id,
+        "model_version": version,
+        "budget_exhausted": budget_exhausted,
+        "lm_usage": {**usage, **({"budget_spent": budget.spent} if budget else {})},
+    }

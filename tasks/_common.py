@@ -1,0 +1,112 @@
+"""What every dspex task shares: the resumable cache policy, JSON results, retry rule.
+
+A task's inputs are values (references, fingerprints, settings); the cache key is those
+inputs plus the task's source, so the same run started again finds every finished task's
+persisted JSON result and skips it. ``concurrency`` is left out of the key: running again with
+more parallelism must not redo finished work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+import dspex
+from dspex.errors import LMError
+from dspex.lm import default_cache
+from dspex.optimize import DatasetSpec
+from dspex.optimize._refs import resolve, resolve_metric, resolve_program
+from dspex.primitives import Example, Module
+
+__all__ = [
+    "RESUMABLE",
+    "RunContext",
+    "durable_lm_cache",
+    "retry_if_retryable",
+    "run_context",
+    "task_options",
+]
+
+RESUMABLE = (INPUTS - "concurrency") + TASK_SOURCE
+
+
+def retry_if_retryable(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only what may succeed on a second try."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # the state holds no readable result: do not guess
+        return False
+    return isinstance(exc, LMError) and exc.retryable
+
+
+def task_options(**overrides: Any) -> dict[str, Any]:
+    """Options for tasks whose results resume a run."""
+    return {
+        "cache_policy": RESUMABLE,
+        "persist_result": True,
+        "result_serializer": "json",
+        "retries": 2,
+        "retry_delay_seconds": 5,
+        "retry_condition_fn": retry_if_retryable,
+        **overrides,
+    }
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The live objects a task works with, resolved from its value inputs."""
+
+    program: Module
+    teacher: Module | None
+    trainset: list[Example]
+    valset: list[Example]
+    metric: Any
+    lm: Any
+
+
+def load(spec: Mapping[str, Any] | None) -> list[Example]:
+    return DatasetSpec.model_validate(spec).load() if spec else []
+
+
+@contextmanager
+def run_context(run: Mapping[str, Any], **labels: Any) -> Iterator[RunContext]:
+    """Resolve a run's references and enter its LM and labels for the task's LM calls."""
+    lm = None
+    if run.get("lm_ref"):
+        lm = resolve(run["lm_ref"])
+    elif run.get("lm"):
+        lm = dspex.LM.from_config(run["lm"])
+    teacher_ref = run.get("settings", {}).get("teacher")
+    ctx = RunContext(
+        program=resolve_program(run["program"]),
+        teacher=resolve_program(teacher_ref) if teacher_ref else None,
+        trainset=load(run.get("trainset")),
+        valset=load(run.get("valset")),
+        metric=resolve_metric(run["metric"]),
+        lm=lm,
+    )
+    overrides: dict[str, Any] = {"labels": labels}
+    if lm is not None:
+        overrides["lm"] = lm
+    with dspex.context(**overrides):
+        yield ctx
+
+
+@contextmanager
+def durable_lm_cache() -> Iterator[None]:
+    """While a flow runs, LM cache writes commit before each call returns: a killed run
+    loses no finished LM call, so its resume repeats none."""
+    cache = default_cache()
+    if cache is None:
+        yield
+        return
+    was = cache.durable
+    cache.durable = True
+    try:
+        yield
+    finally:
+        cache.durable = was

@@ -1,0 +1,61 @@
+"""Few-shot tasks: build one candidate's demo set; evaluate one candidate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prefect import task
+
+import dspex
+from dspex.optimize import DemoSet, apply_demos, build_candidate
+from tasks._common import run_context, task_options
+
+__all__ = ["bootstrap_candidate", "evaluate_candidate"]
+
+
+@task(name="build-candidate", task_run_name="build-{spec[id]}", **task_options())
+def bootstrap_candidate(
+    run: Mapping[str, Any], spec: Mapping[str, Any], concurrency: int = 16
+) -> dict[str, Any]:
+    """The demo set for one candidate spec (zero-shot, labeled, or a bootstrap)."""
+    with run_context(run, stage="bootstrap", candidate=spec["id"]) as ctx:
+        demos = build_candidate(
+            spec,
+            ctx.program,
+            ctx.teacher,
+            ctx.trainset,
+            ctx.metric,
+            run.get("settings", {}),
+            concurrency=concurrency,
+        )
+    return demos.to_dict()
+
+
+@task(name="evaluate-candidate", task_run_name="evaluate-{candidate_id}", **task_options())
+def evaluate_candidate(
+    run: Mapping[str, Any],
+    candidate_id: str,
+    demos: Mapping[str, Any],
+    concurrency: int = 16,
+) -> dict[str, Any]:
+    """Score one candidate on the valset (the trainset when there is none)."""
+    with run_context(run, stage="evaluate", candidate=candidate_id) as ctx:
+        program = apply_demos(ctx.program, DemoSet.from_dict(demos))
+        devset = ctx.valset or ctx.trainset
+        result = dspex.Evaluate(
+            devset=devset, metric=ctx.metric, concurrency=concurrency, progress=False
+        )(program)
+    usage = result.usage
+    return {
+        "id": candidate_id,
+        "score": result.score,
+        "n": result.n,
+        "errors": result.n_errors,
+        "first_error": result.errors[0].error if result.errors else None,
+        "lm_calls": usage.calls,
+        "cache_hits": usage.cache_hits,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cost": usage.cost,
+    }

@@ -1,0 +1,196 @@
+"""MLflow and Prefect-artifact tasks of the optimization spine.
+
+Everything here goes through ``MlflowClient`` with explicit run ids (never the thread-local
+"active run"), because Prefect runs tasks in worker threads where ``nested=True`` silently
+starts top-level runs. Every step is idempotent, so a resumed run finishes the job without
+duplicating child runs or model versions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+import dspex
+from dspex._redact import redact
+from dspex.optimize import OptimizeParams
+
+__all__ = [
+    "log_candidates",
+    "log_winner",
+    "open_mlflow_run",
+    "publish_artifacts",
+    "register_winner",
+    "tracking_uri_for",
+]
+
+RUN_KEY_TAG = "dspex.run_key"
+CANDIDATE_TAG = "dspex.candidate"
+
+
+def tracking_uri_for(params: OptimizeParams, runs: Path) -> str:
+    """The run's tracking URI: the configured one, else SQLite under its runs directory."""
+    from dspex.integrations.mlflow import configure_tracking
+
+    return configure_tracking(params.tracking.tracking_uri, runs_dir=runs)
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    from dspex.integrations.mlflow import configure_tracking
+
+    # Also the fluent API's URI (log_model, the registry) for this process.
+    return MlflowClient(tracking_uri=configure_tracking(tracking_uri))
+
+
+def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif value is not None:
+        out[prefix] = str(value)[:500]
+
+
+def open_mlflow_run(params: OptimizeParams, run_key: str, runs: Path, tracking_uri: str) -> str:
+    """The MLflow run for these parameters: an unfinished one with the same key, or new."""
+    from dspex.integrations.mlflow import ensure_experiment
+
+    client = _client(tracking_uri)
+    experiment_id = ensure_experiment(params.tracking.experiment, runs_dir=runs)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status != 'FINISHED'",
+        max_results=1,
+    )
+    if found:
+        run_id: str = found[0].info.run_id
+        client.set_tag(run_id, "dspex.resumed", "true")
+        return run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{params.optimizer}-{run_key[:8]}",
+        tags={
+            RUN_KEY_TAG: run_key,
+            "dspex.optimizer": params.optimizer,
+            "dspex.program": params.program,
+        },
+    )
+    flat: dict[str, str] = {}
+    _flat("", redact(params.model_dump(mode="json")), flat)
+    for k, v in flat.items():
+        client.log_param(run.info.run_id, k, v)
+    traces = runs / "traces" / f"run_id={run.info.run_id}"
+    client.set_tag(run.info.run_id, "dspex.traces", str(traces))
+    return run.info.run_id
+
+
+@task(name="log-candidates", cache_policy=NO_CACHE)
+def log_candidates(
+    tracking_uri: str, parent_run_id: str, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """One child run per candidate (explicit parent id), and the scores as a stepped metric."""
+    client = _client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    existing = {
+        r.data.tags.get(CANDIDATE_TAG)
+        for r in client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        )
+    }
+    for step, row in enumerate(rows):
+        if row["score"] is not None:
+            client.log_metric(parent_run_id, "candidate_score", row["score"], step=step)
+        if row["id"] in existing:
+            continue
+        child = client.create_run(
+            parent.info.experiment_id,
+            run_name=f"candidate-{row['id']}",
+            tags={"mlflow.parentRunId": parent_run_id, CANDIDATE_TAG: row["id"]},
+        )
+        cid = child.info.run_id
+        client.log_param(cid, "candidate", row["id"])
+        client.log_param(cid, "demos", row.get("demos", 0))
+        for metric in ("score", "errors", "lm_calls", "cache_hits"):
+            if row.get(metric) is not None:
+                client.log_metric(cid, metric, float(row[metric]))
+        client.set_terminated(cid, "FINISHED")
+
+
+@task(name="log-winner", cache_policy=NO_CACHE)
+def log_winner(
+    tracking_uri: str,
+    run_id: str,
+    winner: dspex.Module,
+    best: Mapping[str, Any],
+    program_path: Path,
+    budget_exhausted: bool,
+    usage: Mapping[str, Any],
+    runs: Path,
+) -> None:
+    """Metrics, the candidate table, the program JSON and the dspex model of the winner."""
+    from dspex.integrations.mlflow import log_model
+
+    client = _client(tracking_uri)
+    if best.get("score") is not None:
+        client.log_metric(run_id, "best_score", float(best["score"]))
+    for key in ("calls", "cache_hits", "prompt_tokens", "completion_tokens"):
+        if usage.get(key) is not None:
+            client.log_metric(run_id, f"lm_{key}", float(usage[key]))
+    if usage.get("cost") is not None:
+        client.log_metric(run_id, "lm_cost_usd", float(usage["cost"]))
+    client.set_tag(run_id, "dspex.best_candidate", best["id"])
+    client.set_tag(run_id, "dspex.budget_exhausted", str(budget_exhausted).lower())
+    client.log_artifact(run_id, str(program_path), artifact_path="program_json")
+    # MLflow 3 keeps models as logged models, not run artifacts: a resumed run that already
+    # logged its model has it among the run's model outputs.
+    outputs = getattr(client.get_run(run_id), "outputs", None)
+    if not getattr(outputs, "model_outputs", None):
+        log_model(winner, name="program", run_id=run_id)
+    client.set_terminated(run_id, "FINISHED")
+
+
+@task(name="register-winner", cache_policy=NO_CACHE)
+def register_winner(tracking_uri: str, run_id: str, model_name: str, alias: str | None) -> str:
+    """Register the run's model (one version per run, even when re-run) and move the alias."""
+    from dspex.integrations.mlflow import register, set_alias
+
+    _client(tracking_uri)
+    version = register(run_id, model_name, artifact_path="program")
+    if alias:
+        set_alias(model_name, alias, version.version)
+    return str(version.version)
+
+
+def publish_artifacts(
+    rows: Sequence[Mapping[str, Any]],
+    best_id: str,
+    params: OptimizeParams,
+    budget_exhausted: bool,
+    version: str | None,
+) -> None:
+    """A candidate table and a markdown summary of the winner, shown in the Prefect UI."""
+    table = [
+        {k: r.get(k) for k in ("id", "demos", "score", "errors", "lm_calls", "cache_hits")}
+        for r in rows
+    ]
+    create_table_artifact(table=table, key="dspex-candidates", description="Candidates")
+    best = next(r for r in rows if r["id"] == best_id)
+    note = "\n\n**Stopped early: the LM budget was reached.**" if budget_exhausted else ""
+    registered = f"\n\nRegistered as `{params.tracking.model_name}` v{version}." if version else ""
+    create_markdown_artifact(
+        markdown=(
+            f"# {params.optimizer}: best candidate `{best_id}`\n\n"
+            f"Score **{best.get('score')}** on the valset, with {best.get('demos', 0)} demos."
+            f"{registered}{note}\n\n```json\n{json.dumps(table, indent=1)}\n```"
+        ),
+        key="dspex-winner",
+        description="Winner",
+    )

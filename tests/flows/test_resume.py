@@ -1,0 +1,101 @@
+"""A flow run killed mid-optimization resumes: finished tasks and LM calls are not repeated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from dspex.testing import fetch_stats, start_server_process
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).parents[2]
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import dspex
+    from dspex.evaluate import exact_match
+    from tests.flows.programs import DEV, TRAIN, solver
+
+    url = sys.argv[1]
+    lm = dspex.LM("openai/sim", api_base=url)
+    opt = dspex.BootstrapFewShotWithRandomSearch(
+        exact_match, num_candidate_programs=4, max_bootstrapped_demos=3, max_labeled_demos=4
+    )
+    best = opt.compile(solver(), trainset=TRAIN, valset=DEV, lm=lm, concurrency=4,
+                       tracking={"model_name": "resume-qa"})
+    print("RESULT", opt.last_result.score, opt.last_result.model_version, flush=True)
+    """
+)
+
+
+def _start(url: str, home: Path) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PREFECT_HOME": str(home / "prefect"),
+        "DSPEX_RUNS_DIR": str(home / "runs"),
+        "DSPEX_CACHE_DIR": str(home / "cache"),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)  # each run uses Prefect's ephemeral mode, like a notebook
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, url],
+        env=env,
+        cwd=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> str:
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    return next(line for line in out.splitlines() if line.startswith("RESULT"))
+
+
+def test_killed_run_resumes_without_repeating_finished_work(tmp_path: Path) -> None:
+    with start_server_process("arithmetic", latency=0.03) as server:
+        # An uninterrupted run, for the number of LM calls the whole job takes.
+        (tmp_path / "a").mkdir()
+        baseline = _finish(_start(server.url, tmp_path / "a"))
+        full = fetch_stats(server.url)["requests"]
+
+        # The same job, killed (SIGKILL) once a few candidates are built and persisted...
+        home = tmp_path / "b"
+        home.mkdir()
+        proc = _start(server.url, home)
+        results = home / "runs" / "prefect-results"
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.is_dir() and len(list(results.iterdir())) >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        persisted = len(list(results.iterdir()))
+        before_kill = fetch_stats(server.url)["requests"] - full
+        assert 0 < before_kill < full, "the kill must land mid-run"
+
+        # ...then started again with the same parameters.
+        resumed = _finish(_start(server.url, home))
+        after = fetch_stats(server.url)["requests"] - full - before_kill
+
+    assert persisted >= 3
+    # Finished tasks were reused and finished LM calls came from the cache: the two halves
+    # together made the calls of one run, give or take what was in flight at the kill.
+    in_flight = 4 * 4  # concurrency per task x task workers
+    assert before_kill + after <= full + in_flight
+    assert after < full - before_kill + in_flight
+    # And the result is the same as the uninterrupted run's, registered once.
+    assert resumed.split()[1] == baseline.split()[1]
+    assert resumed.split()[2] == "1"
