@@ -19,7 +19,7 @@ from typing import Any
 import dspex
 from dspex._paths import runs_dir
 from dspex.lm import Budget
-from dspex.optimize import OptimizeParams
+from dspex.optimize import EvaluateParams, OptimizeParams
 from dspex.optimize._demos import stable_json
 from tasks.tracking import (
     log_candidates,
@@ -56,7 +56,7 @@ class SpineRun:
 
 
 @contextmanager
-def local_settings(params: OptimizeParams) -> Iterator[None]:
+def local_settings(params: OptimizeParams | EvaluateParams) -> Iterator[None]:
     """Prefect settings for a flow run started in this process by ``compile()``.
 
     Task results persist under ``<runs>/prefect-results`` (Prefect resolves result storage

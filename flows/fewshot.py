@@ -105,6 +105,10 @@ def optimize(params: OptimizeParams) -> dict[str, Any]:
         best_id = select_best(scores) if any(s is not None for _, s in scores) else rows[0]["id"]
         best_demos = next(d for s, d in ready if s["id"] == best_id)
         winner = apply_demos(resolve_program(params.program), DemoSet.from_dict(best_demos))
+        if params.lm is not None:  # the registered program must know which LM it was tuned on
+            lm = params.lm.build()
+            for predictor in winner.predictors():
+                predictor.lm = predictor.lm or lm
         return finish_run(spine, winner, rows, best_id, exhausted, budget)
 
 

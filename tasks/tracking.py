@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 import dspex
 from dspex._redact import redact
-from dspex.optimize import OptimizeParams
+from dspex.optimize import EvaluateParams, OptimizeParams
 
 __all__ = [
     "log_candidates",
@@ -34,7 +34,7 @@ RUN_KEY_TAG = "dspex.run_key"
 CANDIDATE_TAG = "dspex.candidate"
 
 
-def tracking_uri_for(params: OptimizeParams, runs: Path) -> str:
+def tracking_uri_for(params: OptimizeParams | EvaluateParams, runs: Path) -> str:
     """The run's tracking URI: the configured one, else SQLite under its runs directory."""
     from dspex.integrations.mlflow import configure_tracking
 

@@ -1,96 +1,48 @@
-"""``dspex demo``: the README's main job.
+"""``dspex demo``: the README's main job — the whole spine on a bundled task.
 
-Evaluates a few programs on a bundled task and prints a score table. By default the LM is the
-simulated model behind a loopback OpenAI-compatible server (real HTTP, offline); ``--lm``
-points the same programs at a real provider.
+Baseline score → BootstrapFewShotWithRandomSearch as a Prefect flow (MLflow run, traces,
+registered model) → optimized score on held-out examples → the registered model loaded back
+by alias, answering one question → where to look next. By default the LM is dspex's
+simulated model reached through litellm (``dspex-sim/<task>``), so it runs offline and the
+registered model loads in any process; ``--lm`` points it at a real provider.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import dspex
+from dspex._paths import runs_dir
 from dspex.datasets import SimTask, load_task, task_names
 from dspex.errors import UserError
+from dspex.evaluate import exact_match
 
 __all__ = ["run_demo"]
 
 
-@dataclass(frozen=True)
-class _Row:
-    name: str
-    score: float
-    errors: int
-    calls: int
-    cache_hits: int
-    tokens: int
-    seconds: float
-
-
-def _signature(task: SimTask) -> type[dspex.Signature]:
+def _signature(task: SimTask) -> str:
     answer_type = "int" if task.answer_type == "int" else "str"
-    return dspex.Signature(f"{', '.join(task.input_keys)} -> {task.answer_key}: {answer_type}")
+    return f"{', '.join(task.input_keys)} -> {task.answer_key}: {answer_type}"
 
 
-def _programs(task: SimTask, train: list[dspex.Example]) -> list[tuple[str, dspex.Module]]:
-    sig = _signature(task)
-    hinted = next(i for i in task.instruction_pool if task.has_hint(i))
-    demos = train[:4]
-    with_demos = dspex.ChainOfThought(sig.with_instructions(hinted))
-    with_demos.predict.demos = [d.copy(reasoning="(see the question)") for d in demos]
-    return [
-        ("Predict, zero-shot", dspex.Predict(sig)),
-        ("ChainOfThought", dspex.ChainOfThought(sig)),
-        ("Predict, better instruction", dspex.Predict(sig.with_instructions(hinted))),
-        ("ChainOfThought + instruction + 4 demos", with_demos),
-    ]
-
-
-@contextlib.contextmanager
-def _lm(args: argparse.Namespace, task: SimTask) -> Iterator[tuple[dspex.LM, str]]:
-    if args.lm:
-        yield dspex.LM(args.lm), args.lm
-        return
-    from dspex.testing import start_server_process
-
-    with start_server_process(task.name, latency=args.latency) as server:
-        # The lean OpenAI-compatible path, over real HTTP, exactly as for a hosted model.
-        yield (
-            dspex.LM("openai/dspex-simulated", api_base=server.url, cache=False),
-            f"simulated LM at {server.url} ({args.latency * 1000:.0f} ms latency)",
-        )
-
-
-def _evaluate(name: str, program: dspex.Module, evaluate: dspex.Evaluate) -> _Row:
-    started = time.perf_counter()
-    result = evaluate(program)
-    u = result.usage
-    return _Row(
-        name=name,
-        score=result.score,
-        errors=result.n_errors,
-        calls=u.calls,
-        cache_hits=u.cache_hits,
-        tokens=u.total_tokens,
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _print_table(rows: list[_Row], title: str) -> None:
+def _print_candidates(candidates: list[dict[str, Any]], best: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for col in ("program", "score %", "errors", "LM calls", "tokens", "seconds"):
-        table.add_column(col, justify="left" if col == "program" else "right")
-    for r in rows:
+    table = Table(title="Candidates (scored on the validation set)")
+    for col in ("candidate", "demos", "score %", "LM calls", "cache hits"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for c in candidates:
+        name = f"[bold]{c['id']} *[/bold]" if c["id"] == best else c["id"]
+        score = "-" if c.get("score") is None else f"{c['score']:.1f}"
         table.add_row(
-            r.name, f"{r.score:.1f}", str(r.errors), str(r.calls), str(r.tokens), f"{r.seconds:.2f}"
+            name,
+            str(c.get("demos", 0)),
+            score,
+            str(c.get("lm_calls", "-")),
+            str(c.get("cache_hits", "-")),
         )
     Console().print(table)
 
@@ -99,21 +51,73 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.task not in task_names():
         raise UserError(f"Unknown task {args.task!r}; bundled tasks: {task_names()}.")
     task = load_task(args.task)
-    splits = task.split(train=50, dev=args.dev_size, seed=0)
-
-    def metric(example: dspex.Example, pred: dspex.Prediction, trace: Any = None) -> bool:
-        return bool(example[task.answer_key] == pred[task.answer_key])
-
+    train, val, test = task.split(train=40, dev=args.dev_size, test=args.dev_size, seed=0)
+    runs = runs_dir(args.runs_dir)
+    model_name = f"dspex-demo-{task.name}"
+    lm = dspex.LM(args.lm or f"dspex-sim/{task.name}")
+    program = dspex.ChainOfThought(_signature(task))
     evaluate = dspex.Evaluate(
-        devset=splits.dev, metric=metric, concurrency=args.concurrency, progress=False
+        devset=test, metric=exact_match, concurrency=args.concurrency, progress=False
     )
-    with _lm(args, task) as (lm, where), dspex.context(lm=lm):
-        print(f"Evaluating on {len(splits.dev)} '{task.name}' examples against {where}")
-        rows = [_evaluate(name, p, evaluate) for name, p in _programs(task, splits.train)]
-    _print_table(rows, f"dspex demo: {task.name}")
-    best = max(rows, key=lambda r: r.score)
     print(
-        f"Best: {best.name} ({best.score:.1f}%). Better instructions, demos and reasoning "
-        "each raise the score; an optimizer finds them for you (see docs/)."
+        f"Task '{task.name}': {len(train)} train, {len(val)} validation, {len(test)} test "
+        f"examples; LM {lm.model}; runs directory {runs}"
+    )
+
+    with dspex.context(lm=lm):
+        baseline = evaluate(program)
+    print(f"1. Baseline ChainOfThought, zero-shot: {baseline.score:.1f}% on the test set")
+
+    started = time.perf_counter()
+    optimizer = dspex.BootstrapFewShotWithRandomSearch(
+        exact_match,
+        num_candidate_programs=args.candidates,
+        max_bootstrapped_demos=4,
+        max_labeled_demos=4,
+    )
+    optimized = optimizer.compile(
+        program,
+        trainset=train,
+        valset=val,
+        lm=lm,
+        concurrency=args.concurrency,
+        runs_dir=runs,
+        tracking={"experiment": "dspex-demo", "model_name": model_name, "alias": "champion"},
+    )
+    result = optimizer.last_result
+    if result is None:  # pragma: no cover - compile always sets it
+        raise UserError("The optimization produced no result.")
+    print(
+        f"2. BootstrapFewShotWithRandomSearch (a Prefect flow) took "
+        f"{time.perf_counter() - started:.1f}s"
+    )
+    best = max(
+        (c for c in result.candidates if c.get("score") is not None), key=lambda c: c["score"]
+    )
+    _print_candidates(result.candidates, best["id"])
+
+    with dspex.context(lm=lm):
+        final = evaluate(optimized)
+    print(
+        f"3. Optimized program: {final.score:.1f}% on the test set (baseline {baseline.score:.1f}%)"
+    )
+
+    uri = f"models:/{model_name}@champion"
+    served = dspex.mlflow.load_model(uri)
+    example = test[0]
+    answer = served(**example.inputs().to_dict())
+    print(
+        f"4. Loaded {uri} (version {result.model_version}) and asked: "
+        f"{example[task.input_keys[0]]!r}\n   -> {answer[task.answer_key]!r} "
+        f"(expected {example[task.answer_key]!r})"
+    )
+    print(
+        "5. Where to look:\n"
+        f"   MLflow UI:  mlflow ui --backend-store-uri sqlite:///{runs / 'mlflow.db'}"
+        f"  (run {result.mlflow_run_id})\n"
+        "   Prefect UI: prefect server start   (flow 'dspex-optimize'; start it before "
+        "running to keep the history)\n"
+        f"   Traces:     dspex traces report cost --runs-dir {runs} --run-id "
+        f"{result.mlflow_run_id}"
     )
     return 0

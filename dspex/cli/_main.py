@@ -18,19 +18,23 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="evaluate small programs on a bundled task against the simulated LM",
-        description="Evaluates a few programs on a bundled dataset and prints a score table. "
-        "By default the LM is dspex's simulated model behind a loopback OpenAI-compatible "
-        "server, so it runs offline; pass --lm to use a real provider.",
+        help="optimize a program on a bundled task end to end (offline, simulated LM)",
+        description="Baseline score, BootstrapFewShotWithRandomSearch as a Prefect flow logged "
+        "to MLflow, the optimized score, the registered model loaded back by alias. By "
+        "default the LM is dspex's simulated model (dspex-sim/<task>), so it runs offline; "
+        "pass --lm to use a real provider.",
     )
     demo.add_argument("--task", default="arithmetic", help="bundled task: arithmetic or factqa")
-    demo.add_argument("--dev-size", type=int, default=100, help="examples to evaluate on")
+    demo.add_argument("--dev-size", type=int, default=60, help="validation and test size")
+    demo.add_argument("--candidates", type=int, default=4, help="random-search candidates")
     demo.add_argument("--lm", default=None, help="e.g. openai/gpt-4o-mini (default: simulated)")
-    demo.add_argument("--concurrency", type=int, default=32)
-    demo.add_argument("--latency", type=float, default=0.05, help="simulated LM latency, s")
+    demo.add_argument("--concurrency", type=int, default=16)
+    demo.add_argument("--runs-dir", default=None, help="default: $DSPEX_RUNS_DIR or ./dspex-runs")
 
+    from dspex.cli._optimize import add_parsers as add_optimize
     from dspex.cli._traces import add_parser as add_traces
 
+    add_optimize(sub)
     add_traces(sub)
     return parser
 
@@ -51,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dspex.cli._demo import run_demo
 
             return run_demo(args)
+        if args.command in ("optimize", "evaluate", "runs"):
+            from dspex.cli._optimize import run as run_optimize
+
+            return run_optimize(args)
         if args.command == "traces":
             from dspex.cli._traces import run as run_traces
 

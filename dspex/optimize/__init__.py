@@ -15,7 +15,14 @@ from dspex.optimize._optimizers import (
     OptimizationResult,
     Optimizer,
 )
-from dspex.optimize._params import BudgetSpec, DatasetSpec, LMSpec, OptimizeParams, TrackingSpec
+from dspex.optimize._params import (
+    BudgetSpec,
+    DatasetSpec,
+    EvaluateParams,
+    LMSpec,
+    OptimizeParams,
+    TrackingSpec,
+)
 from dspex.optimize._refs import register_object, resolve
 from dspex.optimize._search import build_candidate, candidate_specs, select_best
 
@@ -26,6 +33,7 @@ __all__ = [
     "BudgetSpec",
     "DatasetSpec",
     "DemoSet",
+    "EvaluateParams",
     "LMSpec",
     "LabeledFewShot",
     "OptimizationResult",

@@ -17,6 +17,7 @@ from dspex.primitives import Example
 __all__ = [
     "BudgetSpec",
     "DatasetSpec",
+    "EvaluateParams",
     "LMSpec",
     "OptimizeParams",
     "TrackingSpec",
@@ -131,7 +132,11 @@ class OptimizeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    program: str = Field(..., description="'package.module:attr' naming the program to optimize")
+    program: str = Field(
+        ...,
+        description="'package.module:attr' naming the program (or a factory), or "
+        "'cot:question -> answer' / 'predict:...' for a one-predictor program",
+    )
     metric: str = Field(
         "dspex.evaluate:exact_match", description="'package.module:attr' of metric(ex, pred, trace)"
     )
@@ -141,6 +146,20 @@ class OptimizeParams(BaseModel):
     optimizer: OptimizerName = "BootstrapFewShotWithRandomSearch"
     settings: dict[str, Any] = Field(default_factory=dict, description="optimizer arguments")
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    concurrency: int = Field(16, ge=1)
+    runs_dir: str | None = None
+
+
+class EvaluateParams(BaseModel):
+    """One evaluation run: a program on a dataset, logged to MLflow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    program: str = Field(..., description="as in OptimizeParams.program, or 'models:/NAME@ALIAS'")
+    metric: str = "dspex.evaluate:exact_match"
+    dataset: DatasetSpec
+    lm: LMSpec | None = None
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     concurrency: int = Field(16, ge=1)
     runs_dir: str | None = None

@@ -91,8 +91,21 @@ def resolve(ref: str) -> Any:
     return obj
 
 
+_SHORTHANDS = {"predict:": "Predict", "cot:": "ChainOfThought"}
+
+
 def resolve_program(ref: str) -> Module:
-    """A fresh copy of the program a reference names (a Module, class or factory)."""
+    """A fresh copy of the program a reference names (a Module, class or factory).
+
+    ``predict:<signature>`` and ``cot:<signature>`` build a ``Predict`` or ``ChainOfThought``
+    from a string signature, e.g. ``cot:question -> answer: int``.
+    """
+    for prefix, cls_name in _SHORTHANDS.items():
+        if ref.startswith(prefix):
+            import dspex.modules
+
+            module: Module = getattr(dspex.modules, cls_name)(ref.removeprefix(prefix).strip())
+            return module
     obj = resolve(ref)
     if isinstance(obj, Module):
         return obj.deepcopy()
