@@ -20,9 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import dspex  # noqa: E402
-from dspex.testing import start_server_process  # noqa: E402
-from lm_throughput import run_one  # noqa: E402
+from lm_throughput import run_one
+
+import dspex
+from dspex.testing import start_server_process
 
 
 def main() -> None:
