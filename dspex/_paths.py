@@ -1,7 +1,7 @@
 """Where dspex keeps what lasts: the runs directory and what lives under it.
 
 ``<runs>/traces/`` (Parquet), ``<runs>/mlflow.db`` and ``<runs>/mlartifacts/`` (the embedded
-MLflow backend), ``<runs>/prefect/`` (persisted task results), ``<runs>/optuna/`` (studies).
+MLflow backend), ``<runs>/prefect-results/`` (persisted task results), ``<runs>/optuna/`` (studies).
 ``$DSPEX_RUNS_DIR`` overrides the default ``./dspex-runs``.
 """
 

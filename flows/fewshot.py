@@ -31,7 +31,14 @@ from tasks._common import durable_lm_cache
 from tasks.data import load_dataset
 from tasks.fewshot import bootstrap_candidate, evaluate_candidate
 
-__all__ = ["optimize", "run_local"]
+__all__ = [
+    "FLOWS",
+    "bootstrap_fewshot",
+    "labeled_fewshot",
+    "optimize",
+    "random_search",
+    "run_local",
+]
 
 
 def _run_inputs(params: OptimizeParams) -> dict[str, Any]:
@@ -112,7 +119,20 @@ def optimize(params: OptimizeParams) -> dict[str, Any]:
         return finish_run(spine, winner, rows, best_id, exhausted, budget)
 
 
+# One named flow per optimizer (what the Prefect UI lists and deployments point at); they
+# share the DAG above.
+labeled_fewshot = optimize.with_options(name="dspex-labeled-fewshot")
+bootstrap_fewshot = optimize.with_options(name="dspex-bootstrap-fewshot")
+random_search = optimize.with_options(name="dspex-bootstrap-random-search")
+FLOWS = {
+    "LabeledFewShot": labeled_fewshot,
+    "BootstrapFewShot": bootstrap_fewshot,
+    "BootstrapFewShotWithRandomSearch": random_search,
+}
+
+
 def run_local(params: OptimizeParams) -> dict[str, Any]:
-    """Run :func:`optimize` in this process, as ``optimizer.compile(...)`` does."""
+    """Run the optimizer's flow in this process, as ``optimizer.compile(...)`` does."""
     with local_settings(params):
-        return optimize(params)
+        result: dict[str, Any] = FLOWS[params.optimizer](params)
+        return result

@@ -97,6 +97,7 @@ def log_candidates(
 ) -> None:
     """One child run per candidate (explicit parent id), and the scores as a stepped metric."""
     client = _client(tracking_uri)
+    client.log_dict(parent_run_id, [dict(r) for r in rows], "candidates.json")
     parent = client.get_run(parent_run_id)
     existing = {
         r.data.tags.get(CANDIDATE_TAG)

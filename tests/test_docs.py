@@ -21,7 +21,9 @@ def _pages() -> list[Path]:
 
 
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: p.name)
-def test_doc_page_examples_run(page: Path) -> None:
+def test_doc_page_examples_run(page: Path, request: pytest.FixtureRequest) -> None:
+    if ".compile(" in page.read_text():  # runs a flow: use the session's Prefect server
+        request.getfixturevalue("prefect_server")
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for skip, code in _BLOCK.findall(page.read_text()):
         if not skip:

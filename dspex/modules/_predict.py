@@ -119,10 +119,13 @@ class Predict(Module):
         self.signature = self.signature.load_state(state.get("signature", {}))
         self.demos = [Example(d) for d in state.get("demos", [])]
         self.config = dict(state.get("config") or {})
-        if state.get("lm"):
+        saved_lm = state.get("lm")
+        # An LM with a custom transport (a test double, an in-process client) cannot be
+        # rebuilt from a file: the predictor keeps the LM it has.
+        if saved_lm and saved_lm.get("transport") != "custom":
             from dspex.lm import LM
 
-            self.lm = LM.from_config(state["lm"])
+            self.lm = LM.from_config(saved_lm)
 
     def __repr__(self) -> str:
         return f"Predict({self.signature.__name__}({self.signature.signature}))"

@@ -106,7 +106,11 @@ class Optimizer:
         )
         result = OptimizationResult.from_dict(run_flow(self.flow_entrypoint, params))
         self.last_result = result
-        return program.deepcopy().load_state(result.program_state)
+        winner = program.deepcopy().load_state(result.program_state)
+        if lm is not None:
+            for predictor in winner.predictors():
+                predictor.lm = predictor.lm or lm
+        return winner
 
 
 def run_flow(entrypoint: str, params: OptimizeParams) -> dict[str, Any]:

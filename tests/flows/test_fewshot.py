@@ -128,6 +128,10 @@ def test_mlflow_run_children_artifacts_and_registered_alias(tmp_path: Path) -> N
         "zero-shot",
     ]
     assert Path(run.data.tags["dspex.traces"]).is_dir()
+    table = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "candidates.json")).read_text()
+    )
+    assert [r["id"] for r in table] == ["zero-shot", "labeled", "bootstrap", "bootstrap-0"]
     state = json.loads(
         Path(client.download_artifacts(run.info.run_id, "program_json"))
         .glob("*.json")
@@ -138,9 +142,30 @@ def test_mlflow_run_children_artifacts_and_registered_alias(tmp_path: Path) -> N
     version = client.get_model_version_by_alias("arith-qa", "champion")
     assert str(version.version) == "1" and version.run_id == run.info.run_id
     loaded = dspex_mlflow.load_model("models:/arith-qa@champion")
-    assert loaded.dump_state()["predictors"] == state["predictors"]
+    # Same instructions and demos (the in-process test LM itself is not saved).
+    for key in ("signature", "demos"):
+        assert (
+            loaded.dump_state()["predictors"]["predict"][key] == state["predictors"]["predict"][key]
+        )
     rows = dspex.traces.sql(
         "SELECT stage, count(*) AS n FROM traces WHERE kind = 'lm' GROUP BY stage ORDER BY stage",
         tmp_path,
     ).to_pylist()
     assert {r["stage"] for r in rows} == {"bootstrap", "evaluate"}
+
+
+def test_prefect_ui_gets_a_candidate_table_and_a_winner_summary(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    opt = dspex.LabeledFewShot(k=2)
+    opt.compile(solver(), trainset=TRAIN, valset=DEV, lm=SimulatedLM(task=TASK), runs_dir=tmp_path)
+    with get_client(sync_client=True) as client:
+        flow_runs = client.read_flow_runs()
+        assert any(fr.name and fr.flow_id for fr in flow_runs)
+        flows = {client.read_flow(fr.flow_id).name for fr in flow_runs}
+        assert "dspex-labeled-fewshot" in flows
+        keys = ArtifactFilterKey(any_=["dspex-candidates", "dspex-winner"])
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
+    kinds = {a.key: a.type for a in artifacts}
+    assert kinds == {"dspex-candidates": "table", "dspex-winner": "markdown"}
