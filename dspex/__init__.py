@@ -29,6 +29,7 @@ from dspex.optimize import (
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
     LabeledFewShot,
+    MIPROv2,
 )
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
 from dspex.signatures import InputField, OutputField, Signature, make_signature
@@ -55,6 +56,7 @@ __all__ = [
     "JSONAdapter",
     "LMError",
     "LabeledFewShot",
+    "MIPROv2",
     "Module",
     "OutputField",
     "ParseError",

@@ -18,9 +18,12 @@ from typing import Any
 
 import dspex
 from dspex._paths import runs_dir
+from dspex.errors import BudgetExceededError
 from dspex.lm import Budget
-from dspex.optimize import EvaluateParams, OptimizeParams
+from dspex.optimize import EvaluateParams, OptimizeParams, program_fingerprint
 from dspex.optimize._demos import stable_json
+from dspex.optimize._refs import resolve_program
+from tasks.data import load_dataset
 from tasks.tracking import (
     log_candidates,
     log_winner,
@@ -30,7 +33,15 @@ from tasks.tracking import (
     tracking_uri_for,
 )
 
-__all__ = ["SpineRun", "finish_run", "local_settings", "start_run"]
+__all__ = [
+    "SpineRun",
+    "budget_for",
+    "finish_run",
+    "gather_results",
+    "local_settings",
+    "run_inputs",
+    "start_run",
+]
 
 
 @dataclass
@@ -80,9 +91,54 @@ def run_key(params: OptimizeParams) -> str:
     return hashlib.sha256(stable_json(params.model_dump(mode="json")).encode()).hexdigest()[:16]
 
 
+def run_inputs(params: OptimizeParams) -> dict[str, Any]:
+    """The run as task inputs: references, fingerprints and settings — all values."""
+    program = resolve_program(params.program)
+    train = load_dataset(params.trainset.model_dump(), "trainset")
+    val = load_dataset(params.valset.model_dump(), "valset") if params.valset else None
+    lm = params.lm.build() if params.lm else None
+    return {
+        "optimizer": params.optimizer,
+        "program": params.program,
+        "program_fp": program_fingerprint(program),
+        "metric": params.metric,
+        "trainset": params.trainset.model_dump(),
+        "trainset_fp": train["fingerprint"],
+        "valset": params.valset.model_dump() if params.valset else None,
+        "valset_fp": val["fingerprint"] if val else None,
+        "lm_ref": params.lm.ref if params.lm else None,
+        "lm": lm.dump_config() if lm is not None and hasattr(lm, "dump_config") else None,
+        "settings": dict(params.settings),
+    }
+
+
+def budget_for(params: OptimizeParams) -> Budget | None:
+    b = params.budget
+    if b.max_calls is None and b.max_tokens is None and b.max_cost is None:
+        return None
+    return Budget(max_calls=b.max_calls, max_tokens=b.max_tokens, max_cost=b.max_cost)
+
+
+def gather_results(futures: list[Any]) -> tuple[list[Any], bool]:
+    """Results of finished futures; ``None`` for those stopped by the budget."""
+    results, exhausted = [], False
+    for f in futures:
+        try:
+            results.append(f.result())
+        except BudgetExceededError:
+            results.append(None)
+            exhausted = True
+    return results, exhausted
+
+
 def start_run(params: OptimizeParams) -> SpineRun:
     runs = runs_dir(params.runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
+    if params.tracking.model_name:
+        # Registering needs a program another process can rebuild: say so before any LM call.
+        from dspex.integrations.mlflow._program import pack_program
+
+        pack_program(resolve_program(params.program))
     key = run_key(params)
     uri = tracking_uri_for(params, runs)
     return SpineRun(

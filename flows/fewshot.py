@@ -15,20 +15,24 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import dspex
-from dspex.errors import BudgetExceededError
-from dspex.lm import Budget
 from dspex.optimize import (
     DemoSet,
     OptimizeParams,
     apply_demos,
     candidate_specs,
-    program_fingerprint,
     select_best,
 )
 from dspex.optimize._refs import resolve_program
-from flows._spine import SpineRun, finish_run, local_settings, start_run
+from flows._spine import (
+    SpineRun,
+    budget_for,
+    finish_run,
+    gather_results,
+    local_settings,
+    run_inputs,
+    start_run,
+)
 from tasks._common import durable_lm_cache
-from tasks.data import load_dataset
 from tasks.fewshot import bootstrap_candidate, evaluate_candidate
 
 __all__ = [
@@ -41,46 +45,6 @@ __all__ = [
 ]
 
 
-def _run_inputs(params: OptimizeParams) -> dict[str, Any]:
-    """The run as task inputs: references, fingerprints and settings — all values."""
-    program = resolve_program(params.program)
-    train = load_dataset(params.trainset.model_dump(), "trainset")
-    val = load_dataset(params.valset.model_dump(), "valset") if params.valset else None
-    lm = params.lm.build() if params.lm else None
-    return {
-        "optimizer": params.optimizer,
-        "program": params.program,
-        "program_fp": program_fingerprint(program),
-        "metric": params.metric,
-        "trainset": params.trainset.model_dump(),
-        "trainset_fp": train["fingerprint"],
-        "valset": params.valset.model_dump() if params.valset else None,
-        "valset_fp": val["fingerprint"] if val else None,
-        "lm_ref": params.lm.ref if params.lm else None,
-        "lm": lm.dump_config() if lm is not None and hasattr(lm, "dump_config") else None,
-        "settings": dict(params.settings),
-    }
-
-
-def _budget(params: OptimizeParams) -> Budget | None:
-    b = params.budget
-    if b.max_calls is None and b.max_tokens is None and b.max_cost is None:
-        return None
-    return Budget(max_calls=b.max_calls, max_tokens=b.max_tokens, max_cost=b.max_cost)
-
-
-def _gather(futures: list[Any]) -> tuple[list[Any], bool]:
-    """Results of finished futures; ``None`` for those stopped by the budget."""
-    results, exhausted = [], False
-    for f in futures:
-        try:
-            results.append(f.result())
-        except BudgetExceededError:
-            results.append(None)
-            exhausted = True
-    return results, exhausted
-
-
 @flow(
     name="dspex-optimize",
     task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
@@ -89,17 +53,17 @@ def _gather(futures: list[Any]) -> tuple[list[Any], bool]:
 def optimize(params: OptimizeParams) -> dict[str, Any]:
     """Optimize a program's demos with a few-shot optimizer; returns the run's summary."""
     spine: SpineRun = start_run(params)
-    budget = _budget(params)
+    budget = budget_for(params)
     with durable_lm_cache(), dspex.context(budget=budget), spine.tracking():
-        run = _run_inputs(params)
+        run = run_inputs(params)
         specs = candidate_specs(params.optimizer, params.settings)
         build, evaluate = bootstrap_candidate, evaluate_candidate
-        built, exhausted = _gather([build.submit(run, s, params.concurrency) for s in specs])
+        built, exhausted = gather_results([build.submit(run, s, params.concurrency) for s in specs])
         ready = [(s, d) for s, d in zip(specs, built, strict=True) if d is not None]
         scored: list[dict[str, Any] | None] = [None] * len(ready)
         if params.valset is not None or len(ready) > 1:
             futures = [evaluate.submit(run, s["id"], d, params.concurrency) for s, d in ready]
-            scored, more = _gather(futures)
+            scored, more = gather_results(futures)
             exhausted = exhausted or more
         rows = [
             {"id": s["id"], "demos": DemoSet.from_dict(d).size, **(r or {"score": None})}

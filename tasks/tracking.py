@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 import dspex
 from dspex._redact import redact
+from dspex.errors import UserError
 from dspex.optimize import EvaluateParams, OptimizeParams
 
 __all__ = [
@@ -154,7 +155,10 @@ def log_winner(
     # logged its model has it among the run's model outputs.
     outputs = getattr(client.get_run(run_id), "outputs", None)
     if not getattr(outputs, "model_outputs", None):
-        log_model(winner, name="program", run_id=run_id)
+        try:
+            log_model(winner, name="program", run_id=run_id)
+        except UserError as e:  # e.g. a program class defined in a notebook: JSON only
+            client.set_tag(run_id, "dspex.model_not_logged", str(e)[:500])
     client.set_terminated(run_id, "FINISHED")
 
 

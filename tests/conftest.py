@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's INFO lines (and its "stopping temporary server" at exit, after pytest closed the
+# streams) are noise in test output.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

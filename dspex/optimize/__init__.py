@@ -12,6 +12,7 @@ from dspex.optimize._optimizers import (
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
     LabeledFewShot,
+    MIPROv2,
     OptimizationResult,
     Optimizer,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "EvaluateParams",
     "LMSpec",
     "LabeledFewShot",
+    "MIPROv2",
     "OptimizationResult",
     "OptimizeParams",
     "Optimizer",

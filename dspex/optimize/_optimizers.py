@@ -29,6 +29,7 @@ __all__ = [
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "LabeledFewShot",
+    "MIPROv2",
     "OptimizationResult",
     "Optimizer",
 ]
@@ -217,3 +218,77 @@ class BootstrapFewShotWithRandomSearch(BootstrapFewShot):
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "num_candidate_programs": self.num_candidate_programs}
+
+
+class MIPROv2(Optimizer):
+    """Instructions and demos chosen together by Bayesian search over minibatches.
+
+    Stages (each a Prefect task): bootstrap ``num_candidates`` demo sets; summarize the
+    dataset and describe the program with the prompt model; propose ``num_candidates - 1``
+    grounded instructions per predictor (the original is kept); search with an Optuna TPE
+    study (seeded, stored under the runs directory, so a killed run resumes its trials),
+    evaluating each trial on a minibatch and, every ``minibatch_full_eval_steps`` trials, the
+    best configuration by minibatch mean on the full validation set; the best full score wins.
+
+    Args:
+        metric: ``metric(example, prediction, trace) -> float | bool``.
+        prompt_model: the LM that writes summaries and proposals (default: the task LM).
+        task_model: the LM the program runs on (default: ``compile(lm=...)``/the context).
+        auto: ``"light"`` (6 candidates, 100 validation examples), ``"medium"`` (12, 300),
+            ``"heavy"`` (18, 1000), or ``None`` to set ``num_candidates`` yourself.
+        num_trials: Bayesian-search trials; by default DSPy's
+            ``max(2·vars·log2(N), 1.5·N)`` with two variables per predictor.
+        trial_batch_size: trials asked, evaluated concurrently and told together.
+        seed: seeds bootstrapping, proposals, minibatches and the sampler (0 included).
+    """
+
+    name = "MIPROv2"
+    flow_entrypoint: ClassVar[str] = "flows.mipro:run_local"
+
+    def __init__(
+        self,
+        metric: Callable[..., Any],
+        *,
+        prompt_model: Any = None,
+        task_model: Any = None,
+        auto: str | None = "light",
+        num_candidates: int | None = None,
+        max_bootstrapped_demos: int = 4,
+        max_labeled_demos: int = 4,
+        minibatch_size: int = 35,
+        minibatch_full_eval_steps: int = 5,
+        num_trials: int | None = None,
+        trial_batch_size: int = 4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(metric)
+        from dspex.optimize._mipro import AUTO_PRESETS
+
+        if auto is not None and auto not in AUTO_PRESETS:
+            raise UserError(f"MIPROv2(auto={auto!r}): use 'light', 'medium', 'heavy' or None.")
+        if auto is None and (num_candidates is None or num_candidates < 2):
+            raise UserError("MIPROv2(auto=None) needs num_candidates >= 2.")
+        self.prompt_model = prompt_model
+        self.task_model = task_model
+        self.options = {
+            "auto": auto,
+            "num_candidates": num_candidates,
+            "max_bootstrapped_demos": max_bootstrapped_demos,
+            "max_labeled_demos": max_labeled_demos,
+            "minibatch_size": minibatch_size,
+            "minibatch_full_eval_steps": minibatch_full_eval_steps,
+            "num_trials": num_trials,
+            "trial_batch_size": trial_batch_size,
+            "seed": seed,
+        }
+
+    def settings(self) -> dict[str, Any]:
+        settings = dict(self.options)
+        if self.prompt_model is not None:
+            settings["prompt_model"] = register_object(self.prompt_model)
+        return settings
+
+    def compile(self, program: Module, **kwargs: Any) -> Module:
+        if kwargs.get("lm") is None and self.task_model is not None:
+            kwargs["lm"] = self.task_model
+        return super().compile(program, **kwargs)

@@ -23,7 +23,9 @@ __all__ = [
     "TrackingSpec",
 ]
 
-OptimizerName = Literal["LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch"]
+OptimizerName = Literal[
+    "LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2"
+]
 
 
 class DatasetSpec(BaseModel):

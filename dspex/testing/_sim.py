@@ -181,7 +181,7 @@ class Simulator:
         values: dict[str, Any] = {}
         for i, f in enumerate(fields):
             if _special(f.name):
-                values[f.name] = self._pool_text(f.name, key, sample)
+                values[f.name] = self._pool_text(f.name, key, sample, prompt)
             elif i == at:
                 values[f.name] = _typed(value, f.type, prompt.json_mode)
             elif _is_reasoning(f.name):
@@ -248,12 +248,31 @@ class Simulator:
             return f"{opener} {first}. Combining the quantities gives {value}."
         return f"{opener} The question concerns: {first}. The answer is {value}."
 
-    def _pool_text(self, name: str, key: str, sample: tuple[object, ...]) -> str:
+    def _pool_text(
+        self, name: str, key: str, sample: tuple[object, ...], prompt: ParsedPrompt
+    ) -> str:
         low = name.lower()
         pool = self.task.instruction_pool if "instruction" in low else self.task.summary_pool
         if not pool:
             return f"A {name.replace('_', ' ')}."
+        if "instruction" in low and _grounded(prompt):
+            # Shown a summary of the data or example demos, a real model proposes a fitting
+            # instruction more often than a blind guess: half the time, one with a hint.
+            hinted = [i for i in pool if self.task.has_hint(i)]
+            if hinted and unit_hash("grounded", self.seed, key, sample) < GROUNDED_HINT_RATE:
+                return hinted[int(unit_hash("pool", self.seed, key, sample) * len(hinted))]
         return pool[int(unit_hash("pool", self.seed, key, sample) * len(pool))]
+
+
+GROUNDED_HINT_RATE = 0.5
+
+
+def _grounded(prompt: ParsedPrompt) -> bool:
+    """Whether an instruction request carries grounding: a data summary or example demos."""
+    return any(
+        any(w in k.lower() for w in ("summary", "demo", "example")) and len(v.strip()) > 20
+        for k, v in prompt.inputs.items()
+    )
 
 
 def _special(name: str) -> bool:

@@ -1,0 +1,268 @@
+"""The MIPROv2 flow: bootstrap demo sets → propose instructions → Bayesian search → select.
+
+The search is an Optuna study (TPE, seeded) stored in SQLite under the runs directory, or any
+RDB URL by configuration (``settings.optuna_storage``). Trials are asked in batches, evaluated
+concurrently as Prefect tasks on seeded minibatches, and told together. The sampler is reseeded
+from (seed, trials finished) before each batch, and each trial's minibatch is seeded by its
+logical index, so a killed run — whose unfinished trials are marked failed on resume —
+continues with the same trials and ends with the same winner as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import dspex
+from dspex.errors import BudgetExceededError
+from dspex.optimize import DemoSet, OptimizeParams, candidate_specs
+from dspex.optimize._mipro import MiproPlan, apply_config, config_key, minibatch_indices, plan
+from dspex.optimize._refs import resolve_program
+from flows._spine import (
+    budget_for,
+    finish_run,
+    gather_results,
+    local_settings,
+    run_inputs,
+    start_run,
+)
+from tasks._common import durable_lm_cache
+from tasks.fewshot import bootstrap_candidate
+from tasks.mipro import evaluate_config, propose
+
+__all__ = ["mipro", "run_local"]
+
+
+def _open_study(storage: str, name: str, seed: int) -> Any:
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+    )
+    # Heartbeats only cover study.optimize: trials left RUNNING by a killed ask/tell loop
+    # are failed here, and their logical indices are asked again.
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL)
+        study._storage.set_trial_user_attr(t._trial_id, "stale", True)
+    return study
+
+
+def _finished(study: Any) -> dict[int, Any]:
+    """Logical trial index → finished trial (completed, or failed by its evaluation)."""
+    from optuna.trial import TrialState
+
+    done = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if "index" in t.user_attrs and not t.user_attrs.get("stale"):
+            done[t.user_attrs["index"]] = t
+    return done
+
+
+def _best_unseen(study: Any, full: dict[str, float | None]) -> dict[str, int] | None:
+    """The configuration with the best minibatch mean that has no full evaluation yet."""
+    by_config: dict[str, list[float]] = {}
+    params: dict[str, dict[str, int]] = {}
+    for t in _finished(study).values():
+        if t.value is None:
+            continue
+        key = config_key(t.params)
+        by_config.setdefault(key, []).append(t.value)
+        params[key] = dict(t.params)
+    ranked = sorted(by_config, key=lambda k: (-sum(by_config[k]) / len(by_config[k]), k))
+    return next((params[k] for k in ranked if k not in full), None)
+
+
+def _search(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> tuple[dict[str, float | None], bool]:
+    """Run trials until the plan's count is reached; returns full-evaluation scores."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    dists = {
+        f"{name}.{kind}": CategoricalDistribution(list(range(size)))
+        for name, sizes in ctx["sizes"].items()
+        for kind, size in sizes.items()
+    }
+    full: dict[str, float | None] = {
+        k.removeprefix("full:"): v for k, v in study.user_attrs.items() if k.startswith("full:")
+    }
+    exhausted = False
+    evaluate = ctx["evaluate"]
+    if config_key(ctx["default"]) not in full:  # the program as given, as the baseline
+        full[config_key(ctx["default"])] = evaluate("default", ctx["default"], ctx["rows"])
+        study.set_user_attr("full:" + config_key(ctx["default"]), full[config_key(ctx["default"])])
+    while (done := len(_finished(study))) < p.num_trials and not exhausted:
+        k = min(p.trial_batch_size, p.num_trials - done)
+        study.sampler = optuna.samplers.TPESampler(seed=p.seed * 1_000_003 + done)
+        trials = [study.ask(dists) for _ in range(k)]
+        futures = []
+        for j, trial in enumerate(trials):
+            trial.set_user_attr("index", done + j)
+            rows = minibatch_indices(len(ctx["rows"]), p.minibatch_size, p.seed, done + j)
+            futures.append(
+                ctx["submit"](f"trial-{done + j}", trial.params, [ctx["rows"][r] for r in rows])
+            )
+        results, exhausted = gather_results(futures)
+        for trial, r in zip(trials, results, strict=True):
+            if r is None:
+                continue  # stopped by the budget: left running, failed on resume
+            if r["score"] is None:
+                trial.set_user_attr("error", r["error"])
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, r["score"])
+        finished = len(_finished(study))
+        if finished // p.minibatch_full_eval_steps > done // p.minibatch_full_eval_steps or (
+            finished >= p.num_trials
+        ):
+            config = _best_unseen(study, full)
+            if config is not None and not exhausted:
+                try:
+                    full[config_key(config)] = evaluate("full", config, ctx["rows"])
+                except BudgetExceededError:
+                    exhausted = True
+                    continue
+                study.set_user_attr("full:" + config_key(config), full[config_key(config)])
+    return full, exhausted
+
+
+@flow(
+    name="dspex-miprov2",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
+    persist_result=False,
+)
+def mipro(params: OptimizeParams) -> dict[str, Any]:
+    """MIPROv2 as a durable DAG; returns the run's summary."""
+    spine = start_run(params)
+    budget = budget_for(params)
+    with durable_lm_cache(), dspex.context(budget=budget), spine.tracking():
+        run = run_inputs(params)
+        program = resolve_program(params.program)
+        names = [n for n, _ in program.named_predictors()]
+        n_val = len(params.valset.load()) if params.valset else len(params.trainset.load())
+        p = plan(params.settings, len(names), n_val)
+        settings = {**params.settings, "num_candidate_programs": max(0, p.num_candidates - 3)}
+        specs = candidate_specs("BootstrapFewShotWithRandomSearch", settings)[: p.num_candidates]
+        built, exhausted = gather_results(
+            [bootstrap_candidate.submit(run, s, params.concurrency) for s in specs]
+        )
+        demosets = [d if d is not None else DemoSet().to_dict() for d in built]
+        proposal = propose(run, demosets, p.num_candidates, p.seed)
+        instructions = proposal["instructions"]
+        rows = list(range(n_val))
+        if p.val_size is not None and n_val > p.val_size:
+            rows = sorted(random.Random(p.seed).sample(rows, p.val_size))
+
+        def submit(label: str, config: dict[str, int], rs: list[int]) -> Any:
+            return evaluate_config.submit(
+                run, label, config, instructions, demosets, rs, params.concurrency
+            )
+
+        def evaluate(label: str, config: dict[str, int], rs: list[int]) -> float | None:
+            out = evaluate_config(
+                run,
+                f"{label}-{config_key(config)}",
+                config,
+                instructions,
+                demosets,
+                rs,
+                params.concurrency,
+            )
+            score: float | None = out["score"]
+            return score
+
+        storage = params.settings.get("optuna_storage") or _sqlite(spine.runs, spine.run_key)
+        study = _open_study(storage, f"dspex-{spine.run_key}", p.seed)
+        sizes = {n: {"instruction": len(instructions[n]), "demos": len(demosets)} for n in names}
+        default = {f"{n}.{k}": 0 for n in names for k in ("instruction", "demos")}
+        full, more = _search(
+            study,
+            p,
+            {
+                "sizes": sizes,
+                "default": default,
+                "rows": rows,
+                "submit": submit,
+                "evaluate": evaluate,
+            },
+        )
+        exhausted = exhausted or more
+        candidates = _rows(study, full)
+        scored = {k: v for k, v in full.items() if v is not None}
+        best_key = (
+            max(scored, key=lambda k: (scored[k], k == config_key(default)))
+            if scored
+            else config_key(default)
+        )
+        best_config = {k: int(v) for k, v in (x.split("=") for x in best_key.split(","))}
+        winner = apply_config(
+            program, best_config, instructions, [DemoSet.from_dict(d) for d in demosets]
+        )
+        if params.lm is not None:
+            lm = params.lm.build()
+            for predictor in winner.predictors():
+                predictor.lm = predictor.lm or lm
+        _log_plots(spine, study)
+        return finish_run(spine, winner, candidates, f"full:{best_key}", exhausted, budget)
+
+
+def _sqlite(runs: Path, key: str) -> str:
+    (runs / "optuna").mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{runs / 'optuna' / f'{key}.db'}"
+
+
+def _rows(study: Any, full: dict[str, float | None]) -> list[dict[str, Any]]:
+    """The candidate table: every trial (minibatch) and every full evaluation."""
+    rows: list[dict[str, Any]] = []
+    for index, t in sorted(_finished(study).items()):
+        rows.append(
+            {
+                "id": f"trial-{index}",
+                "kind": "minibatch",
+                "score": t.value,
+                "config": config_key(t.params),
+                "error": t.user_attrs.get("error"),
+            }
+        )
+    for key, score in full.items():
+        rows.append({"id": f"full:{key}", "kind": "full", "score": score, "config": key})
+    return rows
+
+
+def _log_plots(spine: Any, study: Any) -> None:
+    """Optimization history and parameter importances, as MLflow artifacts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mlflow.tracking import MlflowClient
+    from optuna.visualization import matplotlib as ovm
+
+    client = MlflowClient(tracking_uri=spine.tracking_uri)
+    out = spine.runs / "plots" / spine.mlflow_run_id
+    out.mkdir(parents=True, exist_ok=True)
+    for name, plot in (
+        ("optimization_history", ovm.plot_optimization_history),
+        ("param_importances", ovm.plot_param_importances),
+    ):
+        try:
+            ax = plot(study)
+            ax.get_figure(root=True).savefig(out / f"{name}.png", bbox_inches="tight")
+            client.log_artifact(spine.mlflow_run_id, str(out / f"{name}.png"), "plots")
+        except Exception as e:  # too few trials for importances, etc.: the run goes on
+            client.set_tag(spine.mlflow_run_id, f"dspex.plot.{name}", f"skipped: {e}"[:250])
+
+
+def run_local(params: OptimizeParams) -> dict[str, Any]:
+    """Run :func:`mipro` in this process, as ``MIPROv2.compile(...)`` does."""
+    with local_settings(params):
+        result: dict[str, Any] = mipro(params)
+        return result

@@ -1,0 +1,70 @@
+"""MIPROv2 tasks: proposal (summary, description, instructions) and config evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect import task
+
+import dspex
+from dspex._settings import current
+from dspex.optimize import DemoSet
+from dspex.optimize._mipro import (
+    apply_config,
+    describe_program,
+    propose_instructions,
+    summarize_dataset,
+)
+from dspex.optimize._refs import resolve
+from tasks._common import run_context, task_options
+
+__all__ = ["evaluate_config", "propose"]
+
+
+@task(name="propose-instructions", **task_options())
+def propose(
+    run: Mapping[str, Any], demosets: Sequence[Mapping[str, Any]], n: int, seed: int
+) -> dict[str, Any]:
+    """Summarize the data, describe the program, propose instructions per predictor."""
+    with run_context(run, stage="propose") as ctx:
+        ref = run.get("settings", {}).get("prompt_model")
+        prompt_lm = resolve(ref) if ref else ctx.lm or current().require_lm()
+        sets = [DemoSet.from_dict(d) for d in demosets]
+        summary = summarize_dataset(ctx.trainset, prompt_lm, seed=seed)
+        description = describe_program(ctx.program, prompt_lm)
+        instructions = propose_instructions(
+            ctx.program, sets, summary, description, n, prompt_lm, seed=seed
+        )
+    return {"summary": summary, "description": description, "instructions": instructions}
+
+
+@task(name="evaluate-config", task_run_name="evaluate-{label}", **task_options())
+def evaluate_config(
+    run: Mapping[str, Any],
+    label: str,
+    config: Mapping[str, int],
+    instructions: Mapping[str, Sequence[str]],
+    demosets: Sequence[Mapping[str, Any]],
+    rows: Sequence[int],
+    concurrency: int = 16,
+) -> dict[str, Any]:
+    """Score one configuration on the given validation rows (a minibatch or all of them)."""
+    with run_context(run, stage="search", trial=label) as ctx:
+        program = apply_config(
+            ctx.program, config, instructions, [DemoSet.from_dict(d) for d in demosets]
+        )
+        devset = [ctx.valset[i] for i in rows]
+        result = dspex.Evaluate(
+            devset=devset, metric=ctx.metric, concurrency=concurrency, progress=False
+        )(program)
+    if result.n_errors == result.n:  # nothing was scored: a failed evaluation, not a 0
+        return {"score": None, "error": result.errors[0].error, "n": result.n}
+    return {
+        "score": result.score,
+        "error": None,
+        "n": result.n,
+        "errors": result.n_errors,
+        "lm_calls": result.usage.calls,
+        "cache_hits": result.usage.cache_hits,
+    }
