@@ -254,8 +254,10 @@ def _log_plots(spine: Any, study: Any) -> None:
         ("param_importances", ovm.plot_param_importances),
     ):
         try:
-            ax = plot(study)
-            ax.get_figure(root=True).savefig(out / f"{name}.png", bbox_inches="tight")
+            figure = plot(study).get_figure(root=True)
+            if figure is None:
+                continue
+            figure.savefig(out / f"{name}.png", bbox_inches="tight")
             client.log_artifact(spine.mlflow_run_id, str(out / f"{name}.png"), "plots")
         except Exception as e:  # too few trials for importances, etc.: the run goes on
             client.set_tag(spine.mlflow_run_id, f"dspex.plot.{name}", f"skipped: {e}"[:250])
