@@ -1,16 +1,18 @@
 """The MIPROv2 flow: bootstrap demo sets → propose instructions → Bayesian search → select.
 
 The search is an Optuna study (TPE, seeded) stored in SQLite under the runs directory, or any
-RDB URL by configuration (``settings.optuna_storage``). Trials are asked in batches, evaluated
-concurrently as Prefect tasks on seeded minibatches, and told together. The sampler is reseeded
-from (seed, trials finished) before each batch, and each trial's minibatch is seeded by its
-logical index, so a killed run — whose unfinished trials are marked failed on resume —
-continues with the same trials and ends with the same winner as an uninterrupted one.
+RDB URL by configuration (``settings.optuna_storage``). Trials are reserved in batches of
+slots (see ``flows/_study.py``), evaluated concurrently as Prefect tasks on seeded
+minibatches, and told together. Each slot's sampler seed and minibatch come from its logical
+index, so a killed run — whose orphaned trials are failed on resume — continues with the same
+trials and ends with the same winner as an uninterrupted one, and several workers running the
+same parameters share one study without losing or duplicating a trial.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from flows._spine import (
     run_inputs,
     start_run,
 )
+from flows._study import finished, open_study, reserve
 from tasks._common import durable_lm_cache
 from tasks.fewshot import bootstrap_candidate
 from tasks.mipro import evaluate_config, propose
@@ -37,49 +40,54 @@ from tasks.mipro import evaluate_config, propose
 __all__ = ["mipro", "run_local"]
 
 
-def _open_study(storage: str, name: str, seed: int) -> Any:
-    import optuna
-    from optuna.trial import TrialState
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-    )
-    # Heartbeats only cover study.optimize: trials left RUNNING by a killed ask/tell loop
-    # are failed here, and their logical indices are asked again.
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
-        study._storage.set_trial_user_attr(t._trial_id, "stale", True)
-    return study
-
-
-def _finished(study: Any) -> dict[int, Any]:
-    """Logical trial index → finished trial (completed, or failed by its evaluation)."""
-    from optuna.trial import TrialState
-
-    done = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        if "index" in t.user_attrs and not t.user_attrs.get("stale"):
-            done[t.user_attrs["index"]] = t
-    return done
-
-
-def _best_unseen(study: Any, full: dict[str, float | None]) -> dict[str, int] | None:
-    """The configuration with the best minibatch mean that has no full evaluation yet."""
+def _best_unseen(study: Any, below: int, seen: set[str]) -> dict[str, int] | None:
+    """Among trials with index < ``below``, the configuration with the best minibatch mean
+    that is not in ``seen``."""
     by_config: dict[str, list[float]] = {}
     params: dict[str, dict[str, int]] = {}
-    for t in _finished(study).values():
-        if t.value is None:
+    for index, t in finished(study).items():
+        if index >= below or t.value is None:
             continue
         key = config_key(t.params)
         by_config.setdefault(key, []).append(t.value)
-        params[key] = dict(t.params)
+        params[key] = {k: int(v) for k, v in t.params.items()}
     ranked = sorted(by_config, key=lambda k: (-sum(by_config[k]) / len(by_config[k]), k))
-    return next((params[k] for k in ranked if k not in full), None)
+    return next((params[k] for k in ranked if k not in seen), None)
+
+
+def _prefix_done(study: Any) -> int:
+    """How many trials, from index 0 on, have finished without a gap."""
+    done = finished(study)
+    n = 0
+    while n in done:
+        n += 1
+    return n
+
+
+def _checkpoints(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> None:
+    """Full evaluations due: at every ``minibatch_full_eval_steps`` trials and at the end.
+
+    Checkpoint ``c`` looks only at trials with index < c and at the configurations already
+    fully evaluated at earlier checkpoints, so a resumed run makes the same choices.
+    """
+    steps = max(1, p.minibatch_full_eval_steps)
+    points = [*range(steps, p.num_trials, steps), p.num_trials]
+    seen = {config_key(ctx["default"])}
+    done = _prefix_done(study)
+    for c in points:
+        attrs = study.user_attrs
+        if f"checkpoint:{c}" in attrs:
+            seen.add(attrs[f"checkpoint:{c}"])
+            continue
+        if c > done:
+            return
+        config = _best_unseen(study, c, seen)
+        key = config_key(config) if config is not None else ""
+        if config is not None:
+            score = ctx["evaluate"]("full", config, ctx["rows"])
+            study.set_user_attr("full:" + key, score)
+            seen.add(key)
+        study.set_user_attr(f"checkpoint:{c}", key)
 
 
 def _search(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> tuple[dict[str, float | None], bool]:
@@ -92,46 +100,42 @@ def _search(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> tuple[dict[str, fl
         for name, sizes in ctx["sizes"].items()
         for kind, size in sizes.items()
     }
-    full: dict[str, float | None] = {
+    default_key = config_key(ctx["default"])
+    if "full:" + default_key not in study.user_attrs:  # the program as given: the baseline
+        study.set_user_attr(
+            "full:" + default_key, ctx["evaluate"]("default", ctx["default"], ctx["rows"])
+        )
+    exhausted = False
+    try:
+        _checkpoints(study, p, ctx)  # those a killed run had not reached yet
+        while len(finished(study)) < p.num_trials and not exhausted:
+            trials = reserve(study, ctx["storage"], p.trial_batch_size, p.num_trials, p.seed, dists)
+            if not trials:  # every slot is taken: other workers are finishing theirs
+                time.sleep(0.5)
+                continue
+            futures = []
+            for trial in trials:
+                index = trial.user_attrs["index"]
+                rows = minibatch_indices(len(ctx["rows"]), p.minibatch_size, p.seed, index)
+                futures.append(
+                    ctx["submit"](f"trial-{index}", trial.params, [ctx["rows"][r] for r in rows])
+                )
+            results, exhausted = gather_results(futures)
+            for trial, r in zip(trials, results, strict=True):
+                if r is None:
+                    continue  # stopped by the budget: left running, failed on resume
+                if r["score"] is None:
+                    trial.set_user_attr("error", r["error"])
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                else:
+                    study.tell(trial, r["score"])
+            if not exhausted:
+                _checkpoints(study, p, ctx)
+    except BudgetExceededError:
+        exhausted = True
+    full = {
         k.removeprefix("full:"): v for k, v in study.user_attrs.items() if k.startswith("full:")
     }
-    exhausted = False
-    evaluate = ctx["evaluate"]
-    if config_key(ctx["default"]) not in full:  # the program as given, as the baseline
-        full[config_key(ctx["default"])] = evaluate("default", ctx["default"], ctx["rows"])
-        study.set_user_attr("full:" + config_key(ctx["default"]), full[config_key(ctx["default"])])
-    while (done := len(_finished(study))) < p.num_trials and not exhausted:
-        k = min(p.trial_batch_size, p.num_trials - done)
-        study.sampler = optuna.samplers.TPESampler(seed=p.seed * 1_000_003 + done)
-        trials = [study.ask(dists) for _ in range(k)]
-        futures = []
-        for j, trial in enumerate(trials):
-            trial.set_user_attr("index", done + j)
-            rows = minibatch_indices(len(ctx["rows"]), p.minibatch_size, p.seed, done + j)
-            futures.append(
-                ctx["submit"](f"trial-{done + j}", trial.params, [ctx["rows"][r] for r in rows])
-            )
-        results, exhausted = gather_results(futures)
-        for trial, r in zip(trials, results, strict=True):
-            if r is None:
-                continue  # stopped by the budget: left running, failed on resume
-            if r["score"] is None:
-                trial.set_user_attr("error", r["error"])
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                study.tell(trial, r["score"])
-        finished = len(_finished(study))
-        if finished // p.minibatch_full_eval_steps > done // p.minibatch_full_eval_steps or (
-            finished >= p.num_trials
-        ):
-            config = _best_unseen(study, full)
-            if config is not None and not exhausted:
-                try:
-                    full[config_key(config)] = evaluate("full", config, ctx["rows"])
-                except BudgetExceededError:
-                    exhausted = True
-                    continue
-                study.set_user_attr("full:" + config_key(config), full[config_key(config)])
     return full, exhausted
 
 
@@ -181,7 +185,7 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
             return score
 
         storage = params.settings.get("optuna_storage") or _sqlite(spine.runs, spine.run_key)
-        study = _open_study(storage, f"dspex-{spine.run_key}", p.seed)
+        study = open_study(storage, f"dspex-{spine.run_key}", p.seed)
         sizes = {n: {"instruction": len(instructions[n]), "demos": len(demosets)} for n in names}
         default = {f"{n}.{k}": 0 for n in names for k in ("instruction", "demos")}
         full, more = _search(
@@ -193,6 +197,7 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
                 "rows": rows,
                 "submit": submit,
                 "evaluate": evaluate,
+                "storage": storage,
             },
         )
         exhausted = exhausted or more
@@ -223,7 +228,7 @@ def _sqlite(runs: Path, key: str) -> str:
 def _rows(study: Any, full: dict[str, float | None]) -> list[dict[str, Any]]:
     """The candidate table: every trial (minibatch) and every full evaluation."""
     rows: list[dict[str, Any]] = []
-    for index, t in sorted(_finished(study).items()):
+    for index, t in sorted(finished(study).items()):
         rows.append(
             {
                 "id": f"trial-{index}",
