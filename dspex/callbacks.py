@@ -217,6 +217,7 @@ class UsageTracker(Callback):
         self._lock = threading.Lock()
         self._total = Usage()
         self._by_model: dict[str, Usage] = {}
+        self._by_stage: dict[str, Usage] = {}
 
     def on_lm_end(
         self,
@@ -232,6 +233,8 @@ class UsageTracker(Callback):
             self._total = self._total + response.usage
             model = request.model
             self._by_model[model] = self._by_model.get(model, self._empty) + response.usage
+            stage = str(span.labels.get("stage", "none"))
+            self._by_stage[stage] = self._by_stage.get(stage, self._empty) + response.usage
 
     @property
     def total(self) -> Usage:
@@ -242,6 +245,12 @@ class UsageTracker(Callback):
     def by_model(self) -> dict[str, Usage]:
         with self._lock:
             return dict(self._by_model)
+
+    @property
+    def by_stage(self) -> dict[str, Usage]:
+        """Usage per ``stage`` label (``dspex.context(labels={"stage": ...})``)."""
+        with self._lock:
+            return dict(self._by_stage)
 
 
 @contextmanager

@@ -162,7 +162,18 @@ def finish_run(
     best = next(r for r in rows if r["id"] == best_id)
     path = spine.runs / "programs" / f"{spine.mlflow_run_id}.json"
     winner.save(path)
-    usage = spine.usage.total.to_dict() if spine.usage is not None else {}
+    usage: dict[str, Any] = {}
+    if spine.usage is not None:
+        usage = spine.usage.total.to_dict()
+        usage["by_stage"] = {
+            stage: {
+                "calls": u.calls,
+                "cache_hits": u.cache_hits,
+                "tokens": u.total_tokens,
+                **({"cost": u.cost} if u.cost is not None else {}),
+            }
+            for stage, u in spine.usage.by_stage.items()
+        }
     uri, run_id = spine.tracking_uri, spine.mlflow_run_id
     log_candidates(uri, run_id, rows)
     log_winner(uri, run_id, winner, best, path, budget_exhausted, usage, spine.runs)

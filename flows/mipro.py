@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,7 @@ def _rows(study: Any, full: dict[str, float | None]) -> list[dict[str, Any]]:
 def _log_plots(spine: Any, study: Any) -> None:
     """Optimization history and parameter importances, as MLflow artifacts."""
     import matplotlib
+    import optuna
 
     matplotlib.use("Agg")
     from mlflow.tracking import MlflowClient
@@ -259,7 +261,9 @@ def _log_plots(spine: Any, study: Any) -> None:
         ("param_importances", ovm.plot_param_importances),
     ):
         try:
-            figure = plot(study).get_figure(root=True)
+            with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                figure = plot(study).get_figure(root=True)
             if figure is None:
                 continue
             figure.savefig(out / f"{name}.png", bbox_inches="tight")

@@ -49,8 +49,16 @@ def evaluate_config(
     rows: Sequence[int],
     concurrency: int = 16,
 ) -> dict[str, Any]:
-    """Score one configuration on the given validation rows (a minibatch or all of them)."""
-    with run_context(run, stage="search", trial=label) as ctx:
+    """Score one configuration on the given validation rows (a minibatch or all of them).
+
+    Trace rows are labelled ``stage=search`` with the trial number for minibatch trials
+    (``trial-7``) and ``stage=full-eval`` for full evaluations.
+    """
+    trial = label.removeprefix("trial-")
+    labels: dict[str, Any] = (
+        {"stage": "search", "trial": int(trial)} if trial.isdigit() else {"stage": "full-eval"}
+    )
+    with run_context(run, **labels) as ctx:
         program = apply_config(
             ctx.program, config, instructions, [DemoSet.from_dict(d) for d in demosets]
         )

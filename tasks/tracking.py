@@ -119,10 +119,14 @@ def log_candidates(
         )
         cid = child.info.run_id
         client.log_param(cid, "candidate", row["id"])
-        client.log_param(cid, "demos", row.get("demos", 0))
+        for key in ("demos", "kind", "config"):
+            if row.get(key) is not None:
+                client.log_param(cid, key, row[key])
         for metric in ("score", "errors", "lm_calls", "cache_hits"):
             if row.get(metric) is not None:
-                client.log_metric(cid, metric, float(row[metric]))
+                client.log_metric(cid, metric, float(row[metric]), step=step)
+        if row.get("error"):
+            client.set_tag(cid, "dspex.error", str(row["error"])[:500])
         client.set_terminated(cid, "FINISHED")
 
 
@@ -146,6 +150,9 @@ def log_winner(
     for key in ("calls", "cache_hits", "prompt_tokens", "completion_tokens"):
         if usage.get(key) is not None:
             client.log_metric(run_id, f"lm_{key}", float(usage[key]))
+    for stage, counts in usage.get("by_stage", {}).items():
+        for key, value in counts.items():
+            client.log_metric(run_id, f"lm_{key}.{stage}", float(value))
     if usage.get("cost") is not None:
         client.log_metric(run_id, "lm_cost_usd", float(usage["cost"]))
     client.set_tag(run_id, "dspex.best_candidate", best["id"])

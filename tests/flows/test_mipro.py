@@ -85,3 +85,43 @@ def test_failed_evaluations_are_recorded_as_failed_not_zero(tmp_path: Path) -> N
     )
     states = {t.state for t in study.trials}
     assert states == {optuna.trial.TrialState.FAIL}
+
+
+def test_every_trial_is_visible_in_mlflow_traces_and_prefect(tmp_path: Path) -> None:
+    import mlflow
+
+    opt = dspex.MIPROv2(
+        exact,
+        auto=None,
+        num_candidates=3,
+        num_trials=4,
+        trial_batch_size=2,
+        minibatch_size=10,
+        minibatch_full_eval_steps=2,
+        seed=0,
+    )
+    opt.compile(
+        solver(), trainset=TRAIN[:20], valset=VAL[:30], lm=SimulatedLM(task=TASK), runs_dir=tmp_path
+    )
+    result = opt.last_result
+    assert result is not None
+    client = mlflow.tracking.MlflowClient()
+    run = client.get_run(result.mlflow_run_id)
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+    )
+    trials = sorted(
+        (c for c in children if c.data.params.get("kind") == "minibatch"),
+        key=lambda c: c.data.tags["dspex.candidate"],
+    )
+    assert [c.data.tags["dspex.candidate"] for c in trials] == [f"trial-{i}" for i in range(4)]
+    assert all("predict.instruction=" in c.data.params["config"] for c in trials)
+    assert any(c.data.params.get("kind") == "full" for c in children)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/optimization_history.png" in artifacts
+    assert run.data.metrics["lm_calls.search"] > 0 and run.data.metrics["lm_calls.propose"] > 0
+    rows = dspex.traces.sql(
+        "SELECT DISTINCT trial FROM traces WHERE stage = 'search' AND kind = 'lm' ORDER BY 1",
+        tmp_path,
+    ).to_pylist()
+    assert [r["trial"] for r in rows] == [0, 1, 2, 3]
