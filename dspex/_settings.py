@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from dspex.adapters import Adapter
     from dspex.lm import LM
     from dspex.lm._budget import Budget
+    from dspex.lm._limit import ConcurrencyLimit
 
 __all__ = ["Settings", "configure", "context", "current"]
 
@@ -37,6 +38,7 @@ class Settings:
         callbacks: event subscribers (see ``dspex.callbacks``).
         labels: free-form labels attached to traces, e.g. ``{"stage": "bootstrap"}``.
         budget: caps on LM calls, tokens and cost (``dspex.lm.Budget``).
+        lm_limit: at most N LM calls in flight (``dspex.lm.ConcurrencyLimit``).
     """
 
     lm: LM | None = None
@@ -44,6 +46,7 @@ class Settings:
     callbacks: tuple[Any, ...] = ()
     labels: Mapping[str, Any] = field(default_factory=dict)
     budget: Budget | None = None
+    lm_limit: ConcurrencyLimit | None = None
 
     def require_lm(self) -> LM:
         if self.lm is None:

@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import dspex
+from dspex.lm import ConcurrencyLimit
 from dspex.optimize import (
     DemoSet,
     OptimizeParams,
@@ -54,7 +55,11 @@ def optimize(params: OptimizeParams) -> dict[str, Any]:
     """Optimize a program's demos with a few-shot optimizer; returns the run's summary."""
     spine: SpineRun = start_run(params)
     budget = budget_for(params)
-    with durable_lm_cache(), dspex.context(budget=budget), spine.tracking():
+    with (
+        durable_lm_cache(),
+        dspex.context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
+        spine.tracking(),
+    ):
         run = run_inputs(params)
         specs = candidate_specs(params.optimizer, params.settings)
         build, evaluate = bootstrap_candidate, evaluate_candidate

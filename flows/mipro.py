@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import dspex
 from dspex.errors import BudgetExceededError
+from dspex.lm import ConcurrencyLimit
 from dspex.optimize import DemoSet, OptimizeParams, candidate_specs
 from dspex.optimize._mipro import MiproPlan, apply_config, config_key, minibatch_indices, plan
 from dspex.optimize._refs import resolve_program
@@ -149,7 +150,11 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
     """MIPROv2 as a durable DAG; returns the run's summary."""
     spine = start_run(params)
     budget = budget_for(params)
-    with durable_lm_cache(), dspex.context(budget=budget), spine.tracking():
+    with (
+        durable_lm_cache(),
+        dspex.context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
+        spine.tracking(),
+    ):
         run = run_inputs(params)
         program = resolve_program(params.program)
         names = [n for n, _ in program.named_predictors()]

@@ -34,6 +34,10 @@ from dspex.primitives._usage import Usage
 
 __all__ = ["LM"]
 
+# Cache key -> the answer of an identical request in flight. Every LM call runs on dspex's one
+# event loop, so a plain dict is safe.
+_IN_FLIGHT: dict[str, asyncio.Future[RawCompletion]] = {}
+
 TransportName = Literal["auto", "openai", "litellm"]
 _TRANSPORT_NAMES = ("auto", "openai", "litellm")
 # Longest wait we accept from a provider's Retry-After before trying again anyway.
@@ -319,6 +323,15 @@ class LM:
         start = time.perf_counter()
         request, timeout = self._request(messages, rollout_id, kwargs)
         settings = current()
+        if settings.lm_limit is not None:
+            async with settings.lm_limit.semaphore():
+                return await self._budgeted(request, timeout, cache, start, settings)
+        return await self._budgeted(request, timeout, cache, start, settings)
+
+    async def _budgeted(
+        self, request: LMRequest, timeout: float, cache: bool | None, start: float, settings: Any
+    ) -> LMResponse:
+        """``_observed`` under the run's budget, when there is one."""
         if settings.budget is not None:
             settings.budget.check()
             response = await self._observed(request, timeout, cache, start, settings.callbacks)
@@ -362,12 +375,47 @@ class LM:
             hit = store.get(key)
             if hit is not None:
                 return self._record(request, hit, key, start, cache_hit=True)
-        raw = await self._send(request, timeout)
+            pending = _IN_FLIGHT.get(key)
+            if pending is not None:
+                # The same request is already on its way (two candidates sharing an example,
+                # say): wait for that answer instead of paying for it twice.
+                try:
+                    shared = await asyncio.shield(pending)
+                except (Exception, asyncio.CancelledError):
+                    if not pending.done():
+                        raise  # we were cancelled ourselves
+                    shared = None  # that call failed or was cancelled: make our own
+                if shared is not None:
+                    return self._record(request, shared, key, start, cache_hit=True)
+        if key is None:
+            raw = await self._send(request, timeout)
+        else:
+            raw = await self._send_once(key, request, timeout)
         if store is not None and key is not None and raw.texts:
             store.put(key, raw)
         else:
             key = None
         return self._record(request, raw, key, start, cache_hit=False)
+
+    async def _send_once(self, key: str, request: LMRequest, timeout: float) -> RawCompletion:
+        """``_send``, visible to identical requests made meanwhile (see ``_complete``)."""
+        future: asyncio.Future[RawCompletion] = asyncio.get_running_loop().create_future()
+        _IN_FLIGHT[key] = future
+        try:
+            raw = await self._send(request, timeout)
+        except BaseException as e:
+            if not future.done():
+                if isinstance(e, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(e)
+                    future.exception()  # retrieved: no "never retrieved" warning if unshared
+            raise
+        finally:
+            if _IN_FLIGHT.get(key) is future:
+                del _IN_FLIGHT[key]
+        future.set_result(raw)
+        return raw
 
     def _request(
         self,

@@ -196,3 +196,58 @@ def test_close_releases_connections(server: ScriptedServer) -> None:
     lm("x")
     lm.close()
     assert lm("y") == ["echo 0: y"]
+
+
+def test_concurrency_limit_bounds_calls_in_flight_across_evaluations() -> None:
+    import threading
+
+    import dspex
+    from dspex.datasets import load_task
+    from dspex.lm import ConcurrencyLimit
+    from dspex.testing import SimulatedLM
+
+    class InFlight(dspex.Callback):
+        def __init__(self) -> None:
+            self.now = self.peak = 0
+            self.lock = threading.Lock()
+
+        def on_lm_start(self, span, lm, request):  # type: ignore[no-untyped-def]
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+
+        def on_lm_end(self, span, lm, request, response, error):  # type: ignore[no-untyped-def]
+            with self.lock:
+                self.now -= 1
+
+    task = load_task("arithmetic")
+    dev = task.split(train=0, dev=24, seed=4).dev
+    program = dspex.Predict(
+        "question -> answer: int", lm=SimulatedLM(task=task, latency=0.02, cache=False)
+    )
+    counter = InFlight()
+    with dspex.context(lm_limit=ConcurrencyLimit(3), callbacks=[counter]):
+        dspex.Evaluate(devset=dev, metric=lambda e, p, t=None: 1.0, concurrency=16, progress=False)(
+            program
+        )
+    assert counter.peak == 3
+
+
+def test_identical_requests_in_flight_are_sent_once() -> None:
+    import asyncio
+
+    import dspex
+    from dspex.testing import SimulatedLM
+
+    lm = SimulatedLM(task="arithmetic", latency=0.05)
+    qa = dspex.Predict("question -> answer: int", lm=lm)
+
+    async def both() -> list[dspex.Prediction]:
+        return list(await asyncio.gather(*(qa.acall(question="2+2?") for _ in range(5))))
+
+    from dspex._runtime import run_sync
+
+    preds = run_sync(both())
+    assert lm.request_count == 1
+    assert len({p.answer for p in preds}) == 1
+    assert sum(p.usage.cache_hits for p in preds) == 4
