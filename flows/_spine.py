@@ -8,8 +8,10 @@ the winner, registers it (idempotently), and publishes Prefect artifacts.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from tasks.tracking import (
 __all__ = [
     "SpineRun",
     "budget_for",
+    "file_lock",
     "finish_run",
     "gather_results",
     "local_settings",
@@ -83,7 +86,37 @@ def local_settings(params: OptimizeParams | EvaluateParams) -> Iterator[None]:
     results = runs_dir(params.runs_dir) / "prefect-results"
     updates = {PREFECT_LOCAL_STORAGE_PATH: results, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     with temporary_settings(updates=updates):
+        starting = _start_ephemeral_server()
+        # While Prefect's temporary server boots (seconds), set up MLflow: both are needed
+        # before the first task, and neither waits for the other.
+        tracking_uri_for(params, runs_dir(params.runs_dir))
+        from dspex.integrations.mlflow import ensure_experiment
+
+        ensure_experiment(params.tracking.experiment, runs_dir=runs_dir(params.runs_dir))
+        if starting is not None:
+            starting.join()
         yield
+
+
+def _start_ephemeral_server() -> threading.Thread | None:
+    """Start Prefect's temporary API server in the background, if this run will need one."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    if server.running:
+        return None
+    thread = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(server.start,),
+        name="dspex-prefect-server",
+        daemon=True,
+    )
+    thread.start()
+    return thread
 
 
 def run_key(params: OptimizeParams) -> str:
@@ -141,13 +174,24 @@ def start_run(params: OptimizeParams) -> SpineRun:
         pack_program(resolve_program(params.program))
     key = run_key(params)
     uri = tracking_uri_for(params, runs)
-    return SpineRun(
-        params=params,
-        run_key=key,
-        runs=runs,
-        tracking_uri=uri,
-        mlflow_run_id=open_mlflow_run(params, key, runs, uri),
-    )
+    # Workers started together with the same parameters must find one MLflow run, not make
+    # one each: opening is serialized per runs directory.
+    with file_lock(runs / ".dspex-open-run.lock"):
+        run_id = open_mlflow_run(params, key, runs, uri)
+    return SpineRun(params=params, run_key=key, runs=runs, tracking_uri=uri, mlflow_run_id=run_id)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes on this machine."""
+    import fcntl
+
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def finish_run(

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["finished", "open_study", "reserve"]
+__all__ = ["WORKER", "alive", "finished", "lock", "open_study", "reserve"]
 
 STALE_AFTER_S = 600.0
-_WORKER = f"{socket.gethostname()}:{os.getpid()}"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(worker: str) -> bool:
+def alive(worker: str) -> bool:
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname():
         return True  # another machine: judged by the heartbeat age instead
@@ -39,7 +39,7 @@ def _alive(worker: str) -> bool:
 
 
 @contextlib.contextmanager
-def _lock(storage: str) -> Iterator[None]:
+def lock(storage: str) -> Iterator[None]:
     """Serialize slot reservation across processes."""
     if storage.startswith("sqlite:///"):
         path = Path(storage.removeprefix("sqlite:///") + ".lock")
@@ -68,7 +68,7 @@ def open_study(storage: str, name: str, seed: int) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with _lock(storage):
+    with lock(storage):
         study = optuna.create_study(
             study_name=name,
             storage=storage,
@@ -80,15 +80,27 @@ def open_study(storage: str, name: str, seed: int) -> Any:
     return study
 
 
+def _trials(study: Any, states: tuple[Any, ...]) -> list[Any]:
+    """Trials read from the database itself: Optuna's per-process cache can miss another
+    worker's updates, and a reservation decided on a stale view would take a slot twice."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    trials: list[Any] = backend.get_all_trials(study._study_id, deepcopy=False, states=states)
+    return trials
+
+
 def _fail_stale(study: Any) -> None:
     """Heartbeats only cover study.optimize: an ask/tell loop must fail its own orphans."""
     from optuna.trial import TrialState
 
     now = time.time()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(t.user_attrs.get("worker", ""))
-        touched = float(t.user_attrs.get("touched", 0.0))
-        if not _alive(worker) or now - touched > STALE_AFTER_S:
+    for t in _trials(study, (TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        touched = t.user_attrs.get("touched")
+        if worker is None or touched is None:
+            # A trial seen before its owner labelled it (a cached read of another worker's
+            # reservation): not an orphan.
+            continue
+        if not alive(str(worker)) or now - float(touched) > STALE_AFTER_S:
             study._storage.set_trial_user_attr(t._trial_id, "stale", True)
             study.tell(t.number, state=TrialState.FAIL)
 
@@ -98,7 +110,7 @@ def finished(study: Any) -> dict[int, Any]:
     from optuna.trial import TrialState
 
     done = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    for t in _trials(study, (TrialState.COMPLETE, TrialState.FAIL)):
         if "index" in t.user_attrs and not t.user_attrs.get("stale"):
             done[t.user_attrs["index"]] = t
     return done
@@ -108,7 +120,7 @@ def _taken(study: Any) -> set[int]:
     from optuna.trial import TrialState
 
     taken = set(finished(study))
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in _trials(study, (TrialState.RUNNING,)):
         if "index" in t.user_attrs and not t.user_attrs.get("stale"):
             taken.add(t.user_attrs["index"])
     return taken
@@ -139,7 +151,7 @@ def _suggest(study: Any, index: int, batch: int, seed: int, dists: Any) -> dict[
 
 def reserve(study: Any, storage: str, k: int, num_trials: int, seed: int, dists: Any) -> list[Any]:
     """Up to ``k`` trials for the lowest free indices (``k`` is also the batch size)."""
-    with _lock(storage):
+    with lock(storage):
         _fail_stale(study)
         taken = _taken(study)
         free = [i for i in range(num_trials) if i not in taken][:k]
@@ -148,7 +160,7 @@ def reserve(study: Any, storage: str, k: int, num_trials: int, seed: int, dists:
             study.enqueue_trial(_suggest(study, index, k, seed, dists), skip_if_exists=False)
             trial = study.ask(dists)  # pops the trial just enqueued (we hold the lock)
             trial.set_user_attr("index", index)
-            trial.set_user_attr("worker", _WORKER)
+            trial.set_user_attr("worker", WORKER)
             trial.set_user_attr("touched", time.time())
             trials.append(trial)
     return trials

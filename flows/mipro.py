@@ -222,8 +222,30 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
             lm = params.lm.build()
             for predictor in winner.predictors():
                 predictor.lm = predictor.lm or lm
+        if not _claim_finish(study, storage):  # another live worker logs and registers
+            return {
+                "program_state": winner.dump_state(),
+                "score": full.get(best_key),
+                "candidates": candidates,
+                "mlflow_run_id": spine.mlflow_run_id,
+                "model_version": None,
+                "budget_exhausted": exhausted,
+                "lm_usage": {},
+            }
         _log_plots(spine, study)
         return finish_run(spine, winner, candidates, f"full:{best_key}", exhausted, budget)
+
+
+def _claim_finish(study: Any, storage: str) -> bool:
+    """Whether this worker logs, saves and registers the result (exactly one worker does)."""
+    from flows._study import WORKER, alive, lock
+
+    with lock(storage):
+        owner = study.user_attrs.get("finished_by")
+        if owner is not None and owner != WORKER and alive(str(owner)):
+            return False
+        study.set_user_attr("finished_by", WORKER)
+        return True
 
 
 def _sqlite(runs: Path, key: str) -> str:
