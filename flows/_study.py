@@ -117,10 +117,13 @@ def finished(study: Any) -> dict[int, Any]:
 
 
 def _taken(study: Any) -> set[int]:
+    """Indices finished or running, from ONE read: a trial told between two reads (running in
+    the first, finished in the second) would otherwise be missed and its slot taken twice."""
     from optuna.trial import TrialState
 
-    taken = set(finished(study))
-    for t in _trials(study, (TrialState.RUNNING,)):
+    taken = set()
+    states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL)
+    for t in _trials(study, states):
         if "index" in t.user_attrs and not t.user_attrs.get("stale"):
             taken.add(t.user_attrs["index"])
     return taken
