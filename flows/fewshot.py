@@ -82,9 +82,7 @@ def optimize(params: OptimizeParams) -> dict[str, Any]:
         best_demos = next(d for s, d in ready if s["id"] == best_id)
         winner = apply_demos(resolve_program(params.program), DemoSet.from_dict(best_demos))
         if params.lm is not None:  # the registered program must know which LM it was tuned on
-            lm = params.lm.build()
-            for predictor in winner.predictors():
-                predictor.lm = predictor.lm or lm
+            winner.set_lm(params.lm.build(), only_unset=True)
         return finish_run(spine, winner, rows, best_id, exhausted, budget)
 
 

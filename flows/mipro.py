@@ -218,10 +218,8 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
         winner = apply_config(
             program, best_config, instructions, [DemoSet.from_dict(d) for d in demosets]
         )
-        if params.lm is not None:
-            lm = params.lm.build()
-            for predictor in winner.predictors():
-                predictor.lm = predictor.lm or lm
+        if params.lm is not None:  # the registered program must know which LM it was tuned on
+            winner.set_lm(params.lm.build(), only_unset=True)
         if not _claim_finish(study, storage):  # another live worker logs and registers
             return {
                 "program_state": winner.dump_state(),

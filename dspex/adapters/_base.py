@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from dspex._jsonable import json_default
 from dspex.callbacks import active, current_span, emit
 from dspex.errors import ParseError
 from dspex.primitives._usage import Usage
@@ -45,17 +46,9 @@ def format_value(value: Any) -> str:
     if isinstance(value, enum.Enum):
         return str(value.value)
     try:
-        return json.dumps(value, ensure_ascii=False, default=_jsonable)
+        return json.dumps(value, ensure_ascii=False, default=json_default)
     except TypeError:
         return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, enum.Enum):
-        return value.value
-    raise TypeError(type(value).__name__)
 
 
 def _strip_fences(text: str) -> str:

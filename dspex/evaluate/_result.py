@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from dspex._jsonable import json_default_or_str
 from dspex._redact import redact_text
 from dspex.primitives import Example, Prediction, Usage
 
@@ -14,14 +15,7 @@ __all__ = ["EvaluationResult", "EvaluationRow"]
 
 
 def _to_json(value: Any) -> str:
-    def default(v: Any) -> Any:
-        if hasattr(v, "model_dump"):
-            return v.model_dump(mode="json")
-        if hasattr(v, "value"):
-            return v.value
-        return str(v)
-
-    return json.dumps(value, ensure_ascii=False, default=default)
+    return json.dumps(value, ensure_ascii=False, default=json_default_or_str)
 
 
 @dataclass(frozen=True)

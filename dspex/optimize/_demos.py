@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dspex._jsonable import json_default_or_str
 from dspex.errors import DataError
 from dspex.primitives import Example, Module
 
@@ -27,24 +28,14 @@ __all__ = [
 ]
 
 
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, Example):
-        return value.to_dict()
-    if hasattr(value, "value") and type(value).__module__ != "builtins":
-        return value.value
-    return str(value)
-
-
 def stable_json(value: Any) -> str:
     """Canonical JSON (sorted keys, no spaces) for hashing."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_jsonable)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=json_default_or_str)
 
 
 def to_jsonable(value: Any) -> Any:
     """``value`` with pydantic models, enums and Examples turned into plain JSON values."""
-    return json.loads(json.dumps(value, default=_jsonable))
+    return json.loads(json.dumps(value, default=json_default_or_str))
 
 
 def _digest(text: str) -> str:

@@ -109,8 +109,7 @@ class Optimizer:
         self.last_result = result
         winner = program.deepcopy().load_state(result.program_state)
         if lm is not None:
-            for predictor in winner.predictors():
-                predictor.lm = predictor.lm or lm
+            winner.set_lm(lm, only_unset=True)
         return winner
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dspex._jsonable import json_default
 from dspex.callbacks import Span, active, close_span, current_span, emit, open_span
 from dspex.errors import DataError, UserError
 
@@ -114,10 +115,11 @@ class Module:
     def predictors(self) -> list[Predict]:
         return [p for _, p in self.named_predictors()]
 
-    def set_lm(self, lm: Any) -> None:
-        """Point every predictor at ``lm``."""
+    def set_lm(self, lm: Any, *, only_unset: bool = False) -> None:
+        """Point every predictor at ``lm`` (with ``only_unset``, those without an LM)."""
         for p in self.predictors():
-            p.lm = lm
+            if not (only_unset and p.lm is not None):
+                p.lm = lm
 
     def deepcopy(self) -> Module:
         """A deep copy. LM clients are shared, not copied (they hold connection pools)."""
@@ -173,7 +175,7 @@ class Module:
                 f"save({str(path)!r}): dspex saves programs as JSON; use a path ending in .json."
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(self.dump_state(), indent=2, ensure_ascii=False, default=_json_default)
+        data = json.dumps(self.dump_state(), indent=2, ensure_ascii=False, default=json_default)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -233,12 +235,3 @@ def _observed(
     finally:
         close_span(token)
     emit(callbacks, "on_module_end", span, module, outcome.outputs, None)
-
-
-def _json_default(value: Any) -> Any:
-    """Serialize pydantic models and enums inside demos."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if hasattr(value, "value"):
-        return value.value
-    raise TypeError(f"cannot save a value of type {type(value).__name__} in a program file")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import enum
 import json
 
 try:
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dspex import _paths
+from dspex._jsonable import json_default_or_str
 from dspex._redact import redact_text
 from dspex.errors import UserError
 from dspex.traces._schema import (
@@ -302,19 +302,10 @@ def _dumps(value: Any) -> str:
     # orjson (a dependency of prefect) encodes ~5x faster than json; the writer thread
     # holds the GIL while encoding, so this is time the event loop gets back.
     if orjson is not None:
-        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-    return json.dumps(value, default=_json_default, ensure_ascii=False)
-
-
-def _json_default(value: Any) -> Any:
-    """Pydantic models, enums and Examples inside recorded values, as JSON."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, enum.Enum):
-        return value.value
-    return str(value)
+        return orjson.dumps(
+            value, default=json_default_or_str, option=orjson.OPT_NON_STR_KEYS
+        ).decode()
+    return json.dumps(value, default=json_default_or_str, ensure_ascii=False)
 
 
 def _column(name: str, rows: Sequence[Mapping[str, Any]], type_: pa.DataType) -> pa.Array:

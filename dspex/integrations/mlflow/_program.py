@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from dspex import _redact
+from dspex._jsonable import json_default
 from dspex.errors import DataError, DspexError, UserError
-from dspex.primitives._module import STATE_SCHEMA_VERSION, Module, _json_default
+from dspex.primitives._module import STATE_SCHEMA_VERSION, Module
 
 __all__ = [
     "MANIFEST_FILE",
@@ -91,7 +92,7 @@ def pack_program(program: Module, program_ref: str | None = None) -> PackedProgr
         )
     ref, args = (program_ref, {}) if program_ref is not None else _auto_ref(program)
     state = program.dump_state()
-    text = json.dumps(state, indent=2, ensure_ascii=False, default=_json_default)
+    text = json.dumps(state, indent=2, ensure_ascii=False, default=json_default)
     _refuse_secrets(state)
     _check_rebuild(program, ref, args, state)
     inputs, outputs = infer_fields(program)
@@ -102,7 +103,7 @@ def _refuse_secrets(state: Mapping[str, Any]) -> None:
     """dump_state never includes API keys; one here came in through demos, instructions or
     config, and would be stored in the model for anyone with read access to see."""
     for name, predictor in dict(state.get("predictors") or {}).items():
-        text = json.dumps(predictor, ensure_ascii=False, default=_json_default)
+        text = json.dumps(predictor, ensure_ascii=False, default=json_default)
         registered = any(secret in text for secret in _redact._secrets)
         if registered or _PROVIDER_KEY.search(text):
             what = "an LM's api_key" if registered else "a string shaped like a provider key"
