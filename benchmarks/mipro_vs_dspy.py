@@ -15,6 +15,10 @@ are per side:
 * dspex: ``dspex.MIPROv2(metric, auto="light", seed=S).compile(program, trainset=...,
   valset=..., lm=..., concurrency=16, runs_dir=<fresh>)`` with a fresh ``DSPEX_CACHE_DIR``
   (``--dspex-optimizer random-search`` runs ``BootstrapFewShotWithRandomSearch`` instead).
+  The process starts Prefect's local API server itself (``flows/local.py``), inside compile.
+* dspex-server: the same, with a Prefect API server already running (``PREFECT_API_URL``,
+  started by the harness with its own ``PREFECT_HOME``), as under ``prefect server start``,
+  in a notebook's second compile, or on a deployment's worker; fresh runs and cache dirs.
 
 Reported per side: the returned program's score on all validation examples, evaluated by
 dspex's ``Evaluate`` for both winners (DSPy's winner is rebuilt from its instructions and
@@ -153,6 +157,8 @@ def run_dspex_worker(config: dict[str, Any]) -> dict[str, Any]:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "true"
     os.environ["DSPEX_CACHE_DIR"] = config["cache_dir"]
     os.environ["DSPEX_RUNS_DIR"] = config["runs_dir"]
+    if config.get("prefect_api_url"):  # the "dspex-server" side: a Prefect server is running
+        os.environ["PREFECT_API_URL"] = config["prefect_api_url"]
     t0 = time.perf_counter()
     import dspex
 
@@ -332,7 +338,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=16, help="num_threads / concurrency")
     p.add_argument("--dspex-optimizer", choices=("mipro", "random-search"))
-    p.add_argument("--sides", default="dspy,dspex", help="comma-separated: dspy,dspex")
+    p.add_argument(
+        "--sides",
+        default="dspy,dspex,dspex-server",
+        help="comma-separated: dspy, dspex, dspex-server (a Prefect server already running)",
+    )
     p.add_argument("--no-overhead", action="store_true", help="skip the fixed-overhead runs")
     p.add_argument("--dspy-python", help="interpreter with dspy installed")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -389,8 +399,10 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 result = _run_worker("dspy", cmd, base, workdir)
             elif side == "dspex":
                 result = _run_worker("dspex", dspex_cmd, dspex_cfg, workdir)
+            elif side == "dspex-server":
+                result = _run_with_prefect_server(dspex_cmd, dspex_cfg, workdir)
             else:
-                raise SystemExit(f"--sides: unknown side {side!r} (use dspy, dspex)")
+                raise SystemExit(f"--sides: unknown side {side!r} (dspy, dspex, dspex-server)")
             report["sides"][side] = result
         if "dspex" in sides and not args.no_overhead:
             rerun_cfg = {**dspex_cfg, "warm_repeat": True}
@@ -407,6 +419,38 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if "dspy" in sides:
             report["startup_s"]["import dspy"] = _fresh_timing(dspy_python, "", "import dspy")
     return report
+
+
+def _run_with_prefect_server(cmd: list[str], config: dict[str, Any], workdir: Path) -> dict:
+    """The dspex side in a fresh process, with a Prefect API server already running (as with
+    ``prefect server start`` or a deployment's worker): no server start-up inside compile().
+    Its own runs and cache directories, so nothing is reused from the other side."""
+    from flows.local import LocalServer
+
+    home = workdir / "prefect-home"
+    home.mkdir(exist_ok=True)
+    previous = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = str(home)
+    try:
+        server = LocalServer()
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_HOME")
+        else:
+            os.environ["PREFECT_HOME"] = previous
+    try:
+        url = server.wait_ready()
+        config = {
+            **config,
+            "prefect_api_url": url,
+            "runs_dir": str(workdir / "dspex-server-runs"),
+            "cache_dir": str(workdir / "dspex-server-cache"),
+        }
+        result = _run_worker("dspex-server", cmd, config, workdir)
+    finally:
+        server.stop()
+    result["optimizer"] += " [Prefect server running]"
+    return result
 
 
 def _fmt(value: Any, spec: str) -> str:

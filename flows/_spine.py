@@ -8,10 +8,8 @@ the winner, registers it (idempotently), and publishes Prefect artifacts.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ import dspex
 from dspex._paths import runs_dir
 from dspex.errors import BudgetExceededError
 from dspex.lm import Budget
-from dspex.optimize import EvaluateParams, OptimizeParams, program_fingerprint
+from dspex.optimize import OptimizeParams, program_fingerprint
 from dspex.optimize._demos import stable_json
 from dspex.optimize._refs import resolve_program
 from tasks.data import load_dataset
@@ -41,9 +39,9 @@ __all__ = [
     "file_lock",
     "finish_run",
     "gather_results",
-    "local_settings",
     "run_inputs",
     "start_run",
+    "warm_up",
 ]
 
 
@@ -69,54 +67,10 @@ class SpineRun:
             yield
 
 
-@contextmanager
-def local_settings(params: OptimizeParams | EvaluateParams) -> Iterator[None]:
-    """Prefect settings for a flow run started in this process by ``compile()``.
-
-    Task results persist under ``<runs>/prefect-results`` (Prefect resolves result storage
-    when the flow starts, so this must wrap the call), and the flow does not wait ~1 s at exit
-    for its heartbeat thread (deployments keep heartbeats; they don't go through here).
-    """
-    from prefect.settings import (
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-        PREFECT_LOCAL_STORAGE_PATH,
-        temporary_settings,
-    )
-
-    results = runs_dir(params.runs_dir) / "prefect-results"
-    updates = {PREFECT_LOCAL_STORAGE_PATH: results, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-    with temporary_settings(updates=updates):
-        starting = _start_ephemeral_server()
-        # While Prefect's temporary server boots (seconds), set up MLflow: both are needed
-        # before the first task, and neither waits for the other.
-        tracking_uri_for(params, runs_dir(params.runs_dir))
-        from dspex.integrations.mlflow import ensure_experiment
-
-        ensure_experiment(params.tracking.experiment, runs_dir=runs_dir(params.runs_dir))
-        if starting is not None:
-            starting.join()
-        yield
-
-
-def _start_ephemeral_server() -> threading.Thread | None:
-    """Start Prefect's temporary API server in the background, if this run will need one."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return None
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    if server.running:
-        return None
-    thread = threading.Thread(
-        target=contextvars.copy_context().run,
-        args=(server.start,),
-        name="dspex-prefect-server",
-        daemon=True,
-    )
-    thread.start()
-    return thread
+def warm_up() -> None:
+    """Import what ``finish_run`` needs (``mlflow.pyfunc`` for the model, ~0.5 s of CPU);
+    ``flows.local`` calls a flow module's ``warm_up`` while Prefect's local server boots."""
+    import mlflow.pyfunc  # noqa: F401
 
 
 def run_key(params: OptimizeParams) -> str:

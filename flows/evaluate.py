@@ -11,12 +11,11 @@ import dspex
 from dspex._paths import runs_dir
 from dspex.optimize import EvaluateParams
 from dspex.optimize._refs import resolve_metric, resolve_program
-from flows._spine import local_settings
 from tasks._common import task_options
 from tasks.data import load_dataset
 from tasks.tracking import tracking_uri_for
 
-__all__ = ["evaluate", "run_local"]
+__all__ = ["evaluate"]
 
 
 def _program(ref: str) -> dspex.Module:
@@ -84,9 +83,3 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
         key="dspex-evaluation",
     )
     return {**summary, "mlflow_run_id": run.info.run_id}
-
-
-def run_local(params: EvaluateParams) -> dict[str, Any]:
-    """Run :func:`evaluate` in this process."""
-    with local_settings(params):
-        return evaluate(params)

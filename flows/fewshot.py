@@ -29,9 +29,9 @@ from flows._spine import (
     budget_for,
     finish_run,
     gather_results,
-    local_settings,
     run_inputs,
     start_run,
+    warm_up,
 )
 from tasks._common import durable_lm_cache
 from tasks.fewshot import bootstrap_candidate, evaluate_candidate
@@ -42,7 +42,7 @@ __all__ = [
     "labeled_fewshot",
     "optimize",
     "random_search",
-    "run_local",
+    "warm_up",
 ]
 
 
@@ -96,10 +96,3 @@ FLOWS = {
     "BootstrapFewShot": bootstrap_fewshot,
     "BootstrapFewShotWithRandomSearch": random_search,
 }
-
-
-def run_local(params: OptimizeParams) -> dict[str, Any]:
-    """Run the optimizer's flow in this process, as ``optimizer.compile(...)`` does."""
-    with local_settings(params):
-        result: dict[str, Any] = FLOWS[params.optimizer](params)
-        return result

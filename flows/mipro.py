@@ -12,8 +12,8 @@ same parameters share one study without losing or duplicating a trial.
 from __future__ import annotations
 
 import random
+import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,17 @@ from flows._spine import (
     budget_for,
     finish_run,
     gather_results,
-    local_settings,
     run_inputs,
     start_run,
+    warm_up,
 )
 from flows._study import finished, open_study, reserve
 from tasks._common import durable_lm_cache
 from tasks.fewshot import bootstrap_candidate
 from tasks.mipro import evaluate_config, propose
+from tasks.tracking import log_candidates, log_plots
 
-__all__ = ["mipro", "run_local"]
+__all__ = ["mipro", "warm_up"]
 
 
 def _best_unseen(study: Any, below: int, seen: set[str]) -> dict[str, int] | None:
@@ -66,11 +67,14 @@ def _prefix_done(study: Any) -> int:
     return n
 
 
-def _checkpoints(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> None:
-    """Full evaluations due: at every ``minibatch_full_eval_steps`` trials and at the end.
+def _checkpoints(
+    study: Any, p: MiproPlan, ctx: dict[str, Any], pending: dict[int, tuple[str, Any]]
+) -> None:
+    """Start the full evaluations due: at every ``minibatch_full_eval_steps`` trials and at
+    the end. They run while later trials do (``pending``, checkpoint → (config, future)).
 
-    Checkpoint ``c`` looks only at trials with index < c and at the configurations already
-    fully evaluated at earlier checkpoints, so a resumed run makes the same choices.
+    Checkpoint ``c`` looks only at trials with index < c and at the configurations chosen at
+    earlier checkpoints, so a resumed run makes the same choices.
     """
     steps = max(1, p.minibatch_full_eval_steps)
     points = [*range(steps, p.num_trials, steps), p.num_trials]
@@ -81,19 +85,47 @@ def _checkpoints(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> None:
         if f"checkpoint:{c}" in attrs:
             seen.add(attrs[f"checkpoint:{c}"])
             continue
+        if c in pending:
+            seen.add(pending[c][0])
+            continue
         if c > done:
             return
         config = _best_unseen(study, c, seen)
-        key = config_key(config) if config is not None else ""
-        if config is not None:
-            score = ctx["evaluate"]("full", config, ctx["rows"])
-            study.set_user_attr("full:" + key, score)
-            seen.add(key)
-        study.set_user_attr(f"checkpoint:{c}", key)
+        if config is None:
+            study.set_user_attr(f"checkpoint:{c}", "")
+            continue
+        key = config_key(config)
+        pending[c] = (key, ctx["submit"]("full", config, ctx["rows"], full=True))
+        seen.add(key)
+        if c == p.num_trials and "trials_done" in ctx:
+            ctx["trials_done"]()  # runs while the last full evaluation waits on the LM
 
 
-def _search(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> tuple[dict[str, float | None], bool]:
-    """Run trials until the plan's count is reached; returns full-evaluation scores."""
+def _harvest(study: Any, pending: dict[int, tuple[str, Any]], wait: bool) -> bool:
+    """Record finished full evaluations (all of them when ``wait``); True if the budget
+    stopped one. A checkpoint counts as reached only once its score is stored."""
+    exhausted = False
+    for c, (key, future) in sorted(pending.items()):
+        if not wait and not future.state.is_final():
+            continue
+        (result,), stopped = gather_results([future])
+        del pending[c]
+        if stopped:
+            exhausted = True
+            continue  # left unreached: a resumed run evaluates it again
+        study.set_user_attr("full:" + key, result["score"])
+        if c:
+            study.set_user_attr(f"checkpoint:{c}", key)
+    return exhausted
+
+
+def _search(
+    study: Any, p: MiproPlan, ctx: dict[str, Any], baseline: Any = None
+) -> tuple[dict[str, float | None], bool]:
+    """Run trials until the plan's count is reached; returns full-evaluation scores.
+
+    ``baseline`` is the running full evaluation of the program as given, if any.
+    """
     import optuna
     from optuna.distributions import CategoricalDistribution
 
@@ -102,17 +134,17 @@ def _search(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> tuple[dict[str, fl
         for name, sizes in ctx["sizes"].items()
         for kind, size in sizes.items()
     }
-    default_key = config_key(ctx["default"])
-    if "full:" + default_key not in study.user_attrs:  # the program as given: the baseline
-        study.set_user_attr(
-            "full:" + default_key, ctx["evaluate"]("default", ctx["default"], ctx["rows"])
-        )
     exhausted = False
+    warming = threading.Thread(target=_warm_imports, name="dspex-warm-imports", daemon=True)
+    pending: dict[int, tuple[str, Any]] = {}
+    if baseline is not None:  # checkpoint 0: nothing to choose, only a score to store
+        pending[0] = (config_key(ctx["default"]), baseline)
     try:
-        _checkpoints(study, p, ctx)  # those a killed run had not reached yet
+        _checkpoints(study, p, ctx, pending)  # those a killed run had not reached yet
         while len(finished(study)) < p.num_trials and not exhausted:
             trials = reserve(study, ctx["storage"], p.trial_batch_size, p.num_trials, p.seed, dists)
             if not trials:  # every slot is taken: other workers are finishing theirs
+                exhausted = _harvest(study, pending, wait=False)
                 time.sleep(0.5)
                 continue
             futures = []
@@ -122,6 +154,8 @@ def _search(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> tuple[dict[str, fl
                 futures.append(
                     ctx["submit"](f"trial-{index}", trial.params, [ctx["rows"][r] for r in rows])
                 )
+            if not warming.is_alive() and warming.ident is None:
+                warming.start()  # while the first trials wait on the LM
             results, exhausted = gather_results(futures)
             for trial, r in zip(trials, results, strict=True):
                 if r is None:
@@ -131,10 +165,15 @@ def _search(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> tuple[dict[str, fl
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 else:
                     study.tell(trial, r["score"])
+            exhausted = _harvest(study, pending, wait=False) or exhausted
             if not exhausted:
-                _checkpoints(study, p, ctx)
+                _checkpoints(study, p, ctx, pending)
+        if not exhausted:
+            _checkpoints(study, p, ctx, pending)  # the last one, if another worker told it
     except BudgetExceededError:
         exhausted = True
+    finally:
+        exhausted = _harvest(study, pending, wait=True) or exhausted
     full = {
         k.removeprefix("full:"): v for k, v in study.user_attrs.items() if k.startswith("full:")
     }
@@ -143,7 +182,7 @@ def _search(study: Any, p: MiproPlan, ctx: dict[str, Any]) -> tuple[dict[str, fl
 
 @flow(
     name="dspex-miprov2",
-    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
+    task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
     persist_result=False,
 )
 def mipro(params: OptimizeParams) -> dict[str, Any]:
@@ -162,50 +201,71 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
         p = plan(params.settings, len(names), n_val)
         settings = {**params.settings, "num_candidate_programs": max(0, p.num_candidates - 3)}
         specs = candidate_specs("BootstrapFewShotWithRandomSearch", settings)[: p.num_candidates]
-        built, exhausted = gather_results(
-            [bootstrap_candidate.submit(run, s, params.concurrency) for s in specs]
-        )
-        demosets = [d if d is not None else DemoSet().to_dict() for d in built]
-        proposal = propose(run, demosets, p.num_candidates, p.seed)
-        instructions = proposal["instructions"]
-        rows = list(range(n_val))
-        if p.val_size is not None and n_val > p.val_size:
-            rows = sorted(random.Random(p.seed).sample(rows, p.val_size))
 
-        def submit(label: str, config: dict[str, int], rs: list[int]) -> Any:
+        def submit(
+            label: str,
+            config: dict[str, int],
+            rs: list[int],
+            full: bool = False,
+            instructions: dict[str, list[str]] | None = None,
+            demosets: list[dict[str, Any]] | None = None,
+        ) -> Any:
             return evaluate_config.submit(
-                run, label, config, instructions, demosets, rs, params.concurrency
-            )
-
-        def evaluate(label: str, config: dict[str, int], rs: list[int]) -> float | None:
-            out = evaluate_config(
                 run,
-                f"{label}-{config_key(config)}",
+                f"{label}-{config_key(config)}" if full else label,
                 config,
-                instructions,
-                demosets,
+                instructions if instructions is not None else proposal["instructions"],
+                demosets if demosets is not None else built_sets,
                 rs,
                 params.concurrency,
             )
-            score: float | None = out["score"]
-            return score
 
+        rows = list(range(n_val))
+        if p.val_size is not None and n_val > p.val_size:
+            rows = sorted(random.Random(p.seed).sample(rows, p.val_size))
         storage = params.settings.get("optuna_storage") or _sqlite(spine.runs, spine.run_key)
         study = open_study(storage, f"dspex-{spine.run_key}", p.seed)
-        sizes = {n: {"instruction": len(instructions[n]), "demos": len(demosets)} for n in names}
         default = {f"{n}.{k}": 0 for n in names for k in ("instruction", "demos")}
-        full, more = _search(
-            study,
-            p,
-            {
-                "sizes": sizes,
-                "default": default,
-                "rows": rows,
-                "submit": submit,
-                "evaluate": evaluate,
-                "storage": storage,
-            },
+        baseline = None  # the program as given (its instructions, no demos), while bootstrapping
+        if "full:" + config_key(default) not in study.user_attrs:
+            original = {n: [pr.signature.instructions] for n, pr in program.named_predictors()}
+            baseline = submit(
+                "default",
+                default,
+                rows,
+                True,
+                instructions=original,
+                demosets=[DemoSet().to_dict()],
+            )
+        built, exhausted = gather_results(
+            [bootstrap_candidate.submit(run, s, params.concurrency) for s in specs]
         )
+        built_sets = [d if d is not None else DemoSet().to_dict() for d in built]
+        proposal = propose(run, built_sets, p.num_candidates, p.seed)
+        instructions, demosets = proposal["instructions"], built_sets
+        sizes = {n: {"instruction": len(instructions[n]), "demos": len(demosets)} for n in names}
+        logging: list[Any] = []
+
+        def trials_done() -> None:
+            """Log the trials (child runs) and the study's plots while the last full
+            evaluation runs; finish_run then logs only the full evaluations."""
+            if _claim_finish(study, storage):
+                uri, run_id = spine.tracking_uri, spine.mlflow_run_id
+                logging.append(log_candidates.submit(uri, run_id, _rows(study, {})))
+                out = spine.runs / "plots" / run_id
+                logging.append(log_plots.submit(uri, run_id, storage, study.study_name, out))
+
+        ctx = {
+            "sizes": sizes,
+            "default": default,
+            "rows": rows,
+            "submit": submit,
+            "storage": storage,
+            "trials_done": trials_done,
+        }
+        full, more = _search(study, p, ctx, baseline)
+        for future in logging:
+            future.result()  # a logging failure fails the run, as it would in finish_run
         exhausted = exhausted or more
         candidates = _rows(study, full)
         scored = {k: v for k, v in full.items() if v is not None}
@@ -230,8 +290,17 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
                 "budget_exhausted": exhausted,
                 "lm_usage": {},
             }
-        _log_plots(spine, study)
         return finish_run(spine, winner, candidates, f"full:{best_key}", exhausted, budget)
+
+
+def _warm_imports() -> None:
+    """Import what the plots need (matplotlib; optuna.importance imports scikit-learn): ~1.5 s
+    of CPU that would otherwise delay the end of the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import optuna.importance  # noqa: F401
+    from optuna.visualization import matplotlib as _  # noqa: F401
 
 
 def _claim_finish(study: Any, storage: str) -> bool:
@@ -267,38 +336,3 @@ def _rows(study: Any, full: dict[str, float | None]) -> list[dict[str, Any]]:
     for key, score in full.items():
         rows.append({"id": f"full:{key}", "kind": "full", "score": score, "config": key})
     return rows
-
-
-def _log_plots(spine: Any, study: Any) -> None:
-    """Optimization history and parameter importances, as MLflow artifacts."""
-    import matplotlib
-    import optuna
-
-    matplotlib.use("Agg")
-    from mlflow.tracking import MlflowClient
-    from optuna.visualization import matplotlib as ovm
-
-    client = MlflowClient(tracking_uri=spine.tracking_uri)
-    out = spine.runs / "plots" / spine.mlflow_run_id
-    out.mkdir(parents=True, exist_ok=True)
-    for name, plot in (
-        ("optimization_history", ovm.plot_optimization_history),
-        ("param_importances", ovm.plot_param_importances),
-    ):
-        try:
-            with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                figure = plot(study).get_figure(root=True)
-            if figure is None:
-                continue
-            figure.savefig(out / f"{name}.png", bbox_inches="tight")
-            client.log_artifact(spine.mlflow_run_id, str(out / f"{name}.png"), "plots")
-        except Exception as e:  # too few trials for importances, etc.: the run goes on
-            client.set_tag(spine.mlflow_run_id, f"dspex.plot.{name}", f"skipped: {e}"[:250])
-
-
-def run_local(params: OptimizeParams) -> dict[str, Any]:
-    """Run :func:`mipro` in this process, as ``MIPROv2.compile(...)`` does."""
-    with local_settings(params):
-        result: dict[str, Any] = mipro(params)
-        return result

@@ -9,6 +9,7 @@ duplicating child runs or model versions.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from dspex.optimize import EvaluateParams, OptimizeParams
 
 __all__ = [
     "log_candidates",
+    "log_plots",
     "log_winner",
     "open_mlflow_run",
     "publish_artifacts",
@@ -96,7 +98,9 @@ def open_mlflow_run(params: OptimizeParams, run_key: str, runs: Path, tracking_u
 def log_candidates(
     tracking_uri: str, parent_run_id: str, rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    """One child run per candidate (explicit parent id), and the scores as a stepped metric."""
+    """One child run per candidate (explicit parent id), and the scores as a stepped metric
+    (step = the row's index). Rows already logged are skipped, so it can be called as rows
+    come in (the same rows first) and again by a resumed run."""
     client = _client(tracking_uri)
     client.log_dict(parent_run_id, [dict(r) for r in rows], "candidates.json")
     parent = client.get_run(parent_run_id)
@@ -107,27 +111,74 @@ def log_candidates(
             filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
         )
     }
-    for step, row in enumerate(rows):
-        if row["score"] is not None:
-            client.log_metric(parent_run_id, "candidate_score", row["score"], step=step)
-        if row["id"] in existing:
-            continue
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    # One write per run (log_batch), not one per value: each is a store transaction.
+    new = [(step, row) for step, row in enumerate(rows) if row["id"] not in existing]
+    scores = [
+        Metric("candidate_score", float(row["score"]), now, step)
+        for step, row in new
+        if row["score"] is not None
+    ]
+    if scores:  # before the children: a crash in between repeats a score, never loses one
+        client.log_batch(parent_run_id, metrics=scores)
+    for step, row in new:
         child = client.create_run(
             parent.info.experiment_id,
             run_name=f"candidate-{row['id']}",
             tags={"mlflow.parentRunId": parent_run_id, CANDIDATE_TAG: row["id"]},
         )
         cid = child.info.run_id
-        client.log_param(cid, "candidate", row["id"])
-        for key in ("demos", "kind", "config"):
-            if row.get(key) is not None:
-                client.log_param(cid, key, row[key])
-        for metric in ("score", "errors", "lm_calls", "cache_hits"):
-            if row.get(metric) is not None:
-                client.log_metric(cid, metric, float(row[metric]), step=step)
-        if row.get("error"):
-            client.set_tag(cid, "dspex.error", str(row["error"])[:500])
+        params = [Param("candidate", str(row["id"]))] + [
+            Param(key, str(row[key])[:6000])
+            for key in ("demos", "kind", "config")
+            if row.get(key) is not None
+        ]
+        metrics = [
+            Metric(metric, float(row[metric]), now, step)
+            for metric in ("score", "errors", "lm_calls", "cache_hits")
+            if row.get(metric) is not None
+        ]
+        tags = [RunTag("dspex.error", str(row["error"])[:500])] if row.get("error") else []
+        client.log_batch(cid, metrics=metrics, params=params, tags=tags)
         client.set_terminated(cid, "FINISHED")
+
+
+@task(name="log-plots", cache_policy=NO_CACHE)
+def log_plots(tracking_uri: str, run_id: str, storage: str, study_name: str, out: Path) -> None:
+    """The Optuna study's optimization history and parameter importances, as MLflow
+    artifacts under ``plots/`` (a plot that cannot be drawn, e.g. importances of a single
+    trial, is noted as a ``dspex.plot.*`` tag instead)."""
+    import warnings
+
+    import matplotlib
+    import optuna
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    client = _client(tracking_uri)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, plot in (
+        ("optimization_history", ovm.plot_optimization_history),
+        ("param_importances", ovm.plot_param_importances),
+    ):
+        try:
+            with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                figure = plot(study).get_figure(root=True)
+            if figure is None:
+                continue
+            try:
+                figure.savefig(out / f"{name}.png", bbox_inches="tight")
+            finally:
+                plt.close(figure)
+            client.log_artifact(run_id, str(out / f"{name}.png"), "plots")
+        except Exception as e:  # too few trials for importances, etc.: the run goes on
+            client.set_tag(run_id, f"dspex.plot.{name}", f"skipped: {e}"[:250])
 
 
 @task(name="log-winner", cache_policy=NO_CACHE)
@@ -142,21 +193,31 @@ def log_winner(
     runs: Path,
 ) -> None:
     """Metrics, the candidate table, the program JSON and the dspex model of the winner."""
+    from mlflow.entities import Metric, RunTag
+
     from dspex.integrations.mlflow import log_model
 
     client = _client(tracking_uri)
+    values: dict[str, float] = {}
     if best.get("score") is not None:
-        client.log_metric(run_id, "best_score", float(best["score"]))
+        values["best_score"] = float(best["score"])
     for key in ("calls", "cache_hits", "prompt_tokens", "completion_tokens"):
         if usage.get(key) is not None:
-            client.log_metric(run_id, f"lm_{key}", float(usage[key]))
+            values[f"lm_{key}"] = float(usage[key])
     for stage, counts in usage.get("by_stage", {}).items():
         for key, value in counts.items():
-            client.log_metric(run_id, f"lm_{key}.{stage}", float(value))
+            values[f"lm_{key}.{stage}"] = float(value)
     if usage.get("cost") is not None:
-        client.log_metric(run_id, "lm_cost_usd", float(usage["cost"]))
-    client.set_tag(run_id, "dspex.best_candidate", best["id"])
-    client.set_tag(run_id, "dspex.budget_exhausted", str(budget_exhausted).lower())
+        values["lm_cost_usd"] = float(usage["cost"])
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in values.items()],
+        tags=[
+            RunTag("dspex.best_candidate", str(best["id"])),
+            RunTag("dspex.budget_exhausted", str(budget_exhausted).lower()),
+        ],
+    )
     client.log_artifact(run_id, str(program_path), artifact_path="program_json")
     # MLflow 3 keeps models as logged models, not run artifacts: a resumed run that already
     # logged its model has it among the run's model outputs.

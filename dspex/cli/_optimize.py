@@ -129,7 +129,7 @@ def _optimize(args: argparse.Namespace) -> int:
     from dspex.optimize._optimizers import run_flow
 
     params = _params(OptimizeParams, args.config, args.runs_dir)
-    result = _with_progress(lambda p: run_flow("flows.fewshot:run_local", p), params)
+    result = _with_progress(lambda p: run_flow("flows.local:fewshot", p), params)
     _print_table(
         "Candidates",
         result["candidates"],
@@ -148,7 +148,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dspex.optimize._optimizers import run_flow
 
     params = _params(EvaluateParams, args.config, args.runs_dir)
-    result = _with_progress(lambda p: run_flow("flows.evaluate:run_local", p), params)
+    result = _with_progress(lambda p: run_flow("flows.local:evaluate", p), params)
     print(
         f"score: {result['score']}% over {result['n']} examples ({result['errors']} errors); "
         f"LM calls {result['lm_calls']} ({result['cache_hits']} cached); "

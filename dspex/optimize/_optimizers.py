@@ -57,7 +57,7 @@ class Optimizer:
     """Base class. Subclasses set ``name`` and keep their settings as attributes."""
 
     name: ClassVar[str]
-    flow_entrypoint: ClassVar[str] = "flows.fewshot:run_local"
+    flow_entrypoint: ClassVar[str] = "flows.local:fewshot"
 
     def __init__(self, metric: Callable[..., Any] | None = None) -> None:
         self.metric = metric
@@ -242,7 +242,7 @@ class MIPROv2(Optimizer):
     """
 
     name = "MIPROv2"
-    flow_entrypoint: ClassVar[str] = "flows.mipro:run_local"
+    flow_entrypoint: ClassVar[str] = "flows.local:mipro"
 
     def __init__(
         self,

@@ -1,0 +1,281 @@
+"""Run a flow in this process, as ``optimizer.compile(...)`` and the CLI do.
+
+With no Prefect server configured (no ``PREFECT_API_URL``), flows need a temporary local API
+server. Prefect would start one on the first API call, after the flow's imports, and pay for
+importing its server code in this process too (~1.8 s) before spawning it. Here the server
+process is spawned first, with nothing imported; while it boots (~2 s), this process imports
+the flow, Prefect and MLflow and sets up the MLflow store. The server lives as long as this
+process (a notebook's second ``compile()`` pays nothing) and is stopped at exit.
+
+Deployments don't come through here: their workers call the flows with the server's settings
+(heartbeats on, a shared result storage).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dspex._paths import runs_dir
+from dspex.errors import DspexError
+from dspex.optimize import EvaluateParams, OptimizeParams
+
+__all__ = ["LocalServer", "evaluate", "fewshot", "local_server", "local_settings", "mipro"]
+
+# The server process runs uvicorn and exits when its parent does, however the parent ends
+# (atexit does not run after SIGKILL or os._exit).
+_SERVE = """
+import os, sys, threading, time
+parent = int(sys.argv.pop(1))
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+from uvicorn.main import main
+sys.argv[0] = "uvicorn"
+main()
+"""
+_LOCK = threading.Lock()
+_SERVER: LocalServer | None = None
+
+
+class LocalServer:
+    """Prefect's API server (``prefect.server.api.server:create_app`` under uvicorn) in a
+    child process on 127.0.0.1, started as Prefect's own temporary server is: no UI, no
+    background services, the database under ``PREFECT_HOME``."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        spec = importlib.util.find_spec("prefect")
+        if spec is None or spec.origin is None:
+            raise DspexError("Prefect is not installed; install dspex with its dependencies.")
+        env = {
+            **os.environ,
+            **_prefect_settings_env(),
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _SERVE,
+                str(os.getpid()),
+                "--app-dir",
+                str(Path(spec.origin).parent.parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._ready = False
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def ready(self) -> bool:
+        """Whether it answers already (no waiting)."""
+        if not self._ready and self.alive():
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=0.5) as resp:
+                    self._ready = resp.status == 200
+            except (OSError, urllib.error.URLError):
+                pass
+        return self._ready
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """Block until the server answers ``/api/health``; returns its API URL."""
+        deadline = time.monotonic() + timeout
+        while not self._ready:
+            if not self.alive():
+                raise DspexError(
+                    f"Prefect's local API server exited with code {self.process.returncode} "
+                    f"while starting; its output:\n{self._output()}\nSet PREFECT_API_URL to "
+                    "use a running Prefect server instead."
+                )
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as resp:
+                    self._ready = resp.status == 200
+            except (OSError, urllib.error.URLError):
+                pass
+            if not self._ready:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise DspexError(
+                        f"Prefect's local API server did not answer within {timeout:.0f} s; "
+                        f"its output:\n{self._output()}\nSet PREFECT_API_URL to use a running "
+                        "Prefect server instead."
+                    )
+                time.sleep(0.05)
+        return self.api_url
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def _output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-4000:]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _prefect_settings_env() -> dict[str, str]:
+    """Settings made in code (``temporary_settings``), when Prefect is already imported: the
+    server must see the same ``PREFECT_HOME`` and database as this process."""
+    if "prefect.settings" not in sys.modules:
+        return {}  # nothing set in code; the child reads the environment and profiles itself
+    from prefect.settings import get_current_settings
+
+    env: dict[str, str] = get_current_settings().to_environment_variables(exclude_unset=True)
+    return {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+
+
+def _needs_server() -> bool:
+    """No server configured and temporary servers allowed (read without importing Prefect
+    where the environment already answers)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return False
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+        return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
+    # Profiles may set the API URL too: decided again once Prefect is imported.
+    return os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true").lower() not in (
+        "0",
+        "false",
+    )
+
+
+def local_server() -> LocalServer | None:
+    """This process's local API server, starting it if needed; None when a server is
+    configured."""
+    global _SERVER
+    if not _needs_server():
+        return None
+    with _LOCK:
+        if _SERVER is None or not _SERVER.alive():
+            _SERVER = LocalServer()
+            atexit.register(_SERVER.stop)
+        return _SERVER
+
+
+def _discard(server: LocalServer) -> None:
+    global _SERVER
+    with _LOCK:
+        if _SERVER is server:
+            _SERVER = None
+    server.stop()
+
+
+@contextmanager
+def local_settings(
+    params: OptimizeParams | EvaluateParams,
+    server: LocalServer | None = None,
+    warm_up: Callable[[], None] | None = None,
+) -> Iterator[None]:
+    """Prefect settings for a flow run started in this process.
+
+    Task results persist under ``<runs>/prefect-results`` (Prefect resolves result storage
+    when the flow starts, so this must wrap the call), the flow does not wait ~1 s at exit for
+    its heartbeat thread, and the API is ``server`` (see :func:`local_server`) when given.
+    ``warm_up`` (the flow module's, if any) runs if the server is still booting.
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_UI_URL,
+        temporary_settings,
+    )
+
+    from dspex.integrations.mlflow import ensure_experiment
+    from tasks.tracking import tracking_uri_for
+
+    runs = runs_dir(params.runs_dir)
+    updates: dict[Any, Any] = {
+        PREFECT_LOCAL_STORAGE_PATH: runs / "prefect-results",
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+    }
+    if server is not None and PREFECT_API_URL.value():  # a profile names a server after all
+        _discard(server)
+        server = None
+    # MLflow's store is set up while the server boots: both are needed before the first task.
+    tracking_uri_for(params, runs)
+    ensure_experiment(params.tracking.experiment, runs_dir=runs)
+    if server is not None:
+        if warm_up is not None and not server.ready():
+            warm_up()  # imports the flow needs later, while this process would wait anyway
+        updates[PREFECT_API_URL] = server.wait_ready()
+        updates[PREFECT_UI_URL] = ""  # it serves no UI: no "View at" links to nowhere
+    with temporary_settings(updates=updates):
+        yield
+
+
+def _run(module: str, attr: str, params: Any, key: str | None = None) -> dict[str, Any]:
+    server = local_server()  # first: it boots while the flow, Prefect and MLflow are imported
+    flow_module = importlib.import_module(module)
+    flow = getattr(flow_module, attr)
+    if key is not None:  # a table of flows
+        flow = flow[key]
+    with local_settings(params, server, getattr(flow_module, "warm_up", None)):
+        result: dict[str, Any] = flow(params)
+        return result
+
+
+def fewshot(params: OptimizeParams) -> dict[str, Any]:
+    """The few-shot optimizer's flow (``params.optimizer``) in this process."""
+    return _run("flows.fewshot", "FLOWS", params, key=params.optimizer)
+
+
+def mipro(params: OptimizeParams) -> dict[str, Any]:
+    """The MIPROv2 flow in this process."""
+    return _run("flows.mipro", "mipro", params)
+
+
+def evaluate(params: EvaluateParams) -> dict[str, Any]:
+    """The evaluation flow in this process."""
+    return _run("flows.evaluate", "evaluate", params)
