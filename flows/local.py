@@ -31,9 +31,17 @@ from typing import Any
 
 from dspex._paths import runs_dir
 from dspex.errors import DspexError
-from dspex.optimize import EvaluateParams, OptimizeParams
+from dspex.optimize import EvaluateParams, NightlyParams, OptimizeParams
 
-__all__ = ["LocalServer", "evaluate", "fewshot", "local_server", "local_settings", "mipro"]
+__all__ = [
+    "LocalServer",
+    "evaluate",
+    "fewshot",
+    "local_server",
+    "local_settings",
+    "mipro",
+    "nightly",
+]
 
 # The server process runs uvicorn and exits when its parent does, however the parent ends
 # (atexit does not run after SIGKILL or os._exit).
@@ -213,7 +221,7 @@ def _discard(server: LocalServer) -> None:
 
 @contextmanager
 def local_settings(
-    params: OptimizeParams | EvaluateParams,
+    params: OptimizeParams | EvaluateParams | NightlyParams,
     server: LocalServer | None = None,
     warm_up: Callable[[], None] | None = None,
 ) -> Iterator[None]:
@@ -235,6 +243,8 @@ def local_settings(
     from dspex.integrations.mlflow import ensure_experiment
     from tasks.tracking import tracking_uri_for
 
+    if isinstance(params, NightlyParams):
+        params = params.optimize
     runs = runs_dir(params.runs_dir)
     updates: dict[Any, Any] = {
         PREFECT_LOCAL_STORAGE_PATH: runs / "prefect-results",
@@ -279,3 +289,8 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
     """The evaluation flow in this process."""
     return _run("flows.evaluate", "evaluate", params)
+
+
+def nightly(params: NightlyParams) -> dict[str, Any]:
+    """The promotion flow in this process (``dspex promote``)."""
+    return _run("flows.nightly", "nightly", params)

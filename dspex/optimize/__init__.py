@@ -21,7 +21,9 @@ from dspex.optimize._params import (
     DatasetSpec,
     EvaluateParams,
     LMSpec,
+    NightlyParams,
     OptimizeParams,
+    PromotionSpec,
     TrackingSpec,
 )
 from dspex.optimize._refs import register_object, resolve
@@ -38,9 +40,11 @@ __all__ = [
     "LMSpec",
     "LabeledFewShot",
     "MIPROv2",
+    "NightlyParams",
     "OptimizationResult",
     "OptimizeParams",
     "Optimizer",
+    "PromotionSpec",
     "TrackingSpec",
     "apply_demos",
     "bootstrap_demos",

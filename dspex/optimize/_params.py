@@ -19,7 +19,9 @@ __all__ = [
     "DatasetSpec",
     "EvaluateParams",
     "LMSpec",
+    "NightlyParams",
     "OptimizeParams",
+    "PromotionSpec",
     "TrackingSpec",
 ]
 
@@ -165,3 +167,45 @@ class EvaluateParams(BaseModel):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     concurrency: int = Field(16, ge=1)
     runs_dir: str | None = None
+
+
+class PromotionSpec(BaseModel):
+    """How a challenger becomes the champion in the MLflow registry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field(..., description="the registered model services load")
+    champion_alias: str = Field("champion", description="the alias services load")
+    previous_alias: str | None = Field("previous", description="keeps the replaced champion")
+    margin: float = Field(
+        0.0,
+        ge=0,
+        description="score points (0-100) on the test split by which the challenger must beat "
+        "the champion; 0: any improvement",
+    )
+
+
+class NightlyParams(BaseModel):
+    """A promotion run: optimize, then promote the winner only if it beats the champion on a
+    held-out test split. The form the nightly deployment's runs (and the Prefect UI) use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    optimize: OptimizeParams
+    testset: DatasetSpec = Field(..., description="held out: neither trained nor selected on")
+    promotion: PromotionSpec
+    skip_unchanged: bool = Field(
+        True,
+        description="skip the run when the program, data and settings are those the current "
+        "champion (or an already rejected challenger) came from",
+    )
+
+    @field_validator("optimize")
+    @classmethod
+    def _registers_itself(cls, value: OptimizeParams) -> OptimizeParams:
+        if value.tracking.model_name or value.tracking.alias:
+            raise ValueError(
+                "leave optimize.tracking.model_name and alias empty: the promotion registers "
+                "the winner (promotion.model_name) and moves the alias itself."
+            )
+        return value

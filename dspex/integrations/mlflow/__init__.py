@@ -19,7 +19,13 @@ Example:
 """
 
 from dspex.integrations.mlflow._flavor import FLAVOR_NAME, load_model, log_model, save_model
-from dspex.integrations.mlflow._registry import get_version_by_alias, register, set_alias
+from dspex.integrations.mlflow._registry import (
+    find_version,
+    get_version_by_alias,
+    promote,
+    register,
+    set_alias,
+)
 from dspex.integrations.mlflow._tracking import (
     configure_tracking,
     embedded_tracking_uri,
@@ -31,9 +37,11 @@ __all__ = [
     "configure_tracking",
     "embedded_tracking_uri",
     "ensure_experiment",
+    "find_version",
     "get_version_by_alias",
     "load_model",
     "log_model",
+    "promote",
     "register",
     "save_model",
     "set_alias",

@@ -16,10 +16,12 @@ from dspex.integrations.mlflow._imports import import_mlflow
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
-__all__ = ["get_version_by_alias", "register", "set_alias"]
+__all__ = ["find_version", "get_version_by_alias", "promote", "register", "set_alias"]
 
 # Set on versions made by ``register``: which of the run's models the version is.
 ARTIFACT_PATH_TAG = "dspex.artifact_path"
+# Set on versions registered with a key: one version per key.
+KEY_TAG = "dspex.registration_key"
 _FAILED = "FAILED_REGISTRATION"
 
 
@@ -29,19 +31,24 @@ def register(
     *,
     artifact_path: str = "program",
     tags: Mapping[str, Any] | None = None,
+    key: str | None = None,
 ) -> ModelVersion:
     """Register the model logged as ``artifact_path`` in run ``run_id`` as a version of
-    ``name``, or return the version already registered from that run.
+    ``name``, or return the version already registered from that run (or with that ``key``).
 
     Idempotent per run: a re-run after a crash gets the existing version back (with
-    ``tags`` applied again) instead of a duplicate. Two *concurrent* calls for the same run
-    may still both create a version; run one registration step per run.
+    ``tags`` applied again) instead of a duplicate. With ``key`` (e.g. a hash of the inputs
+    that produced the model) it is idempotent per key, even when the re-run logged the model
+    in a new run: the key is a version tag written together with the version, so a crash
+    can never leave a version without it. Two *concurrent* calls may still both create a
+    version; run one registration step per model at a time.
 
     Args:
         run_id: the run that logged the model.
         name: the registered model's name (created if missing).
         artifact_path: the ``name`` the model was logged under in that run.
-        tags: tags to set on the version.
+        tags: tags to set on the version (at creation, so they are there from the start).
+        key: one version per key (the ``dspex.registration_key`` tag).
 
     Example:
         >>> import dspex.mlflow
@@ -54,16 +61,61 @@ def register(
     if not run_id or not name:
         raise UserError("register() needs a run_id and a registered model name.")
     client = mlflow.MlflowClient()
-    version = _version_from_run(client, name, run_id, artifact_path)
+    if key is not None:
+        version = find_version(name, KEY_TAG, key)
+    else:
+        version = _version_from_run(client, name, run_id, artifact_path)
     if version is None:
-        version = mlflow.register_model(
-            f"runs:/{run_id}/{artifact_path}",
-            name,
-            tags={ARTIFACT_PATH_TAG: artifact_path},
-        )
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(name, str(version.version), key, str(value))
+        created = {ARTIFACT_PATH_TAG: artifact_path, **({KEY_TAG: key} if key else {})}
+        created.update({k: str(v) for k, v in (tags or {}).items()})
+        version = mlflow.register_model(f"runs:/{run_id}/{artifact_path}", name, tags=created)
+    else:
+        for k, value in (tags or {}).items():
+            client.set_model_version_tag(name, str(version.version), k, str(value))
     return client.get_model_version(name, str(version.version))
+
+
+def find_version(name: str, tag: str, value: str) -> ModelVersion | None:
+    """The oldest live version of ``name`` whose tag ``tag`` is ``value``, if any.
+
+    Example:
+        >>> import dspex.mlflow
+        >>> dspex.mlflow.find_version("qa", "dspex.registration_key", "3f2a")  # doctest: +SKIP
+    """
+    import_mlflow()
+    import mlflow
+
+    for text in (name, tag, value):
+        if "'" in text or "`" in text:
+            raise UserError(f"Model names, tags and values cannot contain quotes: {text!r}.")
+    client = mlflow.MlflowClient()
+    found = client.search_model_versions(f"name = '{name}' and tags.`{tag}` = '{value}'")
+    live = [v for v in found if v.status != _FAILED]
+    return min(live, key=lambda v: int(v.version)) if live else None
+
+
+def promote(
+    name: str, version: int | str, *, alias: str = "champion", previous: str | None = "previous"
+) -> str | None:
+    """Point ``alias`` at ``version``, first pointing ``previous`` at the version ``alias``
+    pointed at; returns that version (``None`` if there was none).
+
+    The order makes a crash harmless: until the last step, ``alias`` still names the old
+    version, so services keep serving it, and calling ``promote`` again finishes the job.
+
+    Example:
+        >>> import dspex.mlflow
+        >>> dspex.mlflow.promote("qa", 4)  # doctest: +SKIP
+        '3'
+    """
+    current = get_version_by_alias(name, alias)
+    old = None if current is None else str(current.version)
+    if old == str(version):
+        return None  # already promoted (a re-run): keep @previous as it is
+    if previous and old is not None:
+        set_alias(name, previous, old)
+    set_alias(name, alias, version)
+    return old
 
 
 def _version_from_run(

@@ -1,0 +1,132 @@
+"""The nightly promotion flow: optimize, test the winner against the champion, promote.
+
+1. fingerprint the program and the train/validation/test data; with the registry state this
+   decides whether there is anything to do (an unchanged champion is not re-optimized);
+2. run the configured optimizer's flow (a subflow: logged to MLflow like ``compile()``);
+3. register its winner — once per promotion key, even across crashes and re-runs;
+4. score the challenger and the current champion on the same held-out test split;
+5. promote (tags, ``@previous``, then ``@champion``) only if the challenger wins by more
+   than the margin; otherwise tag it rejected with both scores.
+
+Every step is idempotent: a run that crashed anywhere, started again with the same
+parameters, finishes the job with one version in the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from dspex._paths import runs_dir
+from dspex.optimize import EvaluateParams, NightlyParams, TrackingSpec, program_fingerprint
+from dspex.optimize._demos import stable_json
+from dspex.optimize._refs import resolve_program
+from flows.experiment import run_optimizer
+from tasks.data import load_dataset
+from tasks.evaluation import evaluate_program
+from tasks.promotion import decide, register_challenger, registry_state
+from tasks.tracking import tracking_uri_for
+
+__all__ = ["nightly", "promotion_key"]
+
+
+def promotion_key(params: NightlyParams, fingerprints: dict[str, str | None]) -> str:
+    """What produced a challenger, hashed: program, data, optimizer and settings, LM, test
+    split and model name. Where it runs (runs dir, concurrency, tracking) is left out."""
+    body = {
+        "optimize": params.optimize.model_dump(
+            mode="json", exclude={"runs_dir", "concurrency", "tracking"}
+        ),
+        "testset": params.testset.model_dump(mode="json"),
+        "model": params.promotion.model_name,
+        "fingerprints": fingerprints,
+    }
+    return hashlib.sha256(stable_json(body).encode()).hexdigest()[:16]
+
+
+def _fingerprints(params: NightlyParams) -> dict[str, str | None]:
+    opt = params.optimize
+    program = resolve_program(opt.program)
+    from dspex.integrations.mlflow._program import pack_program
+
+    pack_program(program)  # a program the registry cannot rebuild: say so before any LM call
+    train = load_dataset(opt.trainset.model_dump(), "trainset")
+    val = load_dataset(opt.valset.model_dump(), "valset") if opt.valset else None
+    test = load_dataset(params.testset.model_dump(), "testset")
+    return {
+        "program": program_fingerprint(program),
+        "trainset": train["fingerprint"],
+        "valset": val["fingerprint"] if val else None,
+        "testset": test["fingerprint"],
+    }
+
+
+def _test_score(params: NightlyParams, version: str, fingerprint: str | None) -> float | None:
+    opt = params.optimize
+    evaluation = EvaluateParams(
+        program=f"models:/{params.promotion.model_name}/{version}",
+        metric=opt.metric,
+        dataset=params.testset,
+        lm=opt.lm,
+        tracking=TrackingSpec(
+            experiment=opt.tracking.experiment, tracking_uri=opt.tracking.tracking_uri
+        ),
+        concurrency=opt.concurrency,
+        runs_dir=opt.runs_dir,
+    )
+    summary = evaluate_program(evaluation.model_dump(mode="json"), fingerprint or "")
+    if summary["errors"] == summary["n"]:
+        return None
+    score: float = summary["score"]
+    return score
+
+
+@flow(name="dspex-nightly", persist_result=False)
+def nightly(params: NightlyParams) -> dict[str, Any]:
+    """Optimize, then promote the winner to ``@champion`` only if it beats the champion on
+    the test split; returns what was decided."""
+    opt, promo = params.optimize, params.promotion
+    uri = tracking_uri_for(opt, runs_dir(opt.runs_dir))
+    fps = _fingerprints(params)
+    key = promotion_key(params, fps)
+    state = registry_state(uri, promo.model_name, promo.champion_alias, key)
+    champion, mine = state["champion"], state["challenger"]
+    summary: dict[str, Any] = {"promotion_key": key, "model_name": promo.model_name}
+    if params.skip_unchanged and champion is not None and champion["key"] == key:
+        return {**summary, "decision": "unchanged", "version": champion["version"]}
+    if params.skip_unchanged and mine is not None and mine["decision"] == "rejected":
+        return {**summary, "decision": "rejected", "version": mine["version"], "skipped": True}
+    result = run_optimizer(opt)
+    version = register_challenger(
+        uri,
+        result["mlflow_run_id"],
+        promo.model_name,
+        key,
+        {"dspex.optimizer": opt.optimizer, "dspex.validation_score": str(result.get("score"))},
+    )
+    score = _test_score(params, version, fps["testset"])
+    previous = None
+    if champion is not None and champion["version"] != version:
+        previous = {**champion, "score": _test_score(params, champion["version"], fps["testset"])}
+    outcome = decide(uri, promo.model_name, version, score, previous, promo.model_dump())
+    create_markdown_artifact(
+        key="dspex-promotion",
+        description="Promotion decision",
+        markdown=(
+            f"# {promo.model_name} v{version}: **{outcome['decision']}**\n\n"
+            f"{outcome['reason']}.\n\nTest score: {score}; champion "
+            f"{'v' + previous['version'] if previous else '(none)'}: "
+            f"{previous['score'] if previous else '-'}; margin {promo.margin:g}."
+        ),
+    )
+    return {
+        **summary,
+        **outcome,
+        "version": version,
+        "test_score": score,
+        "champion_test_score": previous["score"] if previous else None,
+        "mlflow_run_id": result["mlflow_run_id"],
+    }
