@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from dspex.adapters import Adapter
     from dspex.lm import LM
     from dspex.lm._budget import Budget
-    from dspex.lm._limit import ConcurrencyLimit
+    from dspex.lm._limit import ConcurrencyLimit, Throttle
 
 __all__ = ["Settings", "configure", "context", "current"]
 
@@ -39,6 +39,8 @@ class Settings:
         labels: free-form labels attached to traces, e.g. ``{"stage": "bootstrap"}``.
         budget: caps on LM calls, tokens and cost (``dspex.lm.Budget``).
         lm_limit: at most N LM calls in flight (``dspex.lm.ConcurrencyLimit``).
+        lm_throttle: awaited before each request sent (``dspex.lm.Throttle``), e.g. a rate
+            limit shared by every worker of a deployment.
     """
 
     lm: LM | None = None
@@ -47,6 +49,7 @@ class Settings:
     labels: Mapping[str, Any] = field(default_factory=dict)
     budget: Budget | None = None
     lm_limit: ConcurrencyLimit | None = None
+    lm_throttle: Throttle | None = None
 
     def require_lm(self) -> LM:
         if self.lm is None:

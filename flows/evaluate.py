@@ -11,6 +11,7 @@ from dspex._paths import runs_dir
 from dspex.optimize import EvaluateParams
 from tasks.data import load_dataset
 from tasks.evaluation import evaluate_program
+from tasks.limits import lm_rate_limit
 from tasks.tracking import tracking_uri_for
 
 __all__ = ["evaluate"]
@@ -26,7 +27,8 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
     runs = runs_dir(params.runs_dir)
     uri = tracking_uri_for(params, runs)  # before loading a 'models:/' program from it
     data = load_dataset(params.dataset.model_dump(), "dataset")
-    summary = evaluate_program(params.model_dump(mode="json"), data["fingerprint"])
+    with lm_rate_limit(params):
+        summary = evaluate_program(params.model_dump(mode="json"), data["fingerprint"])
     client = MlflowClient(tracking_uri=uri)
     run = client.create_run(
         ensure_experiment(params.tracking.experiment, runs_dir=runs),

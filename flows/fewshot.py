@@ -35,6 +35,7 @@ from flows._spine import (
 )
 from tasks._common import durable_lm_cache
 from tasks.fewshot import bootstrap_candidate, evaluate_candidate
+from tasks.limits import lm_rate_limit
 
 __all__ = [
     "FLOWS",
@@ -56,6 +57,7 @@ def optimize(params: OptimizeParams) -> dict[str, Any]:
     spine: SpineRun = start_run(params)
     budget = budget_for(params)
     with (
+        lm_rate_limit(params),
         durable_lm_cache(),
         dspex.context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
         spine.tracking(),

@@ -37,6 +37,7 @@ from flows._spine import (
 from flows._study import finished, open_study, reserve
 from tasks._common import durable_lm_cache
 from tasks.fewshot import bootstrap_candidate
+from tasks.limits import lm_rate_limit
 from tasks.mipro import evaluate_config, propose
 from tasks.tracking import log_candidates, log_plots
 
@@ -190,6 +191,7 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
     spine = start_run(params)
     budget = budget_for(params)
     with (
+        lm_rate_limit(params),
         durable_lm_cache(),
         dspex.context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
         spine.tracking(),

@@ -27,6 +27,7 @@ from dspex.optimize._refs import resolve_program
 from flows.experiment import run_optimizer
 from tasks.data import load_dataset
 from tasks.evaluation import evaluate_program
+from tasks.limits import lm_rate_limit
 from tasks.promotion import decide, register_challenger, registry_state
 from tasks.tracking import tracking_uri_for
 
@@ -88,6 +89,11 @@ def _test_score(params: NightlyParams, version: str, fingerprint: str | None) ->
 def nightly(params: NightlyParams) -> dict[str, Any]:
     """Optimize, then promote the winner to ``@champion`` only if it beats the champion on
     the test split; returns what was decided."""
+    with lm_rate_limit(params.optimize):
+        return _nightly(params)
+
+
+def _nightly(params: NightlyParams) -> dict[str, Any]:
     opt, promo = params.optimize, params.promotion
     uri = tracking_uri_for(opt, runs_dir(opt.runs_dir))
     fps = _fingerprints(params)

@@ -10,7 +10,7 @@ Example:
 from dspex.lm._budget import Budget
 from dspex.lm._cache import Cache, configure_cache, default_cache, request_key
 from dspex.lm._history import HistoryEntry, inspect_history
-from dspex.lm._limit import ConcurrencyLimit
+from dspex.lm._limit import ConcurrencyLimit, Throttle
 from dspex.lm._litellm import LiteLLMTransport
 from dspex.lm._lm import LM
 from dspex.lm._openai import OpenAITransport
@@ -28,6 +28,7 @@ __all__ = [
     "LiteLLMTransport",
     "OpenAITransport",
     "RawCompletion",
+    "Throttle",
     "Transport",
     "configure_cache",
     "default_cache",

@@ -1,11 +1,27 @@
-"""``ConcurrencyLimit``: at most N LM calls in flight, across every thread and task."""
+"""Limits on LM calls: ``ConcurrencyLimit`` (at most N in flight, across every thread and
+task) and ``Throttle`` (awaited before every request sent to the provider, e.g. a rate limit
+shared by every worker of a deployment)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Protocol, runtime_checkable
 
-__all__ = ["ConcurrencyLimit"]
+__all__ = ["ConcurrencyLimit", "Throttle"]
+
+
+@runtime_checkable
+class Throttle(Protocol):
+    """Awaited before each request an LM sends (not for cache hits), retries included.
+
+    Set it with ``dspex.context(lm_throttle=...)``. ``tasks.limits.PrefectRateLimit`` is the
+    one deployments use: a Prefect global concurrency limit with slot decay, shared by every
+    worker talking to the same Prefect server.
+    """
+
+    async def acquire(self) -> None:
+        """Return when the next request may be sent; raise to refuse it."""
 
 
 class ConcurrencyLimit:

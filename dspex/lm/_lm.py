@@ -439,9 +439,12 @@ class LM:
     async def _send(self, request: LMRequest, timeout: float) -> RawCompletion:
         """One request through the transport, retrying retryable failures with backoff."""
         transport = self._transport
+        throttle = current().lm_throttle
         attempt = 0
         while True:
             try:
+                if throttle is not None:
+                    await throttle.acquire()
                 return await transport.complete(request, timeout=timeout)
             except LMError as exc:
                 if not exc.retryable or attempt >= self.num_retries:

@@ -152,6 +152,12 @@ class OptimizeParams(BaseModel):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     concurrency: int = Field(16, ge=1)
+    lm_rate_limit: str | None = Field(
+        None,
+        description="name of a Prefect global concurrency limit with slot decay that every LM "
+        "request of the run takes a slot from (default: $DSPEX_LM_RATE_LIMIT); the run fails "
+        "before any LM call if it does not exist",
+    )
     runs_dir: str | None = None
 
 
@@ -166,6 +172,12 @@ class EvaluateParams(BaseModel):
     lm: LMSpec | None = None
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     concurrency: int = Field(16, ge=1)
+    lm_rate_limit: str | None = Field(
+        None,
+        description="name of a Prefect global concurrency limit with slot decay that every LM "
+        "request of the run takes a slot from (default: $DSPEX_LM_RATE_LIMIT); the run fails "
+        "before any LM call if it does not exist",
+    )
     runs_dir: str | None = None
 
 
