@@ -36,11 +36,13 @@ from dspex.optimize import EvaluateParams, NightlyParams, OptimizeParams
 __all__ = [
     "LocalServer",
     "evaluate",
+    "experiment",
     "fewshot",
     "local_server",
     "local_settings",
     "mipro",
     "nightly",
+    "plan_promotion",
 ]
 
 # The server process runs uvicorn and exits when its parent does, however the parent ends
@@ -294,3 +296,15 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
 def nightly(params: NightlyParams) -> dict[str, Any]:
     """The promotion flow in this process (``dspex promote``)."""
     return _run("flows.nightly", "nightly", params)
+
+
+def experiment(params: OptimizeParams) -> dict[str, Any]:
+    """Any optimizer's flow in this process (``dspex optimize``)."""
+    return _run("flows.experiment", "run_optimizer", params)
+
+
+def plan_promotion(params: NightlyParams) -> dict[str, Any]:
+    """What ``dspex promote`` would do (``--dry-run``): no flow, no LM call."""
+    from flows.nightly import plan
+
+    return plan(params)

@@ -31,7 +31,7 @@ from tasks.limits import lm_rate_limit
 from tasks.promotion import decide, register_challenger, registry_state
 from tasks.tracking import tracking_uri_for
 
-__all__ = ["nightly", "promotion_key"]
+__all__ = ["nightly", "plan", "promotion_key"]
 
 
 def promotion_key(params: NightlyParams, fingerprints: dict[str, str | None]) -> str:
@@ -48,15 +48,15 @@ def promotion_key(params: NightlyParams, fingerprints: dict[str, str | None]) ->
     return hashlib.sha256(stable_json(body).encode()).hexdigest()[:16]
 
 
-def _fingerprints(params: NightlyParams) -> dict[str, str | None]:
+def _fingerprints(params: NightlyParams, load: Any = load_dataset) -> dict[str, str | None]:
     opt = params.optimize
     program = resolve_program(opt.program)
     from dspex.integrations.mlflow._program import pack_program
 
     pack_program(program)  # a program the registry cannot rebuild: say so before any LM call
-    train = load_dataset(opt.trainset.model_dump(), "trainset")
-    val = load_dataset(opt.valset.model_dump(), "valset") if opt.valset else None
-    test = load_dataset(params.testset.model_dump(), "testset")
+    train = load(opt.trainset.model_dump(), "trainset")
+    val = load(opt.valset.model_dump(), "valset") if opt.valset else None
+    test = load(params.testset.model_dump(), "testset")
     return {
         "program": program_fingerprint(program),
         "trainset": train["fingerprint"],
@@ -85,6 +85,36 @@ def _test_score(params: NightlyParams, version: str, fingerprint: str | None) ->
     return score
 
 
+def _skip(params: NightlyParams, state: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """Nothing to do: the champion, or an already rejected challenger, came from this key."""
+    champion, mine = state["champion"], state["challenger"]
+    if not params.skip_unchanged:
+        return None
+    if champion is not None and champion["key"] == key:
+        return {"decision": "unchanged", "version": champion["version"], "skipped": True}
+    if mine is not None and mine["decision"] == "rejected":
+        return {"decision": "rejected", "version": mine["version"], "skipped": True}
+    return None
+
+
+def plan(params: NightlyParams) -> dict[str, Any]:
+    """What a run with these parameters would do — no flow, no LM call (``--dry-run``)."""
+    opt, promo = params.optimize, params.promotion
+    uri = tracking_uri_for(opt, runs_dir(opt.runs_dir))
+    fps = _fingerprints(params, load=load_dataset.fn)
+    key = promotion_key(params, fps)
+    state = registry_state.fn(uri, promo.model_name, promo.champion_alias, key)
+    skip = _skip(params, state, key)
+    return {
+        "promotion_key": key,
+        "model_name": promo.model_name,
+        "champion": state["champion"],
+        "fingerprints": fps,
+        "action": "skip" if skip else "optimize, test against the champion, decide",
+        **(skip or {}),
+    }
+
+
 @flow(name="dspex-nightly", persist_result=False)
 def nightly(params: NightlyParams) -> dict[str, Any]:
     """Optimize, then promote the winner to ``@champion`` only if it beats the champion on
@@ -99,12 +129,11 @@ def _nightly(params: NightlyParams) -> dict[str, Any]:
     fps = _fingerprints(params)
     key = promotion_key(params, fps)
     state = registry_state(uri, promo.model_name, promo.champion_alias, key)
-    champion, mine = state["champion"], state["challenger"]
+    champion = state["champion"]
     summary: dict[str, Any] = {"promotion_key": key, "model_name": promo.model_name}
-    if params.skip_unchanged and champion is not None and champion["key"] == key:
-        return {**summary, "decision": "unchanged", "version": champion["version"]}
-    if params.skip_unchanged and mine is not None and mine["decision"] == "rejected":
-        return {**summary, "decision": "rejected", "version": mine["version"], "skipped": True}
+    skip = _skip(params, state, key)
+    if skip is not None:
+        return {**summary, **skip}
     result = run_optimizer(opt)
     version = register_challenger(
         uri,

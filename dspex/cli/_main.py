@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dspex.cli._demo import run_demo
 
             return run_demo(args)
-        if args.command in ("optimize", "evaluate", "runs"):
+        if args.command in ("optimize", "evaluate", "runs", "promote"):
             from dspex.cli._optimize import run as run_optimize
 
             return run_optimize(args)

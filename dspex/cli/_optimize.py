@@ -33,6 +33,16 @@ def add_parsers(sub: Any) -> None:
     )
     ev.add_argument("config", type=Path, help="a TOML file of EvaluateParams")
     ev.add_argument("--runs-dir", default=None)
+    pro = sub.add_parser(
+        "promote",
+        help="optimize, then promote the winner to @champion only if it beats the champion",
+        description="Runs the dspex-nightly flow once: NightlyParams (optimize = "
+        "OptimizeParams, testset, promotion = model_name / margin / aliases) from a TOML "
+        "file. --dry-run only says what it would do. See docs/operations.md.",
+    )
+    pro.add_argument("config", type=Path, help="a TOML file of NightlyParams")
+    pro.add_argument("--runs-dir", default=None)
+    pro.add_argument("--dry-run", action="store_true", help="no flow, no LM call: the plan")
     runs = sub.add_parser("runs", help="list recent runs with scores and costs (from MLflow)")
     runs.add_argument("--runs-dir", default=None)
     runs.add_argument("--limit", type=int, default=20)
@@ -40,10 +50,14 @@ def add_parsers(sub: Any) -> None:
 
 def _params(model: Any, path: Path, runs_dir: str | None) -> Any:
     """The config file validated into ``model``; a bad field is a UserError naming it."""
+    return _validate(model, _load(path, runs_dir), path)
+
+
+def _validate(model: Any, data: dict[str, Any], path: Path) -> Any:
     import pydantic
 
     try:
-        return model.model_validate(_load(path, runs_dir))
+        return model.model_validate(data)
     except pydantic.ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
@@ -129,7 +143,7 @@ def _optimize(args: argparse.Namespace) -> int:
     from dspex.optimize._optimizers import run_flow
 
     params = _params(OptimizeParams, args.config, args.runs_dir)
-    result = _with_progress(lambda p: run_flow("flows.local:fewshot", p), params)
+    result = _with_progress(lambda p: run_flow("flows.local:experiment", p), params)
     _print_table(
         "Candidates",
         result["candidates"],
@@ -203,6 +217,28 @@ def _time(ms: int | None) -> str:
     return "" if not ms else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _promote(args: argparse.Namespace) -> int:
+    import json
+
+    from dspex.optimize import NightlyParams
+    from dspex.optimize._optimizers import run_flow
+
+    data = _load(args.config, None)
+    if args.runs_dir:
+        data.setdefault("optimize", {})["runs_dir"] = args.runs_dir
+    params = _validate(NightlyParams, data, args.config)
+    if args.dry_run:
+        print(json.dumps(run_flow("flows.local:plan_promotion", params), indent=2))
+        return 0
+    result = _with_progress(lambda p: run_flow("flows.local:nightly", p), params)
+    print(
+        f"{result['model_name']} v{result.get('version')}: {result['decision']}"
+        + (f" ({result['reason']})" if result.get("reason") else "")
+        + (" (nothing changed: skipped)" if result.get("skipped") else "")
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    commands = {"optimize": _optimize, "evaluate": _evaluate, "runs": _runs}
+    commands = {"optimize": _optimize, "evaluate": _evaluate, "runs": _runs, "promote": _promote}
     return commands[args.command](args)

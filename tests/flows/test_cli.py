@@ -71,3 +71,34 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["optimize", str(tmp_path / "bad.toml")]) == 2
     assert "nope" in capsys.readouterr().err
     assert main(["optimize", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_promote_dry_run_then_promote_then_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    config = str(Path(__file__).resolve().parents[2] / "examples" / "promote_arithmetic.toml")
+    runs = str(tmp_path / "runs")
+    assert main(["promote", config, "--runs-dir", runs, "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["champion"] is None and plan["action"].startswith("optimize")
+
+    assert main(["promote", config, "--runs-dir", runs]) == 0
+    assert "arithmetic-qa v1: promoted (there was no champion)" in capsys.readouterr().out
+
+    assert main(["promote", config, "--runs-dir", runs, "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["action"] == "skip" and plan["decision"] == "unchanged"
+    assert plan["champion"]["version"] == "1"
+
+
+def test_optimize_runs_miprov2_from_a_config(tmp_path: Path) -> None:
+    (tmp_path / "mipro.toml").write_text(
+        OPTIMIZE.replace('optimizer = "BootstrapFewShotWithRandomSearch"', 'optimizer = "MIPROv2"')
+        .replace(
+            "num_candidate_programs = 1", "num_candidates = 3\nnum_trials = 2\nminibatch_size = 10"
+        )
+        .replace('model_name = "cli-qa"', 'model_name = "cli-mipro"')
+    )
+    assert main(["optimize", str(tmp_path / "mipro.toml"), "--runs-dir", str(tmp_path)]) == 0
