@@ -23,6 +23,7 @@ from dspex.lm import Budget
 from dspex.optimize import OptimizeParams, program_fingerprint
 from dspex.optimize._demos import stable_json
 from dspex.optimize._refs import resolve_program
+from tasks._common import runtime_for
 from tasks.data import load_dataset
 from tasks.tracking import (
     log_candidates,
@@ -56,6 +57,12 @@ class SpineRun:
     mlflow_run_id: str
     usage: Any = field(default=None)
 
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """The tasks' ``runtime`` argument: how a task in another process (a Dask worker)
+        records its traces into this run and obeys its LM rate limit."""
+        return runtime_for(self.mlflow_run_id, self.runs, self.params.lm_rate_limit)
+
     @contextmanager
     def tracking(self) -> Iterator[None]:
         """Record every LM and module call of the run as trace rows, and count usage."""
@@ -75,7 +82,9 @@ def warm_up() -> None:
 
 def run_key(params: OptimizeParams) -> str:
     """Same parameters → same key: how a restarted run finds its MLflow run again."""
-    return hashlib.sha256(stable_json(params.model_dump(mode="json")).encode()).hexdigest()[:16]
+    # Where tasks run is not what the run is: moving it to Dask keeps its MLflow run.
+    body = params.model_dump(mode="json", exclude={"task_runner"})
+    return hashlib.sha256(stable_json(body).encode()).hexdigest()[:16]
 
 
 def run_inputs(params: OptimizeParams) -> dict[str, Any]:

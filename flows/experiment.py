@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 
 from dspex.optimize import OptimizeParams
+from flows._runners import with_task_runner
 from flows.fewshot import FLOWS
 from flows.mipro import mipro
 
@@ -16,10 +17,8 @@ __all__ = ["experiment", "run_optimizer"]
 
 def run_optimizer(params: OptimizeParams) -> dict[str, Any]:
     """Run the optimizer's flow (as a subflow when called from a flow)."""
-    if params.optimizer == "MIPROv2":
-        result: dict[str, Any] = mipro(params)
-    else:
-        result = FLOWS[params.optimizer](params)
+    flow = mipro if params.optimizer == "MIPROv2" else FLOWS[params.optimizer]
+    result: dict[str, Any] = with_task_runner(flow, params)(params)
     return result
 
 

@@ -65,11 +65,16 @@ def optimize(params: OptimizeParams) -> dict[str, Any]:
         run = run_inputs(params)
         specs = candidate_specs(params.optimizer, params.settings)
         build, evaluate = bootstrap_candidate, evaluate_candidate
-        built, exhausted = gather_results([build.submit(run, s, params.concurrency) for s in specs])
+        runtime = spine.runtime
+        built, exhausted = gather_results(
+            [build.submit(run, s, params.concurrency, runtime) for s in specs]
+        )
         ready = [(s, d) for s, d in zip(specs, built, strict=True) if d is not None]
         scored: list[dict[str, Any] | None] = [None] * len(ready)
         if params.valset is not None or len(ready) > 1:
-            futures = [evaluate.submit(run, s["id"], d, params.concurrency) for s, d in ready]
+            futures = [
+                evaluate.submit(run, s["id"], d, params.concurrency, runtime) for s, d in ready
+            ]
             scored, more = gather_results(futures)
             exhausted = exhausted or more
         rows = [

@@ -273,6 +273,10 @@ def _run(module: str, attr: str, params: Any, key: str | None = None) -> dict[st
     flow = getattr(flow_module, attr)
     if key is not None:  # a table of flows
         flow = flow[key]
+    if isinstance(params, OptimizeParams) and hasattr(flow, "with_options"):
+        from flows._runners import with_task_runner
+
+        flow = with_task_runner(flow, params)
     with local_settings(params, server, getattr(flow_module, "warm_up", None)):
         result: dict[str, Any] = flow(params)
         return result

@@ -220,6 +220,7 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
                 demosets if demosets is not None else built_sets,
                 rs,
                 params.concurrency,
+                spine.runtime,
             )
 
         rows = list(range(n_val))
@@ -240,10 +241,10 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
                 demosets=[DemoSet().to_dict()],
             )
         built, exhausted = gather_results(
-            [bootstrap_candidate.submit(run, s, params.concurrency) for s in specs]
+            [bootstrap_candidate.submit(run, s, params.concurrency, spine.runtime) for s in specs]
         )
         built_sets = [d if d is not None else DemoSet().to_dict() for d in built]
-        proposal = propose(run, built_sets, p.num_candidates, p.seed)
+        proposal = propose(run, built_sets, p.num_candidates, p.seed, spine.runtime)
         instructions, demosets = proposal["instructions"], built_sets
         sizes = {n: {"instruction": len(instructions[n]), "demos": len(demosets)} for n in names}
         logging: list[Any] = []

@@ -3,13 +3,17 @@
 A task's inputs are values (references, fingerprints, settings); the cache key is those
 inputs plus the task's source, so the same run started again finds every finished task's
 persisted JSON result and skips it. ``concurrency`` is left out of the key: running again with
-more parallelism must not redo finished work.
+more parallelism must not redo finished work. So is ``runtime``: where the run records its
+traces and which LM rate limit it obeys, for tasks that run in another process (a Dask
+worker), where the flow's context does not reach.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +32,11 @@ __all__ = [
     "durable_lm_cache",
     "retry_if_retryable",
     "run_context",
+    "runtime_for",
     "task_options",
 ]
 
-RESUMABLE = (INPUTS - "concurrency") + TASK_SOURCE
+RESUMABLE = (INPUTS - "concurrency" - "runtime") + TASK_SOURCE
 
 
 def retry_if_retryable(task: Any, task_run: Any, state: Any) -> bool:
@@ -73,8 +78,57 @@ def load(spec: Mapping[str, Any] | None) -> list[Example]:
 
 
 @contextmanager
-def run_context(run: Mapping[str, Any], **labels: Any) -> Iterator[RunContext]:
-    """Resolve a run's references and enter its LM and labels for the task's LM calls."""
+def run_context(
+    run: Mapping[str, Any], runtime: Mapping[str, Any] | None = None, **labels: Any
+) -> Iterator[RunContext]:
+    """Resolve a run's references and enter its LM and labels for the task's LM calls.
+
+    In the flow's own process the run's trace recorder and LM throttle are already in the
+    context. Elsewhere (a Dask worker) ``runtime`` (see :func:`runtime_for`) re-creates them:
+    the task records its trace rows into the run's directory itself, labelled with the
+    worker that made them, and takes slots of the same rate limit.
+    """
+    with ExitStack() as stack:
+        if runtime:
+            labels = {**_enter_runtime(stack, runtime), **labels}
+        stack.enter_context(durable_lm_cache())
+        yield stack.enter_context(_resolved(run, labels))
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def runtime_for(trace_run_id: str, runs_dir: Any, lm_rate_limit: str | None) -> dict[str, Any]:
+    """The ``runtime`` task argument of a run (not part of any cache key)."""
+    return {
+        "trace_run_id": trace_run_id,
+        "runs_dir": str(runs_dir),
+        "lm_rate_limit": lm_rate_limit,
+        "flow_process": WORKER,
+    }
+
+
+def _enter_runtime(stack: ExitStack, runtime: Mapping[str, Any]) -> dict[str, Any]:
+    """Recorder and throttle for a task running outside the flow's process."""
+    from dspex._settings import current
+    from dspex.traces import TraceRecorder
+
+    if runtime.get("flow_process") == WORKER:
+        return {}  # the flow's process: its context already has both
+    settings = current()
+    if not any(isinstance(cb, TraceRecorder) for cb in settings.callbacks):
+        stack.enter_context(
+            dspex.traces.record(run_id=runtime["trace_run_id"], runs_dir=runtime["runs_dir"])
+        )
+    if runtime.get("lm_rate_limit") and settings.lm_throttle is None:
+        from tasks.limits import lm_rate_limit
+
+        stack.enter_context(lm_rate_limit(runtime["lm_rate_limit"]))
+    return {"worker": WORKER}
+
+
+@contextmanager
+def _resolved(run: Mapping[str, Any], labels: Mapping[str, Any]) -> Iterator[RunContext]:
     lm = None
     if run.get("lm_ref"):
         lm = resolve(run["lm_ref"])

@@ -16,10 +16,13 @@ __all__ = ["bootstrap_candidate", "evaluate_candidate"]
 
 @task(name="build-candidate", task_run_name="build-{spec[id]}", **task_options())
 def bootstrap_candidate(
-    run: Mapping[str, Any], spec: Mapping[str, Any], concurrency: int = 16
+    run: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    concurrency: int = 16,
+    runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The demo set for one candidate spec (zero-shot, labeled, or a bootstrap)."""
-    with run_context(run, stage="bootstrap", candidate=spec["id"]) as ctx:
+    with run_context(run, runtime, stage="bootstrap", candidate=spec["id"]) as ctx:
         demos = build_candidate(
             spec,
             ctx.program,
@@ -38,9 +41,10 @@ def evaluate_candidate(
     candidate_id: str,
     demos: Mapping[str, Any],
     concurrency: int = 16,
+    runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score one candidate on the valset (the trainset when there is none)."""
-    with run_context(run, stage="evaluate", candidate=candidate_id) as ctx:
+    with run_context(run, runtime, stage="evaluate", candidate=candidate_id) as ctx:
         program = apply_demos(ctx.program, DemoSet.from_dict(demos))
         devset = ctx.valset or ctx.trainset
         result = dspex.Evaluate(

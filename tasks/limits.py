@@ -68,8 +68,10 @@ class PrefectRateLimit:
 
 @contextmanager
 def lm_rate_limit(params: Any) -> Iterator[PrefectRateLimit | None]:
-    """Throttle every LM request inside by the run's configured limit (checked first)."""
-    name = getattr(params, "lm_rate_limit", None) or os.environ.get(ENV_VAR) or None
+    """Throttle every LM request inside by the run's configured limit (checked first);
+    ``params`` is the run's parameters or the limit's name."""
+    configured = params if isinstance(params, str) else getattr(params, "lm_rate_limit", None)
+    name = configured or os.environ.get(ENV_VAR) or None
     if name is None:
         yield None
         return

@@ -24,10 +24,14 @@ __all__ = ["evaluate_config", "propose"]
 
 @task(name="propose-instructions", **task_options())
 def propose(
-    run: Mapping[str, Any], demosets: Sequence[Mapping[str, Any]], n: int, seed: int
+    run: Mapping[str, Any],
+    demosets: Sequence[Mapping[str, Any]],
+    n: int,
+    seed: int,
+    runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Summarize the data, describe the program, propose instructions per predictor."""
-    with run_context(run, stage="propose") as ctx:
+    with run_context(run, runtime, stage="propose") as ctx:
         ref = run.get("settings", {}).get("prompt_model")
         prompt_lm = resolve(ref) if ref else ctx.lm or current().require_lm()
         sets = [DemoSet.from_dict(d) for d in demosets]
@@ -48,6 +52,7 @@ def evaluate_config(
     demosets: Sequence[Mapping[str, Any]],
     rows: Sequence[int],
     concurrency: int = 16,
+    runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score one configuration on the given validation rows (a minibatch or all of them).
 
@@ -58,7 +63,7 @@ def evaluate_config(
     labels: dict[str, Any] = (
         {"stage": "search", "trial": int(trial)} if trial.isdigit() else {"stage": "full-eval"}
     )
-    with run_context(run, **labels) as ctx:
+    with run_context(run, runtime, **labels) as ctx:
         program = apply_config(
             ctx.program, config, instructions, [DemoSet.from_dict(d) for d in demosets]
         )

@@ -24,6 +24,7 @@ from dspex.optimize._params import (
     NightlyParams,
     OptimizeParams,
     PromotionSpec,
+    TaskRunnerSpec,
     TrackingSpec,
 )
 from dspex.optimize._refs import register_object, resolve
@@ -45,6 +46,7 @@ __all__ = [
     "OptimizeParams",
     "Optimizer",
     "PromotionSpec",
+    "TaskRunnerSpec",
     "TrackingSpec",
     "apply_demos",
     "bootstrap_demos",

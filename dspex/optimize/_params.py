@@ -22,6 +22,7 @@ __all__ = [
     "NightlyParams",
     "OptimizeParams",
     "PromotionSpec",
+    "TaskRunnerSpec",
     "TrackingSpec",
 ]
 
@@ -131,6 +132,18 @@ class TrackingSpec(BaseModel):
     tracking_uri: str | None = Field(None, description="default: SQLite under the runs dir")
 
 
+class TaskRunnerSpec(BaseModel):
+    """Where a run's tasks execute: threads of the flow's process, or a Dask cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = Field(
+        None, description="a Dask scheduler (tcp://host:8786); none: a temporary local cluster"
+    )
+    dask_workers: int = Field(2, ge=1, description="processes of the temporary local cluster")
+
+
 class OptimizeParams(BaseModel):
     """Everything one optimization run needs; the form the Prefect UI shows."""
 
@@ -158,6 +171,7 @@ class OptimizeParams(BaseModel):
         "request of the run takes a slot from (default: $DSPEX_LM_RATE_LIMIT); the run fails "
         "before any LM call if it does not exist",
     )
+    task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
     runs_dir: str | None = None
 
 
