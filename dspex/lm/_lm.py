@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import random
 import sys
 import time
@@ -38,8 +39,10 @@ __all__ = ["LM"]
 # event loop, so a plain dict is safe.
 _IN_FLIGHT: dict[str, asyncio.Future[RawCompletion]] = {}
 
-TransportName = Literal["auto", "openai", "litellm"]
-_TRANSPORT_NAMES = ("auto", "openai", "litellm")
+TransportName = Literal["auto", "openai", "litellm", "local"]
+_TRANSPORT_NAMES = ("auto", "openai", "litellm", "local")
+# ``local/<path or hub id>``: a transformers model run in this process (the finetune extra).
+_LOCAL_PREFIX = "local/"
 # Longest wait we accept from a provider's Retry-After before trying again anyway.
 _MAX_RETRY_AFTER_S = 120.0
 _HEADER_KWARGS = frozenset({"extra_headers", "headers"})
@@ -56,6 +59,8 @@ def _is_credential(key: str) -> bool:
 
 def _resolve_kind(model: str, transport: str) -> str:
     if transport == "auto":
+        if model.startswith(_LOCAL_PREFIX):
+            return "local"
         return "openai" if model.startswith("openai/") else "litellm"
     return transport
 
@@ -140,6 +145,15 @@ class LM:
         if not isinstance(spec, str):
             return spec
         kind = _resolve_kind(self.model, spec)
+        if kind == "local":
+            from dspex.lm._hf import TransformersTransport
+
+            adapter = self.kwargs.get("adapter")
+            return TransformersTransport(
+                self.model.removeprefix(_LOCAL_PREFIX),
+                adapter=str(adapter) if adapter else None,
+                device=os.environ.get("DSPEX_DEVICE") or None,
+            )
         if kind == "openai":
             if self._credentials:
                 raise UserError(

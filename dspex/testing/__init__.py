@@ -30,6 +30,7 @@ from dspex.testing._serving import (
     start_server_process,
 )
 from dspex.testing._sim import Simulator
+from dspex.testing._tiny import build_tiny_causal_lm
 from dspex.testing._transport import LocalTransport
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "ServerProcess",
     "SimulatedLM",
     "Simulator",
+    "build_tiny_causal_lm",
     "fetch_stats",
     "format_answer",
     "parse_prompt",

@@ -1,0 +1,20 @@
+"""Finetuning: bootstrapped traces → a chat SFT dataset → a LoRA adapter (trl + peft).
+
+The flow around these steps is ``BootstrapFinetune`` (``dspex.optimize``); a finetuned model
+answers through ``dspex.LM("local/<base>", adapter="<adapter dir>")``. Torch, transformers,
+trl and peft are the ``finetune`` extra and are imported only when a step runs.
+"""
+
+from dspex.finetune._data import sft_rows, write_sft
+from dspex.finetune._deps import INSTALL_HINT, require
+from dspex.finetune._train import TrainSettings, last_checkpoint, train_lora
+
+__all__ = [
+    "INSTALL_HINT",
+    "TrainSettings",
+    "last_checkpoint",
+    "require",
+    "sft_rows",
+    "train_lora",
+    "write_sft",
+]
