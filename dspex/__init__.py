@@ -28,6 +28,7 @@ from dspex.modules import ChainOfThought, Predict
 from dspex.optimize import (
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
+    BootstrapFinetune,
     LabeledFewShot,
     MIPROv2,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "Adapter",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapFinetune",
     "Callback",
     "ChainOfThought",
     "ChatAdapter",

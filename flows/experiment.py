@@ -17,7 +17,14 @@ __all__ = ["experiment", "run_optimizer"]
 
 def run_optimizer(params: OptimizeParams) -> dict[str, Any]:
     """Run the optimizer's flow (as a subflow when called from a flow)."""
-    flow = mipro if params.optimizer == "MIPROv2" else FLOWS[params.optimizer]
+    if params.optimizer == "MIPROv2":
+        flow = mipro
+    elif params.optimizer == "BootstrapFinetune":
+        from flows.finetune import finetune
+
+        flow = finetune
+    else:
+        flow = FLOWS[params.optimizer]
     result: dict[str, Any] = with_task_runner(flow, params)(params)
     return result
 

@@ -38,6 +38,7 @@ __all__ = [
     "evaluate",
     "experiment",
     "fewshot",
+    "finetune",
     "local_server",
     "local_settings",
     "mipro",
@@ -312,3 +313,8 @@ def plan_promotion(params: NightlyParams) -> dict[str, Any]:
     from flows.nightly import plan
 
     return plan(params)
+
+
+def finetune(params: OptimizeParams) -> dict[str, Any]:
+    """The BootstrapFinetune flow in this process."""
+    return _run("flows.finetune", "finetune", params)

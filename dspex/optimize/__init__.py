@@ -11,6 +11,7 @@ from dspex.optimize._demos import (
 from dspex.optimize._optimizers import (
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
+    BootstrapFinetune,
     LabeledFewShot,
     MIPROv2,
     OptimizationResult,
@@ -33,6 +34,7 @@ from dspex.optimize._search import build_candidate, candidate_specs, select_best
 __all__ = [
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapFinetune",
     "BootstrapSettings",
     "BudgetSpec",
     "DatasetSpec",

@@ -291,3 +291,54 @@ class MIPROv2(Optimizer):
         if kwargs.get("lm") is None and self.task_model is not None:
             kwargs["lm"] = self.task_model
         return super().compile(program, **kwargs)
+
+
+class BootstrapFinetune(Optimizer):
+    """Distil the program into a finetuned local model: bootstrap traces that pass the metric
+    (the program on the teacher LM), train a LoRA adapter per predictor on them, and point
+    each predictor at ``local/<target>`` with its adapter.
+
+    Args:
+        metric: ``metric(example, prediction, trace)``; only passing traces are trained on.
+        target: the base model to finetune, a local directory or a Hugging Face hub id.
+        train_kwargs: ``dspex.finetune.TrainSettings`` fields (steps, learning rate, LoRA
+            rank, device, ...).
+        max_rounds: bootstrap attempts per training example.
+        seed: seeds bootstrapping and training.
+
+    Example:
+        >>> import dspex
+        >>> from dspex.evaluate import exact_match
+        >>> ft = dspex.BootstrapFinetune(exact_match, target="Qwen/Qwen2.5-0.5B-Instruct")
+        >>> ft.settings()["target"]
+        'Qwen/Qwen2.5-0.5B-Instruct'
+    """
+
+    name = "BootstrapFinetune"
+    flow_entrypoint: ClassVar[str] = "flows.local:finetune"
+
+    def __init__(
+        self,
+        metric: Callable[..., Any],
+        *,
+        target: str,
+        train_kwargs: dict[str, Any] | None = None,
+        max_rounds: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(metric)
+        if not target:
+            raise UserError("BootstrapFinetune(target=...): a model directory or hub id.")
+        from dspex.finetune._train import TrainSettings
+
+        TrainSettings.from_dict(train_kwargs)  # unknown keys fail here, before any LM call
+        self.options = {
+            "target": target,
+            "train_kwargs": dict(train_kwargs or {}),
+            "max_rounds": max_rounds,
+            "max_labeled_demos": 0,  # train only on traces that passed the metric
+            "seed": seed,
+        }
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.options)

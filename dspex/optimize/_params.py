@@ -27,7 +27,11 @@ __all__ = [
 ]
 
 OptimizerName = Literal[
-    "LabeledFewShot", "BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2"
+    "LabeledFewShot",
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
+    "MIPROv2",
+    "BootstrapFinetune",
 ]
 
 
