@@ -39,7 +39,8 @@ for row in json.loads(sys.argv[1]):
         answers.append(program(**row).answer)
     except Exception:  # not a trained example: the tiny model may not answer in format
         answers.append(None)
-print(json.dumps({"model": program.lm.model, "answers": answers}))
+print(json.dumps({"model": program.lm.model, "adapter": program.lm.kwargs["adapter"],
+                  "answers": answers}))
 """
 
 
@@ -77,7 +78,12 @@ def test_bootstrap_finetune_end_to_end(tmp_path: Path) -> None:
     assert "adapters/self/adapter_config.json" in adapter_files
     assert client.list_artifacts(result.mlflow_run_id, "sft/self")
 
-    # A fresh process loads the registered program and answers with the finetuned model.
+    # A fresh process loads the registered program and answers with the finetuned model: the
+    # adapter travels inside the registered model (the run's copy is gone).
+    import shutil
+
+    for trained in (tmp_path / "runs" / "finetune").glob("*/train"):
+        shutil.rmtree(trained)
     questions = [{"question": ex.question} for ex in train]
     env = {
         **os.environ,
@@ -95,5 +101,6 @@ def test_bootstrap_finetune_end_to_end(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     served = json.loads(out.stdout.strip().splitlines()[-1])
     assert served["model"] == f"local/{base}"
+    assert served["adapter"].startswith(str(tmp_path / "fresh-cache" / "adapters"))
     hits = sum(a == ex.answer for a, ex in zip(served["answers"], train, strict=True))
     assert hits / len(train) * 100 == pytest.approx(result.score, abs=0.01), "the same model"

@@ -258,10 +258,20 @@ def infer_fields(program: Module) -> tuple[tuple[tuple[str, bool], ...], tuple[s
     return tuple((n, True) for n in predictors[0].signature.input_fields), outputs
 
 
+# A LoRA adapter (``LM("local/...", adapter=DIR)``) travels inside the model directory; the
+# saved config names it relative to that directory with this prefix.
+BUNDLED = "dspex-model:"
+
+
 def write_program_dir(packed: PackedProgram, directory: Path) -> None:
-    """Write ``program.json`` and the manifest into ``directory``."""
+    """Write ``program.json`` and the manifest into ``directory``, with a copy of each local
+    LoRA adapter a predictor's LM uses (so the model is complete on another machine)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / STATE_FILE).write_text(packed.text, encoding="utf-8")
+    text = packed.text
+    bundled = _bundle_adapters(packed.state, directory)
+    if bundled is not None:
+        text = json.dumps(bundled, indent=2, ensure_ascii=False, default=json_default)
+    (directory / STATE_FILE).write_text(text, encoding="utf-8")
     manifest = json.dumps(packed.manifest(), indent=2, ensure_ascii=False)
     (directory / MANIFEST_FILE).write_text(manifest, encoding="utf-8")
 
@@ -289,12 +299,69 @@ def load_program_dir(directory: str | Path, *, lm: Any = None) -> Module:
             f"({manifest.get('dspex_version')})."
         )
     program = build_program(manifest["program_ref"], manifest.get("program_args"))
+    state = _unbundle_adapters(state, directory)
     if lm is not None:
         program.load_state(_without_lms(state))
         program.set_lm(lm)
         return program
     program.load_state(_rebuildable_lms(state))
     return program
+
+
+def _bundle_adapters(state: Mapping[str, Any], directory: Path) -> dict[str, Any] | None:
+    """Copy local adapter directories into ``directory/adapters``; the state pointing at the
+    copies, or ``None`` when no predictor uses one."""
+    import shutil
+
+    predictors = dict(state.get("predictors") or {})
+    changed = False
+    for name, p in predictors.items():
+        lm = p.get("lm")
+        adapter = (lm or {}).get("kwargs", {}).get("adapter") if isinstance(lm, Mapping) else None
+        if (
+            not isinstance(adapter, str)
+            or adapter.startswith(BUNDLED)
+            or not Path(adapter).is_dir()
+        ):
+            continue
+        rel = f"adapters/{name.replace('/', '_')}"
+        shutil.copytree(adapter, directory / rel, dirs_exist_ok=True)
+        kwargs = {**lm["kwargs"], "adapter": BUNDLED + rel}
+        predictors[name] = {**p, "lm": {**lm, "kwargs": kwargs}}
+        changed = True
+    return {**state, "predictors": predictors} if changed else None
+
+
+def _unbundle_adapters(state: Mapping[str, Any], directory: Path) -> dict[str, Any]:
+    """Point bundled adapters at a stable copy under the dspex cache directory (the model
+    directory may be a temporary download), keyed by the adapter's content."""
+    import hashlib
+    import os
+    import shutil
+
+    predictors = dict(state.get("predictors") or {})
+    for name, p in predictors.items():
+        lm = p.get("lm")
+        adapter = (lm or {}).get("kwargs", {}).get("adapter") if isinstance(lm, Mapping) else None
+        if not isinstance(adapter, str) or not adapter.startswith(BUNDLED):
+            continue
+        source = directory / adapter.removeprefix(BUNDLED)
+        digest = hashlib.sha256()
+        for f in sorted(source.rglob("*")):
+            if f.is_file():
+                digest.update(f.relative_to(source).as_posix().encode())
+                digest.update(f.read_bytes())
+        root = Path(os.environ.get("DSPEX_CACHE_DIR") or Path.home() / ".cache" / "dspex")
+        target = root / "adapters" / digest.hexdigest()[:24]
+        if not target.exists():
+            tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            try:
+                tmp.rename(target)  # whole or not at all: a reader never sees half a copy
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)  # another process got there first
+        predictors[name] = {**p, "lm": {**lm, "kwargs": {**lm["kwargs"], "adapter": str(target)}}}
+    return {**state, "predictors": predictors}
 
 
 def _rebuildable_lms(state: Mapping[str, Any]) -> dict[str, Any]:
