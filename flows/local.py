@@ -70,12 +70,11 @@ class LocalServer:
     background services, the database under ``PREFECT_HOME``."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
         spec = importlib.util.find_spec("prefect")
         if spec is None or spec.origin is None:
             raise DspexError("Prefect is not installed; install dspex with its dependencies.")
-        env = {
+        self._app_dir = str(Path(spec.origin).parent.parent)
+        self._env = {
             **os.environ,
             **_prefect_settings_env(),
             "PREFECT_UI_ENABLED": "0",
@@ -83,6 +82,17 @@ class LocalServer:
             "PREFECT__SERVER_FINAL": "1",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        self._attempts = 0
+        self._ready = False
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start uvicorn on a free port (again, if another process took the last one)."""
+        self._attempts += 1
+        self.port = _free_port()
+        self._log.seek(0)
+        self._log.truncate()
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -90,7 +100,7 @@ class LocalServer:
                 _SERVE,
                 str(os.getpid()),
                 "--app-dir",
-                str(Path(spec.origin).parent.parent),
+                self._app_dir,
                 "--factory",
                 "prefect.server.api.server:create_app",
                 "--host",
@@ -102,12 +112,11 @@ class LocalServer:
                 "--lifespan",
                 "on",
             ],
-            env=env,
+            env=self._env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self._ready = False
 
     @property
     def api_url(self) -> str:
@@ -130,6 +139,10 @@ class LocalServer:
         """Block until the server answers ``/api/health``; returns its API URL."""
         deadline = time.monotonic() + timeout
         while not self._ready:
+            taken = not self.alive() and "address already in use" in self._output().lower()
+            if taken and self._attempts < 3:  # the free port was taken before uvicorn bound it
+                self._spawn()
+                continue
             if not self.alive():
                 raise DspexError(
                     f"Prefect's local API server exited with code {self.process.returncode} "

@@ -54,3 +54,24 @@ def test_local_server_answers_and_dies_with_its_parent(tmp_path: Path) -> None:
             os.kill(int(pid), signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_port_taken_before_the_server_binds_it_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    import flows.local as local
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])
+        real = local._free_port
+        monkeypatch.setattr(local, "_free_port", lambda: next(ports, None) or real())
+        server = local.LocalServer()
+        try:
+            assert server.wait_ready().startswith("http://127.0.0.1:")
+            assert server._attempts == 2 and server.port != taken.getsockname()[1]
+        finally:
+            server.stop()
