@@ -19,12 +19,13 @@ from typing import Any
 import dspex
 from dspex._paths import runs_dir
 from dspex.errors import BudgetExceededError
-from dspex.lm import Budget
+from dspex.lm import Budget, ConcurrencyLimit
 from dspex.optimize import OptimizeParams, program_fingerprint
 from dspex.optimize._demos import stable_json
 from dspex.optimize._refs import resolve_program
-from tasks._common import runtime_for
+from tasks._common import durable_lm_cache, runtime_for
 from tasks.data import load_dataset
+from tasks.limits import lm_rate_limit
 from tasks.tracking import (
     log_candidates,
     log_winner,
@@ -40,6 +41,7 @@ __all__ = [
     "file_lock",
     "finish_run",
     "gather_results",
+    "open_run",
     "run_inputs",
     "start_run",
     "warm_up",
@@ -142,6 +144,22 @@ def start_run(params: OptimizeParams) -> SpineRun:
     with file_lock(runs / ".dspex-open-run.lock"):
         run_id = open_mlflow_run(params, key, runs, uri)
     return SpineRun(params=params, run_key=key, runs=runs, tracking_uri=uri, mlflow_run_id=run_id)
+
+
+@contextmanager
+def open_run(params: OptimizeParams) -> Iterator[tuple[SpineRun, Budget | None]]:
+    """Start (or reopen) the run, then enter what every optimization flow runs inside: the
+    LM rate limit, the durable LM cache, the run's budget and LM concurrency limit, and the
+    recording of traces and usage."""
+    spine = start_run(params)
+    budget = budget_for(params)
+    with (
+        lm_rate_limit(params),
+        durable_lm_cache(),
+        dspex.context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
+        spine.tracking(),
+    ):
+        yield spine, budget
 
 
 @contextmanager

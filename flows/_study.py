@@ -11,7 +11,6 @@ has not been touched for ``STALE_AFTER_S``) is failed and its index is taken aga
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import time
@@ -42,13 +41,10 @@ def alive(worker: str) -> bool:
 def lock(storage: str) -> Iterator[None]:
     """Serialize slot reservation across processes."""
     if storage.startswith("sqlite:///"):
-        path = Path(storage.removeprefix("sqlite:///") + ".lock")
-        with path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        from flows._spine import file_lock
+
+        with file_lock(Path(storage.removeprefix("sqlite:///") + ".lock")):
+            yield
         return
     if storage.startswith("postgresql"):
         import sqlalchemy

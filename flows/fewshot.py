@@ -14,8 +14,6 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-import dspex
-from dspex.lm import ConcurrencyLimit
 from dspex.optimize import (
     DemoSet,
     OptimizeParams,
@@ -25,17 +23,13 @@ from dspex.optimize import (
 )
 from dspex.optimize._refs import resolve_program
 from flows._spine import (
-    SpineRun,
-    budget_for,
     finish_run,
     gather_results,
+    open_run,
     run_inputs,
-    start_run,
     warm_up,
 )
-from tasks._common import durable_lm_cache
 from tasks.fewshot import bootstrap_candidate, evaluate_candidate
-from tasks.limits import lm_rate_limit
 
 __all__ = [
     "FLOWS",
@@ -54,14 +48,7 @@ __all__ = [
 )
 def optimize(params: OptimizeParams) -> dict[str, Any]:
     """Optimize a program's demos with a few-shot optimizer; returns the run's summary."""
-    spine: SpineRun = start_run(params)
-    budget = budget_for(params)
-    with (
-        lm_rate_limit(params),
-        durable_lm_cache(),
-        dspex.context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
-        spine.tracking(),
-    ):
+    with open_run(params) as (spine, budget):
         run = run_inputs(params)
         specs = candidate_specs(params.optimizer, params.settings)
         build, evaluate = bootstrap_candidate, evaluate_candidate

@@ -20,14 +20,11 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import dspex
-from dspex.lm import ConcurrencyLimit
 from dspex.optimize import OptimizeParams
 from dspex.optimize._refs import resolve_program
-from flows._spine import budget_for, finish_run, gather_results, run_inputs, start_run, warm_up
-from tasks._common import durable_lm_cache
+from flows._spine import finish_run, gather_results, open_run, run_inputs, warm_up
 from tasks.fewshot import bootstrap_candidate
 from tasks.finetune import evaluate_student, finetune_predictor, sft_dataset
-from tasks.limits import lm_rate_limit
 
 __all__ = ["finetune", "warm_up"]
 
@@ -39,16 +36,9 @@ __all__ = ["finetune", "warm_up"]
 )
 def finetune(params: OptimizeParams) -> dict[str, Any]:
     """Distil the program into a finetuned local model; returns the run's summary."""
-    spine = start_run(params)
-    budget = budget_for(params)
     settings = params.settings
     target = str(settings["target"])
-    with (
-        lm_rate_limit(params),
-        durable_lm_cache(),
-        dspex.context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
-        spine.tracking(),
-    ):
+    with open_run(params) as (spine, budget):
         run = run_inputs(params)
         spec = {
             "id": "traces",

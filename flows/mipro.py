@@ -20,24 +20,19 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-import dspex
 from dspex.errors import BudgetExceededError
-from dspex.lm import ConcurrencyLimit
 from dspex.optimize import DemoSet, OptimizeParams, candidate_specs
 from dspex.optimize._mipro import MiproPlan, apply_config, config_key, minibatch_indices, plan
 from dspex.optimize._refs import resolve_program
 from flows._spine import (
-    budget_for,
     finish_run,
     gather_results,
+    open_run,
     run_inputs,
-    start_run,
     warm_up,
 )
 from flows._study import finished, open_study, reserve
-from tasks._common import durable_lm_cache
 from tasks.fewshot import bootstrap_candidate
-from tasks.limits import lm_rate_limit
 from tasks.mipro import evaluate_config, propose
 from tasks.tracking import log_candidates, log_plots
 
@@ -188,14 +183,7 @@ def _search(
 )
 def mipro(params: OptimizeParams) -> dict[str, Any]:
     """MIPROv2 as a durable DAG; returns the run's summary."""
-    spine = start_run(params)
-    budget = budget_for(params)
-    with (
-        lm_rate_limit(params),
-        durable_lm_cache(),
-        dspex.context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
-        spine.tracking(),
-    ):
+    with open_run(params) as (spine, budget):
         run = run_inputs(params)
         program = resolve_program(params.program)
         names = [n for n, _ in program.named_predictors()]
