@@ -89,6 +89,8 @@ def finetune_predictor(
     """Train the predictor's LoRA adapter; a re-run resumes from the newest checkpoint and a
     finished one is reused (its persisted result). Loss and learning rate go to MLflow per
     step, progress to a Prefect progress artifact."""
+    from mlflow.entities import Metric
+
     rows = [json.loads(line) for line in Path(data_path).read_text().splitlines() if line]
     settings = TrainSettings.from_dict(train_kwargs)
     client = _client(tracking_uri)
@@ -97,12 +99,10 @@ def finetune_predictor(
     def on_log(record: dict[str, Any]) -> None:
         step = int(record.get("step", 0))
         now = int(time.time() * 1000)
-        from mlflow.entities import Metric
-
         metrics = [
             Metric(f"{key}.{predictor}", float(record[key]), now, step)
             for key in ("loss", "learning_rate", "grad_norm", "mean_token_accuracy")
-            if isinstance(record.get(key), int | float | str) and _number(record[key])
+            if _number(record.get(key))
         ]
         if metrics:
             client.log_batch(mlflow_run_id, metrics=metrics)
@@ -120,6 +120,9 @@ def finetune_predictor(
 
 
 def _number(value: Any) -> bool:
+    """Whether a logged value is a number (trainer logs may hold strings or None)."""
+    if value is None:
+        return False
     try:
         float(value)
     except (TypeError, ValueError):

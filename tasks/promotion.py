@@ -15,12 +15,12 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from dspex.integrations.mlflow._registry import KEY_TAG
 from tasks.tracking import _client
 
 __all__ = ["DECISION_TAG", "decide", "register_challenger", "registry_state"]
 
 DECISION_TAG = "dspex.decision"
-KEY_TAG = "dspex.registration_key"
 
 
 def _version_info(version: Any) -> dict[str, Any]:

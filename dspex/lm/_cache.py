@@ -303,7 +303,7 @@ class Cache:
         memory_max_entries: int = 10_000,
         disk: bool = True,
     ) -> None:
-        self.directory = Path(directory) if directory is not None else _env_directory()
+        self.directory = Path(directory) if directory is not None else cache_directory()
         self.memory_max_entries = max(0, memory_max_entries)
         self._memory: OrderedDict[str, RawCompletion] = OrderedDict()
         self._lock = threading.Lock()
@@ -382,7 +382,8 @@ class Cache:
                 self._memory.popitem(last=False)
 
 
-def _env_directory() -> Path:
+def cache_directory() -> Path:
+    """``$DSPEX_CACHE_DIR``, else ``~/.cache/dspex``: where dspex keeps its caches."""
     env = os.environ.get("DSPEX_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "dspex"
 

@@ -7,7 +7,7 @@ environment, never from parameters).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -32,6 +32,16 @@ OptimizerName = Literal[
     "BootstrapFewShotWithRandomSearch",
     "MIPROv2",
     "BootstrapFinetune",
+]
+
+
+LMRateLimit = Annotated[
+    str | None,
+    Field(
+        description="name of a Prefect global concurrency limit with slot decay that every LM "
+        "request of the run takes a slot from (default: $DSPEX_LM_RATE_LIMIT); the run fails "
+        "before any LM call if it does not exist"
+    ),
 ]
 
 
@@ -169,12 +179,7 @@ class OptimizeParams(BaseModel):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     concurrency: int = Field(16, ge=1)
-    lm_rate_limit: str | None = Field(
-        None,
-        description="name of a Prefect global concurrency limit with slot decay that every LM "
-        "request of the run takes a slot from (default: $DSPEX_LM_RATE_LIMIT); the run fails "
-        "before any LM call if it does not exist",
-    )
+    lm_rate_limit: LMRateLimit = None
     task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
     runs_dir: str | None = None
 
@@ -190,12 +195,7 @@ class EvaluateParams(BaseModel):
     lm: LMSpec | None = None
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     concurrency: int = Field(16, ge=1)
-    lm_rate_limit: str | None = Field(
-        None,
-        description="name of a Prefect global concurrency limit with slot decay that every LM "
-        "request of the run takes a slot from (default: $DSPEX_LM_RATE_LIMIT); the run fails "
-        "before any LM call if it does not exist",
-    )
+    lm_rate_limit: LMRateLimit = None
     runs_dir: str | None = None
 
 

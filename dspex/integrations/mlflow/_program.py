@@ -339,6 +339,8 @@ def _unbundle_adapters(state: Mapping[str, Any], directory: Path) -> dict[str, A
     import os
     import shutil
 
+    from dspex.lm._cache import cache_directory
+
     predictors = dict(state.get("predictors") or {})
     for name, p in predictors.items():
         lm = p.get("lm")
@@ -351,8 +353,7 @@ def _unbundle_adapters(state: Mapping[str, Any], directory: Path) -> dict[str, A
             if f.is_file():
                 digest.update(f.relative_to(source).as_posix().encode())
                 digest.update(f.read_bytes())
-        root = Path(os.environ.get("DSPEX_CACHE_DIR") or Path.home() / ".cache" / "dspex")
-        target = root / "adapters" / digest.hexdigest()[:24]
+        target = cache_directory() / "adapters" / digest.hexdigest()[:24]
         if not target.exists():
             tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
             shutil.copytree(source, tmp, dirs_exist_ok=True)
