@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.fresh import run_fresh
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,25 +189,12 @@ def test_deploy_run_on_a_worker_and_load_the_new_champion(
     assert report["state"] == "COMPLETED", (report, worker_text[-4000:])
 
     # A fresh process finds the new champion in the registry and answers with it.
-    load_env = {
-        **env,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{runs / 'mlflow.db'}",
-        "DSPEX_CACHE_DIR": str(tmp_path / "fresh-cache"),
-    }
     from dspex.datasets import load_task
 
     test = load_task("arithmetic").split(train=20, dev=20, seed=0).test[:5]
     questions = [{"question": ex.question} for ex in test]
-    loaded = subprocess.run(
-        [sys.executable, "-c", LOAD, json.dumps(questions)],
-        env=load_env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
-    served = json.loads(loaded.stdout.strip().splitlines()[-1])
+    uri = f"sqlite:///{runs / 'mlflow.db'}"
+    served = run_fresh(LOAD, questions, cwd=tmp_path, tracking_uri=uri, env=env)
     assert served["tags"]["dspex.decision"] == "promoted"
     answers = served["answers"]
     assert all(isinstance(a["answer"], int) for a in answers)

@@ -4,10 +4,6 @@ to MLflow, registers the program, and a fresh process answers with the finetuned
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -18,6 +14,7 @@ from dspex.datasets import load_task
 from dspex.evaluate import exact_match
 from dspex.finetune import sft_rows
 from dspex.testing import build_tiny_causal_lm
+from tests.fresh import run_fresh
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +74,15 @@ def test_bootstrap_finetune_end_to_end(tmp_path: Path) -> None:
     adapter_files = {f.path for f in client.list_artifacts(result.mlflow_run_id, "adapters/self")}
     assert "adapters/self/adapter_config.json" in adapter_files
     assert client.list_artifacts(result.mlflow_run_id, "sft/self")
+    # Training progress was reported to Prefect as a progress artifact, ending at 100%.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    with get_client(sync_client=True) as prefect_client:
+        progress = prefect_client.read_artifacts(
+            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
+        )
+    assert any(a.description == "finetuning self" and a.data == 100.0 for a in progress)
 
     # A fresh process loads the registered program and answers with the finetuned model: the
     # adapter travels inside the registered model (the run's copy is gone).
@@ -85,21 +91,8 @@ def test_bootstrap_finetune_end_to_end(tmp_path: Path) -> None:
     for trained in (tmp_path / "runs" / "finetune").glob("*/train"):
         shutil.rmtree(trained)
     questions = [{"question": ex.question} for ex in train]
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}",
-        "DSPEX_CACHE_DIR": str(tmp_path / "fresh-cache"),
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", LOAD, json.dumps(questions)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    served = json.loads(out.stdout.strip().splitlines()[-1])
+    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    served = run_fresh(LOAD, questions, cwd=tmp_path, tracking_uri=uri)
     assert served["model"] == f"local/{base}"
     assert served["adapter"].startswith(str(tmp_path / "fresh-cache" / "adapters"))
     hits = sum(a == ex.answer for a, ex in zip(served["answers"], train, strict=True))

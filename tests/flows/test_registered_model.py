@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import dspex
 from tests.flows.programs import DEV, TRAIN, exact, solver
+from tests.fresh import run_fresh
 
 pytestmark = pytest.mark.slow
 
@@ -38,22 +35,9 @@ def test_fresh_process_loads_the_champion_by_alias_and_predicts(tmp_path: Path) 
         tracking={"model_name": "served-qa", "alias": "champion"},
     )
     questions = [{"question": ex.question} for ex in DEV[:3]]
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "DSPEX_CACHE_DIR": str(tmp_path / "fresh-cache"),
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", LOAD, json.dumps(questions)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
+    answers = run_fresh(
+        LOAD, questions, cwd=tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    answers = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(answers) == 3
     assert all(isinstance(a["answer"], int) for a in answers)
     assert sum(a["answer"] == ex.answer for a, ex in zip(answers, DEV[:3], strict=True)) >= 1
