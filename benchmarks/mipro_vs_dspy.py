@@ -425,7 +425,7 @@ def _run_with_prefect_server(cmd: list[str], config: dict[str, Any], workdir: Pa
     """The dspex side in a fresh process, with a Prefect API server already running (as with
     ``prefect server start`` or a deployment's worker): no server start-up inside compile().
     Its own runs and cache directories, so nothing is reused from the other side."""
-    from flows.local import LocalServer
+    from dspex.flows.local import LocalServer
 
     home = workdir / "prefect-home"
     home.mkdir(exist_ok=True)

@@ -25,15 +25,15 @@ from dspex.errors import (
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM, configure_cache, inspect_history
 from dspex.modules import ChainOfThought, Predict
-from dspex.optimize import (
+from dspex.primitives import Completions, Example, Module, Prediction, Usage
+from dspex.signatures import InputField, OutputField, Signature, make_signature
+from dspex.teleprompt import (
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
     BootstrapFinetune,
     LabeledFewShot,
     MIPROv2,
 )
-from dspex.primitives import Completions, Example, Module, Prediction, Usage
-from dspex.signatures import InputField, OutputField, Signature, make_signature
 
 __version__ = "0.1.0"
 

@@ -23,10 +23,10 @@ from dspex.lm import Budget, ConcurrencyLimit
 from dspex.optimize import OptimizeParams, program_fingerprint
 from dspex.optimize._demos import stable_json
 from dspex.optimize._refs import resolve_program
-from tasks._common import durable_lm_cache, runtime_for
-from tasks.data import load_dataset
-from tasks.limits import lm_rate_limit
-from tasks.tracking import (
+from dspex.tasks._common import durable_lm_cache, runtime_for
+from dspex.tasks.data import load_dataset
+from dspex.tasks.limits import lm_rate_limit
+from dspex.tasks.tracking import (
     log_candidates,
     log_winner,
     open_mlflow_run,

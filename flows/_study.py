@@ -41,7 +41,7 @@ def alive(worker: str) -> bool:
 def lock(storage: str) -> Iterator[None]:
     """Serialize slot reservation across processes."""
     if storage.startswith("sqlite:///"):
-        from flows._spine import file_lock
+        from dspex.flows._spine import file_lock
 
         with file_lock(Path(storage.removeprefix("sqlite:///") + ".lock")):
             yield

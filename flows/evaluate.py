@@ -9,10 +9,10 @@ from prefect.artifacts import create_table_artifact
 
 from dspex._paths import runs_dir
 from dspex.optimize import EvaluateParams
-from tasks.data import load_dataset
-from tasks.evaluation import evaluate_program
-from tasks.limits import lm_rate_limit
-from tasks.tracking import tracking_uri_for
+from dspex.tasks.data import load_dataset
+from dspex.tasks.evaluation import evaluate_program
+from dspex.tasks.limits import lm_rate_limit
+from dspex.tasks.tracking import tracking_uri_for
 
 __all__ = ["evaluate"]
 

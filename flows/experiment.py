@@ -7,10 +7,10 @@ from typing import Any
 
 from prefect import flow
 
+from dspex.flows._runners import with_task_runner
+from dspex.flows.fewshot import FLOWS
+from dspex.flows.mipro import mipro
 from dspex.optimize import OptimizeParams
-from flows._runners import with_task_runner
-from flows.fewshot import FLOWS
-from flows.mipro import mipro
 
 __all__ = ["experiment", "run_optimizer"]
 
@@ -20,7 +20,7 @@ def run_optimizer(params: OptimizeParams) -> dict[str, Any]:
     if params.optimizer == "MIPROv2":
         flow = mipro
     elif params.optimizer == "BootstrapFinetune":
-        from flows.finetune import finetune
+        from dspex.flows.finetune import finetune
 
         flow = finetune
     else:

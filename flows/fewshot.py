@@ -14,6 +14,13 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from dspex.flows._spine import (
+    finish_run,
+    gather_results,
+    open_run,
+    run_inputs,
+    warm_up,
+)
 from dspex.optimize import (
     DemoSet,
     OptimizeParams,
@@ -22,14 +29,7 @@ from dspex.optimize import (
     select_best,
 )
 from dspex.optimize._refs import resolve_program
-from flows._spine import (
-    finish_run,
-    gather_results,
-    open_run,
-    run_inputs,
-    warm_up,
-)
-from tasks.fewshot import bootstrap_candidate, evaluate_candidate
+from dspex.tasks.fewshot import bootstrap_candidate, evaluate_candidate
 
 __all__ = [
     "FLOWS",

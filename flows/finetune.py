@@ -20,11 +20,11 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import dspex
+from dspex.flows._spine import finish_run, gather_results, open_run, run_inputs, warm_up
 from dspex.optimize import OptimizeParams
 from dspex.optimize._refs import resolve_program
-from flows._spine import finish_run, gather_results, open_run, run_inputs, warm_up
-from tasks.fewshot import bootstrap_candidate
-from tasks.finetune import evaluate_student, finetune_predictor, sft_dataset
+from dspex.tasks.fewshot import bootstrap_candidate
+from dspex.tasks.finetune import evaluate_student, finetune_predictor, sft_dataset
 
 __all__ = ["finetune", "warm_up"]
 

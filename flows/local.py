@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from dspex._paths import runs_dir
@@ -257,7 +258,7 @@ def local_settings(
     )
 
     from dspex.integrations.mlflow import ensure_experiment
-    from tasks.tracking import tracking_uri_for
+    from dspex.tasks.tracking import tracking_uri_for
 
     if isinstance(params, NightlyParams):
         params = params.optimize
@@ -281,53 +282,71 @@ def local_settings(
         yield
 
 
-def _run(module: str, attr: str, params: Any, key: str | None = None) -> dict[str, Any]:
-    server = local_server()  # first: it boots while the flow, Prefect and MLflow are imported
-    flow_module = importlib.import_module(module)
-    flow = getattr(flow_module, attr)
-    if key is not None:  # a table of flows
-        flow = flow[key]
+def _run(server: LocalServer | None, module: ModuleType, flow: Any, params: Any) -> dict[str, Any]:
+    """Run ``flow`` (from ``module``) in this process, on ``server`` when given.
+
+    Callers start the server (:func:`local_server`) before importing the flow's module, so it
+    boots while the flow, Prefect and MLflow are imported.
+    """
     if isinstance(params, OptimizeParams) and hasattr(flow, "with_options"):
-        from flows._runners import with_task_runner
+        from dspex.flows._runners import with_task_runner
 
         flow = with_task_runner(flow, params)
-    with local_settings(params, server, getattr(flow_module, "warm_up", None)):
+    with local_settings(params, server, getattr(module, "warm_up", None)):
         result: dict[str, Any] = flow(params)
         return result
 
 
 def fewshot(params: OptimizeParams) -> dict[str, Any]:
     """The few-shot optimizer's flow (``params.optimizer``) in this process."""
-    return _run("flows.fewshot", "FLOWS", params, key=params.optimizer)
+    server = local_server()
+    from dspex.flows import fewshot as module
+
+    return _run(server, module, module.FLOWS[params.optimizer], params)
 
 
 def mipro(params: OptimizeParams) -> dict[str, Any]:
     """The MIPROv2 flow in this process."""
-    return _run("flows.mipro", "mipro", params)
+    server = local_server()
+    from dspex.flows import mipro as module
+
+    return _run(server, module, module.mipro, params)
 
 
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
     """The evaluation flow in this process."""
-    return _run("flows.evaluate", "evaluate", params)
+    server = local_server()
+    from dspex.flows import evaluate as module
+
+    return _run(server, module, module.evaluate, params)
 
 
 def nightly(params: NightlyParams) -> dict[str, Any]:
     """The promotion flow in this process (``dspex promote``)."""
-    return _run("flows.nightly", "nightly", params)
+    server = local_server()
+    from dspex.flows import nightly as module
+
+    return _run(server, module, module.nightly, params)
 
 
 def experiment(params: OptimizeParams) -> dict[str, Any]:
     """Any optimizer's flow in this process (``dspex optimize``)."""
-    return _run("flows.experiment", "run_optimizer", params)
+    server = local_server()
+    from dspex.flows import experiment as module
+
+    return _run(server, module, module.run_optimizer, params)
 
 
 def plan_promotion(params: NightlyParams) -> dict[str, Any]:
     """What ``dspex promote`` would do (``--dry-run``): no flow, no LM call."""
-    from flows.nightly import plan
+    from dspex.flows.nightly import plan
 
     return plan(params)
 
 
 def finetune(params: OptimizeParams) -> dict[str, Any]:
     """The BootstrapFinetune flow in this process."""
-    return _run("flows.finetune", "finetune", params)
+    server = local_server()
+    from dspex.flows import finetune as module
+
+    return _run(server, module, module.finetune, params)

@@ -21,20 +21,20 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dspex.errors import BudgetExceededError
-from dspex.optimize import DemoSet, OptimizeParams, candidate_specs
-from dspex.optimize._mipro import MiproPlan, apply_config, config_key, minibatch_indices, plan
-from dspex.optimize._refs import resolve_program
-from flows._spine import (
+from dspex.flows._spine import (
     finish_run,
     gather_results,
     open_run,
     run_inputs,
     warm_up,
 )
-from flows._study import finished, open_study, reserve
-from tasks.fewshot import bootstrap_candidate
-from tasks.mipro import evaluate_config, propose
-from tasks.tracking import log_candidates, log_plots
+from dspex.flows._study import finished, open_study, reserve
+from dspex.optimize import DemoSet, OptimizeParams, candidate_specs
+from dspex.optimize._mipro import MiproPlan, apply_config, config_key, minibatch_indices, plan
+from dspex.optimize._refs import resolve_program
+from dspex.tasks.fewshot import bootstrap_candidate
+from dspex.tasks.mipro import evaluate_config, propose
+from dspex.tasks.tracking import log_candidates, log_plots
 
 __all__ = ["mipro", "warm_up"]
 
@@ -296,7 +296,7 @@ def _warm_imports() -> None:
 
 def _claim_finish(study: Any, storage: str) -> bool:
     """Whether this worker logs, saves and registers the result (exactly one worker does)."""
-    from flows._study import WORKER, alive, lock
+    from dspex.flows._study import WORKER, alive, lock
 
     with lock(storage):
         owner = study.user_attrs.get("finished_by")

@@ -21,15 +21,15 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from dspex._paths import runs_dir
+from dspex.flows.experiment import run_optimizer
 from dspex.optimize import EvaluateParams, NightlyParams, TrackingSpec, program_fingerprint
 from dspex.optimize._demos import stable_json
 from dspex.optimize._refs import resolve_program
-from flows.experiment import run_optimizer
-from tasks.data import load_dataset
-from tasks.evaluation import evaluate_program
-from tasks.limits import lm_rate_limit
-from tasks.promotion import decide, register_challenger, registry_state
-from tasks.tracking import tracking_uri_for
+from dspex.tasks.data import load_dataset
+from dspex.tasks.evaluation import evaluate_program
+from dspex.tasks.limits import lm_rate_limit
+from dspex.tasks.promotion import decide, register_challenger, registry_state
+from dspex.tasks.tracking import tracking_uri_for
 
 __all__ = ["nightly", "plan", "promotion_key"]
 

@@ -121,7 +121,7 @@ def _enter_runtime(stack: ExitStack, runtime: Mapping[str, Any]) -> dict[str, An
             dspex.traces.record(run_id=runtime["trace_run_id"], runs_dir=runtime["runs_dir"])
         )
     if runtime.get("lm_rate_limit") and settings.lm_throttle is None:
-        from tasks.limits import lm_rate_limit
+        from dspex.tasks.limits import lm_rate_limit
 
         stack.enter_context(lm_rate_limit(runtime["lm_rate_limit"]))
     return {"worker": WORKER}

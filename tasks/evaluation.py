@@ -9,7 +9,7 @@ from prefect import task
 import dspex
 from dspex.optimize import EvaluateParams
 from dspex.optimize._refs import resolve_metric, resolve_program
-from tasks._common import task_options
+from dspex.tasks._common import task_options
 
 __all__ = ["evaluate_program"]
 

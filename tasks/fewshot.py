@@ -9,7 +9,7 @@ from prefect import task
 
 import dspex
 from dspex.optimize import DemoSet, apply_demos, build_candidate
-from tasks._common import run_context, task_options
+from dspex.tasks._common import run_context, task_options
 
 __all__ = ["bootstrap_candidate", "evaluate_candidate"]
 

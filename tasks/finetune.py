@@ -18,8 +18,8 @@ from prefect.cache_policies import NO_CACHE
 import dspex
 from dspex.finetune import TrainSettings, sft_rows, train_lora, write_sft
 from dspex.optimize import DemoSet
-from tasks._common import run_context, task_options
-from tasks.tracking import _client
+from dspex.tasks._common import run_context, task_options
+from dspex.tasks.tracking import _client
 
 __all__ = ["evaluate_student", "finetune_predictor", "sft_dataset"]
 

@@ -17,7 +17,7 @@ from dspex.optimize._mipro import (
     summarize_dataset,
 )
 from dspex.optimize._refs import resolve
-from tasks._common import run_context, task_options
+from dspex.tasks._common import run_context, task_options
 
 __all__ = ["evaluate_config", "propose"]
 

@@ -16,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dspex.integrations.mlflow._registry import KEY_TAG
-from tasks.tracking import _client
+from dspex.tasks.tracking import _client
 
 __all__ = ["DECISION_TAG", "decide", "register_challenger", "registry_state"]
 

@@ -139,11 +139,11 @@ def _print_table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> Non
 
 
 def _optimize(args: argparse.Namespace) -> int:
+    from dspex.flows import local
     from dspex.optimize import OptimizeParams
-    from dspex.optimize._optimizers import run_flow
 
     params = _params(OptimizeParams, args.config, args.runs_dir)
-    result = _with_progress(lambda p: run_flow("flows.local:experiment", p), params)
+    result = _with_progress(local.experiment, params)
     _print_table(
         "Candidates",
         result["candidates"],
@@ -158,11 +158,11 @@ def _optimize(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from dspex.flows import local
     from dspex.optimize import EvaluateParams
-    from dspex.optimize._optimizers import run_flow
 
     params = _params(EvaluateParams, args.config, args.runs_dir)
-    result = _with_progress(lambda p: run_flow("flows.local:evaluate", p), params)
+    result = _with_progress(local.evaluate, params)
     print(
         f"score: {result['score']}% over {result['n']} examples ({result['errors']} errors); "
         f"LM calls {result['lm_calls']} ({result['cache_hits']} cached); "
@@ -220,17 +220,17 @@ def _time(ms: int | None) -> str:
 def _promote(args: argparse.Namespace) -> int:
     import json
 
+    from dspex.flows import local
     from dspex.optimize import NightlyParams
-    from dspex.optimize._optimizers import run_flow
 
     data = _load(args.config, None)
     if args.runs_dir:
         data.setdefault("optimize", {})["runs_dir"] = args.runs_dir
     params = _validate(NightlyParams, data, args.config)
     if args.dry_run:
-        print(json.dumps(run_flow("flows.local:plan_promotion", params), indent=2))
+        print(json.dumps(local.plan_promotion(params), indent=2))
         return 0
-    result = _with_progress(lambda p: run_flow("flows.local:nightly", p), params)
+    result = _with_progress(local.nightly, params)
     print(
         f"{result['model_name']} v{result.get('version')}: {result['decision']}"
         + (f" ({result['reason']})" if result.get("reason") else "")

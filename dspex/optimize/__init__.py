@@ -1,4 +1,6 @@
-"""Optimizers and their steps: plain functions the flows in ``flows/`` run as Prefect tasks."""
+"""The optimizers' algorithm steps, policies and parameters: plain functions and values that
+the flows (``dspex.flows``) run as Prefect tasks. The optimizer classes users construct are
+in :mod:`dspex.teleprompt`."""
 
 from dspex.optimize._bootstrap import BootstrapSettings, bootstrap_demos, run_with_trace
 from dspex.optimize._demos import (
@@ -7,15 +9,6 @@ from dspex.optimize._demos import (
     dataset_fingerprint,
     labeled_demos,
     program_fingerprint,
-)
-from dspex.optimize._optimizers import (
-    BootstrapFewShot,
-    BootstrapFewShotWithRandomSearch,
-    BootstrapFinetune,
-    LabeledFewShot,
-    MIPROv2,
-    OptimizationResult,
-    Optimizer,
 )
 from dspex.optimize._params import (
     BudgetSpec,
@@ -32,21 +25,14 @@ from dspex.optimize._refs import register_object, resolve
 from dspex.optimize._search import build_candidate, candidate_specs, select_best
 
 __all__ = [
-    "BootstrapFewShot",
-    "BootstrapFewShotWithRandomSearch",
-    "BootstrapFinetune",
     "BootstrapSettings",
     "BudgetSpec",
     "DatasetSpec",
     "DemoSet",
     "EvaluateParams",
     "LMSpec",
-    "LabeledFewShot",
-    "MIPROv2",
     "NightlyParams",
-    "OptimizationResult",
     "OptimizeParams",
-    "Optimizer",
     "PromotionSpec",
     "TaskRunnerSpec",
     "TrackingSpec",

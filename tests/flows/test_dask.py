@@ -10,8 +10,8 @@ import pytest
 
 import dspex
 from dspex.errors import UserError
+from dspex.flows.local import mipro
 from dspex.optimize import OptimizeParams
-from flows.local import mipro
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = """
 import os, sys
-import flows.local as local
+import dspex.flows.local as local
 server = local.local_server()
 assert local.local_server() is server, "one server per process"
 print(server.wait_ready(), server.process.pid, flush=True)
@@ -61,7 +61,7 @@ def test_a_port_taken_before_the_server_binds_it_is_retried(
 ) -> None:
     import socket
 
-    import flows.local as local
+    import dspex.flows.local as local
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -11,9 +11,9 @@ import mlflow
 import pytest
 
 import dspex.mlflow
+from dspex.flows.local import nightly
 from dspex.integrations.mlflow import _registry
 from dspex.optimize import NightlyParams
-from flows.local import nightly
 
 pytestmark = pytest.mark.slow
 

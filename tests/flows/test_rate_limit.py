@@ -12,9 +12,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
 from dspex.errors import ConfigurationError
+from dspex.flows.evaluate import evaluate
 from dspex.optimize import EvaluateParams
 from dspex.testing import start_server_process
-from flows.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -2,13 +2,12 @@
 
 Each is a small settings object whose ``compile`` runs the optimizer's Prefect flow in this
 process (Prefect's ephemeral mode when no server is configured). The flow lives once, in
-``flows/``; dspex names it by entrypoint rather than importing it, because ``flows`` sits
-above ``dspex`` in the layers (DESIGN.md).
+:mod:`dspex.flows`; this module sits above it in the layers (DESIGN.md) and imports it at the
+call site, so ``import dspex`` does not import Prefect.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +56,6 @@ class Optimizer:
     """Base class. Subclasses set ``name`` and keep their settings as attributes."""
 
     name: ClassVar[str]
-    flow_entrypoint: ClassVar[str] = "flows.local:fewshot"
 
     def __init__(self, metric: Callable[..., Any] | None = None) -> None:
         self.metric = metric
@@ -66,6 +64,12 @@ class Optimizer:
     def settings(self) -> dict[str, Any]:
         """The optimizer's settings as JSON values (what the flow receives)."""
         return {}
+
+    def _run_flow(self, params: OptimizeParams) -> dict[str, Any]:
+        """Run this optimizer's flow in this process (imported here: it imports Prefect)."""
+        from dspex.flows import local
+
+        return local.fewshot(params)
 
     def compile(
         self,
@@ -105,25 +109,12 @@ class Optimizer:
             concurrency=concurrency,
             runs_dir=str(runs_dir) if runs_dir is not None else None,
         )
-        result = OptimizationResult.from_dict(run_flow(self.flow_entrypoint, params))
+        result = OptimizationResult.from_dict(self._run_flow(params))
         self.last_result = result
         winner = program.deepcopy().load_state(result.program_state)
         if lm is not None:
             winner.set_lm(lm, only_unset=True)
         return winner
-
-
-def run_flow(entrypoint: str, params: OptimizeParams) -> dict[str, Any]:
-    """Import the flow named by ``entrypoint`` and run it in this process."""
-    module_name, _, attr = entrypoint.partition(":")
-    try:
-        flow = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise UserError(
-            f"Cannot load the optimizer flow {entrypoint!r} ({e}); install dspex with its "
-            "flows (pip install dspex) or run from the project checkout."
-        ) from None
-    return flow(params)
 
 
 class LabeledFewShot(Optimizer):
@@ -242,7 +233,6 @@ class MIPROv2(Optimizer):
     """
 
     name = "MIPROv2"
-    flow_entrypoint: ClassVar[str] = "flows.local:mipro"
 
     def __init__(
         self,
@@ -287,6 +277,11 @@ class MIPROv2(Optimizer):
             settings["prompt_model"] = register_object(self.prompt_model)
         return settings
 
+    def _run_flow(self, params: OptimizeParams) -> dict[str, Any]:
+        from dspex.flows import local
+
+        return local.mipro(params)
+
     def compile(self, program: Module, **kwargs: Any) -> Module:
         if kwargs.get("lm") is None and self.task_model is not None:
             kwargs["lm"] = self.task_model
@@ -315,7 +310,6 @@ class BootstrapFinetune(Optimizer):
     """
 
     name = "BootstrapFinetune"
-    flow_entrypoint: ClassVar[str] = "flows.local:finetune"
 
     def __init__(
         self,
@@ -342,3 +336,8 @@ class BootstrapFinetune(Optimizer):
 
     def settings(self) -> dict[str, Any]:
         return dict(self.options)
+
+    def _run_flow(self, params: OptimizeParams) -> dict[str, Any]:
+        from dspex.flows import local
+
+        return local.finetune(params)
