@@ -12,22 +12,22 @@
 
 It loads ``models:/NAME@ALIAS`` with ``dspex.mlflow.load_model`` (JSON state and a code
 reference, no pickle) and runs the program in-process; the LM's key comes from the
-environment. Standard library only, besides dspex: put it behind your own server in
-production.
+environment. An error answers ``{"error": {"message": ..., "type": ...}}`` with a 4xx/5xx
+status. Standard library only, besides dspex (whose loopback servers share the HTTP plumbing
+used here): put it behind your own server in production.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import dspex
 import dspex.mlflow
+from dspex._serving import error_body, make_json_server, serve_until_interrupted, server_url
 
 
 class Champion:
@@ -61,47 +61,26 @@ class Champion:
         return {**dict(prediction.items()), "version": version}
 
 
-def make_handler(champion: Champion) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def make_server(champion: Champion, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """The service's HTTP server (not started): JSON in, JSON out, errors reported."""
 
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body, default=str).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def predict(inputs: Any) -> tuple[int, dict[str, Any]]:
+        if not isinstance(inputs, dict):
+            return 400, error_body("send a JSON object of the inputs", "invalid_request_error")
+        return 200, champion.predict(inputs)
 
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                name, alias = champion.name, champion.alias
-                self._reply(200, {"model": name, "alias": alias, "version": champion.version})
-            else:
-                self._reply(404, {"error": f"no route {self.path}"})
+    def healthz(_: Any) -> tuple[int, dict[str, Any]]:
+        return 200, {"model": champion.name, "alias": champion.alias, "version": champion.version}
 
-        def do_POST(self) -> None:
-            try:
-                if self.path == "/reload":
-                    self._reply(200, champion.reload())
-                elif self.path == "/predict":
-                    length = int(self.headers.get("Content-Length", "0"))
-                    inputs = json.loads(self.rfile.read(length) or b"{}")
-                    if not isinstance(inputs, dict):
-                        self._reply(400, {"error": "send a JSON object of the inputs"})
-                        return
-                    self._reply(200, champion.predict(inputs))
-                else:
-                    self._reply(404, {"error": f"no route {self.path}"})
-            except Exception as e:  # report, keep serving
-                self._reply(500, {"error": f"{type(e).__name__}: {e}"})
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
-    return Handler
+    return make_json_server(
+        {
+            ("GET", "/healthz"): healthz,
+            ("POST", "/predict"): predict,
+            ("POST", "/reload"): lambda _: (200, champion.reload()),
+        },
+        host=host,
+        port=port,
+    )
 
 
 def _poll(champion: Champion, every: float) -> None:
@@ -122,15 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--poll-s", type=float, default=60.0, help="alias check period; 0: off")
     args = p.parse_args(argv)
     champion = Champion(args.model, args.alias)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(champion))
+    server = make_server(champion, args.host, args.port)
     if args.poll_s > 0:
         threading.Thread(target=_poll, args=(champion, args.poll_s), daemon=True).start()
-    host, port = server.server_address[:2]
-    print(
-        f"serving models:/{args.model}@{args.alias} v{champion.version} on http://{host}:{port}",
-        flush=True,
-    )
-    server.serve_forever()
+    url = server_url(server)
+    print(f"serving models:/{args.model}@{args.alias} v{champion.version} on {url}", flush=True)
+    serve_until_interrupted(server)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,17 @@ of stdout, and stops on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
-import json
-import socket
-import time
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from dspex._serving import (
+    chat_completion,
+    error_body,
+    make_json_server,
+    model_list,
+    serve_until_interrupted,
+    server_url,
+)
 
 __all__ = ["main", "make_server"]
 
@@ -35,72 +40,30 @@ def make_server(
     lm = LM(f"local/{model}", cache=False, **extra)
     name = model.rstrip("/").rsplit("/", 1)[-1]
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def chat(body: Any) -> tuple[int, dict[str, Any]]:
+        try:
+            messages = body["messages"]
+            params = {k: body[k] for k in _PARAMS if body.get(k) is not None}
+        except (KeyError, TypeError, AttributeError) as e:
+            return 400, error_body(f"bad request: {e!r}", "invalid_request_error")
+        response = lm.forward(messages, **params)  # a failure here is a 500
+        usage = response.usage
+        return 200, chat_completion(
+            name,
+            response.outputs,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            finish_reasons=response.finish_reasons,
+        )
 
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") == "/v1/models":
-                self._reply(200, {"object": "list", "data": [{"id": name, "object": "model"}]})
-            else:
-                self._reply(404, {"error": {"message": f"no route {self.path}"}})
-
-        def do_POST(self) -> None:
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                self._reply(404, {"error": {"message": f"no route {self.path}"}})
-                return
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                messages = body["messages"]
-                params = {k: body[k] for k in _PARAMS if body.get(k) is not None}
-            except (ValueError, KeyError, TypeError) as e:
-                self._reply(400, {"error": {"message": f"bad request: {e}"}})
-                return
-            try:
-                response = lm.forward(messages, **params)
-            except Exception as e:
-                self._reply(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
-                return
-            usage = response.usage
-            self._reply(
-                200,
-                {
-                    "id": f"chatcmpl-{uuid.uuid4().hex}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": name,
-                    "choices": [
-                        {
-                            "index": i,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                        for i, text in enumerate(response.outputs)
-                    ],
-                    "usage": {
-                        "prompt_tokens": usage.prompt_tokens,
-                        "completion_tokens": usage.completion_tokens,
-                        "total_tokens": usage.total_tokens,
-                    },
-                },
-            )
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
-    return ThreadingHTTPServer((host, port), Handler)
+    return make_json_server(
+        {
+            ("GET", "/v1/models"): lambda _: (200, model_list(name)),
+            ("POST", "/v1/chat/completions"): chat,
+        },
+        host=host,
+        port=port,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,12 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8000, help="0: pick a free port")
     args = p.parse_args(argv)
     server = make_server(args.model, args.adapter, args.host, args.port)
-    host, port = server.server_address[:2]
-    print(f"http://{host!s}:{port}/v1", flush=True)  # host is a str for AF_INET
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    print(f"{server_url(server)}/v1", flush=True)
+    serve_until_interrupted(server)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import signal
-import socket
 import sys
 import time
 from collections import deque
@@ -29,10 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from dspex._serving import chat_completion, error_body, model_list, set_nodelay
 from dspex.errors import DspexError, UserError
 from dspex.lm._json import dumps, loads
 from dspex.lm._types import LMRequest
-from dspex.testing._core import Faults, Reply, Responder
+from dspex.testing._core import Faults, Responder
 
 __all__ = ["Server", "build_responder", "main", "start"]
 
@@ -60,7 +60,7 @@ def _response(status: int, body: bytes, extra: bytes = b"", close: bool = False)
 
 
 def _error(status: int, message: str, kind: str, extra: bytes = b"") -> bytes:
-    return _response(status, dumps({"error": {"message": message, "type": kind}}), extra)
+    return _response(status, dumps(error_body(message, kind)), extra)
 
 
 class Server:
@@ -108,8 +108,7 @@ class Server:
         if path == b"/stats":
             return _response(200, dumps(self.stats())), 0.0
         if path in (b"/v1/models", b"/models"):
-            models = {"object": "list", "data": [{"id": "dspex-sim", "object": "model"}]}
-            return _response(200, dumps(models)), 0.0
+            return _response(200, dumps(model_list("dspex-sim"))), 0.0
         return _error(404, f"no route {path.decode(errors='replace')}", "not_found"), 0.0
 
     def _chat(self, body: bytes) -> tuple[bytes | None, float]:
@@ -135,26 +134,15 @@ class Server:
             return _error(429, "simulated rate limit", "rate_limit_error", extra.encode()), 0.0
         if reply.fault == "server_error":
             return _error(500, "simulated server error", "server_error"), 0.0
-        return _response(200, dumps(_completion(model, reply))), self.latency
-
-
-def _completion(model: str, reply: Reply) -> dict[str, Any]:
-    choices = [
-        {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
-        for i, (text, reason) in enumerate(zip(reply.texts, reply.finish_reasons))
-    ]
-    return {
-        "id": f"chatcmpl-sim{id(reply):x}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-        },
-    }
+        body = chat_completion(
+            model,
+            reply.texts,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            finish_reasons=reply.finish_reasons,
+            completion_id=f"chatcmpl-sim{id(reply):x}",
+        )
+        return _response(200, dumps(body)), self.latency
 
 
 class _HTTPProtocol(asyncio.Protocol):
@@ -174,8 +162,7 @@ class _HTTPProtocol(asyncio.Protocol):
         self._server._connections.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            # Without this, Nagle + delayed ACK add ~40 ms to every keep-alive response.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_nodelay(sock)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in self._timers:

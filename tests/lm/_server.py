@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from dspex._serving import chat_completion
+
 
 @dataclass
 class Reply:
@@ -38,21 +40,14 @@ def completion(body: dict[str, Any]) -> dict[str, Any]:
     """The default answer: echo the last message, one choice per ``n``."""
     last = body["messages"][-1]["content"]
     n = int(body.get("n") or 1)
-    return {
-        "id": "cmpl-test",
-        "object": "chat.completion",
-        "created": 0,
-        "model": body["model"],
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": f"echo {i}: {last}"},
-                "finish_reason": "stop",
-            }
-            for i in range(n)
-        ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-    }
+    return chat_completion(
+        body["model"],
+        [f"echo {i}: {last}" for i in range(n)],
+        prompt_tokens=10,
+        completion_tokens=5,
+        completion_id="cmpl-test",
+        created=0,
+    )
 
 
 class ScriptedServer:
