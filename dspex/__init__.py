@@ -10,6 +10,7 @@ Example:
 from dspex import mlflow as mlflow  # public submodule: dspex.mlflow.log_model(...)
 from dspex import traces as traces  # public submodule: dspex.traces.record(...)
 from dspex._settings import configure, context
+from dspex._version import __version__
 from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
 from dspex.callbacks import Callback, track_usage
 from dspex.errors import (
@@ -34,8 +35,6 @@ from dspex.teleprompt import (
     LabeledFewShot,
     MIPROv2,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LM",

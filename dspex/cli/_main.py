@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.version:
-        from dspex import __version__
+        from dspex._version import __version__
 
         print(__version__)
         return 0

@@ -5,8 +5,8 @@ answers through ``dspex.LM("local/<base>", adapter="<adapter dir>")``. Torch, tr
 trl and peft are the ``finetune`` extra and are imported only when a step runs.
 """
 
+from dspex._extras import INSTALL_HINT, require
 from dspex.finetune._data import sft_rows, write_sft
-from dspex.finetune._deps import INSTALL_HINT, require
 from dspex.finetune._train import TrainSettings, last_checkpoint, train_lora
 
 __all__ = [

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dspex.finetune._deps import device as pick_device
-from dspex.finetune._deps import require
+from dspex._extras import device as pick_device
+from dspex._extras import require
 
 __all__ = ["TrainSettings", "last_checkpoint", "train_lora"]
 

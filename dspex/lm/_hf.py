@@ -27,8 +27,8 @@ _GENERATE_LOCK = threading.Lock()  # one generate at a time per process: torch u
 
 def load_local_model(path: str, adapter: str | None = None, device: str | None = None) -> Any:
     """``(model, tokenizer)`` for ``path`` (+ LoRA ``adapter``), cached for the process."""
-    from dspex.finetune._deps import device as pick_device
-    from dspex.finetune._deps import require
+    from dspex._extras import device as pick_device
+    from dspex._extras import require
 
     transformers, _ = require("transformers", "torch")
     where = pick_device(device)

@@ -30,12 +30,14 @@ from dspex.lm._types import LMRequest, RawCompletion
 
 __all__ = ["LiteLLMTransport", "load_litellm"]
 
-# Models served by dspex's own test doubles, registered as litellm custom providers.
-TEST_PREFIXES = ("dspex-sim/", "dspex-dummy/")
+# Packages register litellm custom providers (``<provider>/model`` names litellm does not know)
+# under this entry-point group: the name is the provider, the value a function that registers
+# it with litellm (dspex's own test doubles, ``dspex-sim`` and ``dspex-dummy``, do this).
+PROVIDER_ENTRY_POINTS = "dspex.litellm_providers"
 
 _import_lock = threading.Lock()
 _litellm: Any = None
-_test_providers_ready = False
+_providers_checked: set[str] = set()
 
 
 def load_litellm() -> Any:
@@ -59,21 +61,27 @@ def load_litellm() -> Any:
     return _litellm
 
 
-def _register_test_providers() -> None:
-    global _test_providers_ready
-    if _test_providers_ready:
+def register_plugin_provider(model: str) -> None:
+    """Register ``model``'s provider with litellm if an installed package offers it under
+    the ``dspex.litellm_providers`` entry-point group (once per provider and process)."""
+    provider = model.partition("/")[0]
+    if provider in _providers_checked:
         return
-    import dspex.testing
+    with _import_lock:
+        if provider in _providers_checked:
+            return
+        from importlib.metadata import entry_points
 
-    register = getattr(dspex.testing, "register_litellm_providers", None)
-    if register is None:
-        raise ConfigurationError(
-            "Models named dspex-sim/... or dspex-dummy/... are served by dspex.testing, but "
-            "dspex.testing.register_litellm_providers() is missing in this version. Use "
-            "dspex.testing's LM classes directly, or pass transport= explicitly."
-        )
-    register()
-    _test_providers_ready = True
+        for entry in entry_points(group=PROVIDER_ENTRY_POINTS, name=provider):
+            try:
+                entry.load()()
+            except Exception as e:
+                raise ConfigurationError(
+                    f"The litellm provider {provider!r} offered by {entry.value!r} failed to "
+                    f"register ({type(e).__name__}: {redact_text(str(e))}); reinstall the "
+                    "package that provides it."
+                ) from None
+        _providers_checked.add(provider)
 
 
 def _dspex_error_in_chain(exc: BaseException) -> DspexError | None:
@@ -174,8 +182,8 @@ class LiteLLMTransport:
         litellm = _litellm
         if litellm is None:
             litellm = await asyncio.to_thread(load_litellm)
-        if not _test_providers_ready and request.model.startswith(TEST_PREFIXES):
-            _register_test_providers()
+        if request.model.partition("/")[0] not in _providers_checked:
+            register_plugin_provider(request.model)
         params: dict[str, Any] = {**request.kwargs, **self._credentials}
         if self._api_key is not None:
             params["api_key"] = self._api_key

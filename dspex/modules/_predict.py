@@ -9,13 +9,13 @@ from dspex._redact import redact
 from dspex._runtime import run_sync
 from dspex._settings import current
 from dspex.errors import DataError, UserError
-from dspex.primitives import Example, Module, Prediction
+from dspex.primitives import Example, Module, Parameter, Prediction
 from dspex.signatures import Signature, ensure_signature
 
 __all__ = ["Predict"]
 
 
-class Predict(Module):
+class Predict(Module, Parameter):
     """The basic predictor. Its ``signature`` (instructions included), ``demos`` and ``lm`` are
     what optimizers tune and what ``save``/``load`` keep.
 

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dspex._jsonable import json_default
 from dspex.callbacks import Span, active, close_span, current_span, emit, open_span
@@ -25,9 +25,14 @@ if TYPE_CHECKING:
     from dspex.modules import Predict
     from dspex.primitives._prediction import Prediction
 
-__all__ = ["STATE_SCHEMA_VERSION", "Module"]
+__all__ = ["STATE_SCHEMA_VERSION", "Module", "Parameter"]
 
 STATE_SCHEMA_VERSION = 1
+
+
+class Parameter:
+    """Marks a module whose state is learned (a predictor), as DSPy's ``Parameter`` does:
+    ``Predict`` subclasses it, so this base class finds predictors without importing them."""
 
 
 class Module:
@@ -106,10 +111,10 @@ class Module:
 
     def named_predictors(self) -> list[tuple[str, Predict]]:
         """Every predictor in the program with its dotted path, e.g. ``answer.predict``."""
-        from dspex.modules import Predict
-
         return [
-            (name or "self", m) for name, m in self.named_sub_modules() if isinstance(m, Predict)
+            (name or "self", cast("Predict", m))
+            for name, m in self.named_sub_modules()
+            if isinstance(m, Parameter)
         ]
 
     def predictors(self) -> list[Predict]:
@@ -139,7 +144,7 @@ class Module:
     # -- state ---------------------------------------------------------------------------
     def dump_state(self) -> dict[str, Any]:
         """JSON-safe learnable state: per predictor, its signature, demos and LM config."""
-        from dspex import __version__
+        from dspex._version import __version__
 
         return {
             "schema_version": STATE_SCHEMA_VERSION,

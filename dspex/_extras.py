@@ -1,4 +1,5 @@
-"""The finetune extra: torch, transformers, trl, peft, tokenizers — imported only when used."""
+"""Optional extras, imported only when used: the finetune extra (torch, transformers, trl, peft,
+tokenizers) and the device it runs on."""
 
 from __future__ import annotations
 

@@ -1,0 +1,3 @@
+"""The installed version of dspex (read by packaging from here)."""
+
+__version__ = "0.1.0"
