@@ -15,6 +15,7 @@ from typing import Any
 
 import dspex
 from dspex._paths import runs_dir
+from dspex.cli._table import print_rich_table
 from dspex.datasets import SimTask, load_task, task_names
 from dspex.errors import UserError
 from dspex.evaluate import exact_match
@@ -28,23 +29,19 @@ def _signature(task: SimTask) -> str:
 
 
 def _print_candidates(candidates: list[dict[str, Any]], best: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Candidates (scored on the validation set)")
-    for col in ("candidate", "demos", "score %", "LM calls", "cache hits"):
-        table.add_column(col, justify="left" if col == "candidate" else "right")
-    for c in candidates:
-        name = f"[bold]{c['id']} *[/bold]" if c["id"] == best else c["id"]
-        score = "-" if c.get("score") is None else f"{c['score']:.1f}"
-        table.add_row(
-            name,
-            str(c.get("demos", 0)),
-            score,
-            str(c.get("lm_calls", "-")),
-            str(c.get("cache_hits", "-")),
+    cols = ("candidate", "demos", "score %", "LM calls", "cache hits")
+    rows = (
+        (
+            f"[bold]{c['id']} *[/bold]" if c["id"] == best else c["id"],
+            c.get("demos", 0),
+            "-" if c.get("score") is None else f"{c['score']:.1f}",
+            c.get("lm_calls", "-"),
+            c.get("cache_hits", "-"),
         )
-    Console().print(table)
+        for c in candidates
+    )
+    title = "Candidates (scored on the validation set)"
+    print_rich_table(cols, rows, title=title, right=cols[1:])
 
 
 def run_demo(args: argparse.Namespace) -> int:

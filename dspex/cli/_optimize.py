@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dspex.callbacks import Callback, Span
+from dspex.cli._table import print_rich_table
 from dspex.errors import UserError
 
 __all__ = ["add_parsers", "run"]
@@ -127,15 +128,7 @@ def _with_progress(fn: Any, params: Any) -> dict[str, Any]:
 
 
 def _print_table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in cols:
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in cols))
-    Console().print(table)
+    print_rich_table(cols, ([r.get(c) for c in cols] for r in rows), title=title)
 
 
 def _optimize(args: argparse.Namespace) -> int:

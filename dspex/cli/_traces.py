@@ -13,6 +13,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from dspex.cli._table import print_rich_table
 from dspex.errors import UserError
 
 if TYPE_CHECKING:
@@ -157,19 +158,21 @@ def _print_rich(
     table: pa.Table, rows: list[dict[str, Any]], *, title: str | None, max_rows: int
 ) -> None:
     import pyarrow as pa
-    from rich.console import Console
-    from rich.table import Table
 
-    out = Table(title=title)
-    for field in table.schema:
-        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
-        out.add_column(field.name, justify="right" if numeric else "left")
-    for row in rows[:max_rows]:
-        cells = [_text(row[c]) for c in table.column_names]
-        out.add_row(*(c if len(c) <= _MAX_CELL else c[: _MAX_CELL - 1] + "…" for c in cells))
-    # Not a terminal (a pipe, a test): do not squeeze the table into 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 240)
-    console.print(out)
+    numeric = [
+        f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+    ]
     shown = min(len(rows), max_rows)
     more = f", showing {shown} (--max-rows)" if shown < len(rows) else ""
-    console.print(f"{len(rows)} row(s){more}")
+    print_rich_table(
+        table.column_names,
+        ([_cell(row[c]) for c in table.column_names] for row in rows[:max_rows]),
+        title=title,
+        right=numeric,
+        footer=f"{len(rows)} row(s){more}",
+    )
+
+
+def _cell(value: Any) -> str:
+    text = _text(value)
+    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"
