@@ -7,6 +7,10 @@ the Prefect UI use), or ``"registry:<content hash>"`` for an object handed to
 program's state, a dataset's rows, an LM's configuration, a metric's code), so the same
 script run again produces the same keys — and the same Prefect cache keys, which is what lets
 a killed run resume.
+
+``compile()`` registers its objects inside :func:`registration_scope`, which releases them
+when the run ends (objects shared by concurrent runs stay until the last one ends), so a
+notebook that compiles many times keeps no old programs, datasets or LMs alive.
 """
 
 from __future__ import annotations
@@ -15,17 +19,30 @@ import hashlib
 import importlib
 import threading
 import types
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from dspex.errors import UserError
 from dspex.optimize._demos import dataset_fingerprint, program_fingerprint, stable_json
 from dspex.primitives import Example, Module
 
-__all__ = ["register_object", "resolve", "resolve_examples", "resolve_metric", "resolve_program"]
+__all__ = [
+    "register_object",
+    "registration_scope",
+    "resolve",
+    "resolve_examples",
+    "resolve_metric",
+    "resolve_program",
+]
 
 _lock = threading.Lock()
 _objects: dict[str, Any] = {}
+# How many open scopes hold each key; a key registered outside any scope is kept for good.
+_holders: Counter[str] = Counter()
+_scope: ContextVar[list[str] | None] = ContextVar("dspex_registration_scope", default=None)
 
 
 def _key_for(obj: Any) -> str:
@@ -57,11 +74,41 @@ def _code_bytes(code: types.CodeType) -> bytes:
 
 
 def register_object(obj: Any) -> str:
-    """Keep ``obj`` for this process and return its ``registry:`` reference."""
+    """Keep ``obj`` and return its ``registry:`` reference: until the enclosing
+    :func:`registration_scope` ends, or for the life of the process outside one."""
     key = _key_for(obj)
+    scope = _scope.get()
     with _lock:
         _objects[key] = obj
+        if scope is not None:
+            _holders[key] += 1
+            scope.append(key)
     return f"registry:{key}"
+
+
+@contextmanager
+def registration_scope() -> Iterator[None]:
+    """Release what :func:`register_object` kept inside this block when it ends.
+
+    Example:
+        >>> from dspex.optimize._refs import register_object, registration_scope, resolve
+        >>> with registration_scope():
+        ...     ref = register_object([])
+        ...     resolve(ref)
+        []
+    """
+    keys: list[str] = []
+    token = _scope.set(keys)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+        with _lock:
+            for key in keys:
+                _holders[key] -= 1
+                if _holders[key] <= 0:
+                    del _holders[key]
+                    _objects.pop(key, None)
 
 
 def resolve(ref: str) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from dspex.errors import UserError
+from dspex.lm import LM
 from dspex.optimize._params import (
     BudgetSpec,
     DatasetSpec,
@@ -21,7 +22,7 @@ from dspex.optimize._params import (
     OptimizeParams,
     TrackingSpec,
 )
-from dspex.optimize._refs import register_object
+from dspex.optimize._refs import register_object, registration_scope
 from dspex.primitives import Example, Module
 
 __all__ = [
@@ -78,7 +79,7 @@ class Optimizer:
         trainset: Sequence[Example],
         valset: Sequence[Example] | None = None,
         teacher: Module | None = None,
-        lm: Any = None,
+        lm: LM | None = None,
         budget: BudgetSpec | dict[str, Any] | None = None,
         tracking: TrackingSpec | dict[str, Any] | None = None,
         concurrency: int = 16,
@@ -92,24 +93,28 @@ class Optimizer:
         """
         if not trainset:
             raise UserError("compile(trainset=...) needs at least one example.")
-        settings = self.settings()
-        if teacher is not None:
-            settings["teacher"] = register_object(teacher)
-        metric = self.metric
-        params = OptimizeParams(
-            program=register_object(program),
-            metric=register_object(metric) if metric is not None else "dspex.evaluate:exact_match",
-            trainset=DatasetSpec(ref=register_object(list(trainset))),
-            valset=DatasetSpec(ref=register_object(list(valset))) if valset else None,
-            lm=LMSpec(model=lm.model, ref=register_object(lm)) if lm is not None else None,
-            optimizer=self.name,
-            settings=settings,
-            budget=BudgetSpec.model_validate(budget or {}),
-            tracking=TrackingSpec.model_validate(tracking or {}),
-            concurrency=concurrency,
-            runs_dir=str(runs_dir) if runs_dir is not None else None,
-        )
-        result = OptimizationResult.from_dict(self._run_flow(params))
+        # The run reaches these objects by reference; they are released when it ends.
+        with registration_scope():
+            settings = self.settings()
+            if teacher is not None:
+                settings["teacher"] = register_object(teacher)
+            metric = self.metric
+            params = OptimizeParams(
+                program=register_object(program),
+                metric=(
+                    register_object(metric) if metric is not None else "dspex.evaluate:exact_match"
+                ),
+                trainset=DatasetSpec(ref=register_object(list(trainset))),
+                valset=DatasetSpec(ref=register_object(list(valset))) if valset else None,
+                lm=LMSpec(model=lm.model, ref=register_object(lm)) if lm is not None else None,
+                optimizer=self.name,
+                settings=settings,
+                budget=BudgetSpec.model_validate(budget or {}),
+                tracking=TrackingSpec.model_validate(tracking or {}),
+                concurrency=concurrency,
+                runs_dir=str(runs_dir) if runs_dir is not None else None,
+            )
+            result = OptimizationResult.from_dict(self._run_flow(params))
         self.last_result = result
         winner = program.deepcopy().load_state(result.program_state)
         if lm is not None:
@@ -238,8 +243,8 @@ class MIPROv2(Optimizer):
         self,
         metric: Callable[..., Any],
         *,
-        prompt_model: Any = None,
-        task_model: Any = None,
+        prompt_model: LM | None = None,
+        task_model: LM | None = None,
         auto: str | None = "light",
         num_candidates: int | None = None,
         max_bootstrapped_demos: int = 4,
