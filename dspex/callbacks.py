@@ -187,6 +187,49 @@ def close_span(token: Any) -> None:
     _span.reset(token)
 
 
+class Observation:
+    """What :func:`observed` yields: the open span, and the result the caller sets."""
+
+    __slots__ = ("result", "span")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.result: Any = None
+
+
+@contextmanager
+def observed(
+    callbacks: tuple[Any, ...],
+    kind: SpanKind,
+    name: str,
+    start: tuple[Any, ...],
+    end: tuple[Any, ...],
+    *,
+    root_paths: Mapping[int, str] | None = None,
+    module_class: str | None = None,
+) -> Iterator[Observation]:
+    """One observed call (the one way spans are opened, announced and closed): a span around
+    the block, ``on_<kind>_start(span, *start)`` before it, and after it
+    ``on_<kind>_end(span, *end, result, error)`` with the ``result`` the block set on the
+    yielded :class:`Observation` (``None`` on error) and the exception that ended it.
+
+    Example:
+        >>> with observed(active(), "tool", "search", ("search", {"q": "x"}), ("search",)) as c:
+        ...     c.result = ["a passage"]
+    """
+    span, token = open_span(kind, name, root_paths=root_paths, module_class=module_class)
+    emit(callbacks, f"on_{kind}_start", span, *start)
+    call = Observation(span)
+    try:
+        yield call
+    except BaseException as e:
+        emit(callbacks, f"on_{kind}_end", span, *end, None, e)
+        raise
+    finally:
+        close_span(token)
+    emit(callbacks, f"on_{kind}_end", span, *end, call.result, None)
+
+
 @contextmanager
 def tool_span(name: str, **args: Any) -> Iterator[dict[str, Any]]:
     """Observe a tool call: ``with tool_span("search", query=q) as out: out["result"] = ...``."""
@@ -194,17 +237,10 @@ def tool_span(name: str, **args: Any) -> Iterator[dict[str, Any]]:
     if not callbacks:
         yield {}
         return
-    span, token = open_span("tool", name)
-    emit(callbacks, "on_tool_start", span, name, args)
     out: dict[str, Any] = {}
-    try:
+    with observed(callbacks, "tool", name, (name, args), (name,)) as call:
         yield out
-    except BaseException as e:
-        emit(callbacks, "on_tool_end", span, name, None, e)
-        raise
-    finally:
-        close_span(token)
-    emit(callbacks, "on_tool_end", span, name, out.get("result"), None)
+        call.result = out.get("result")
 
 
 class UsageTracker(Callback):

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from dspex._runtime import run_sync
-from dspex.callbacks import active, close_span, emit, open_span
+from dspex.callbacks import active, observed
 from dspex.errors import BudgetExceededError, DataError, EvaluationError, UserError
 from dspex.evaluate._result import EvaluationResult, EvaluationRow
 from dspex.primitives import Example, Module, Prediction, Usage
@@ -136,16 +136,9 @@ class Evaluate:
         callbacks = active()
         if not callbacks:
             return await self._run(program, devset, metric)
-        span, token = open_span("evaluate", type(program).__name__)
-        emit(callbacks, "on_evaluate_start", span, self, program, len(devset))
-        try:
-            result = await self._run(program, devset, metric)
-        except BaseException as e:
-            emit(callbacks, "on_evaluate_end", span, self, None, e)
-            raise
-        finally:
-            close_span(token)
-        emit(callbacks, "on_evaluate_end", span, self, result, None)
+        name = type(program).__name__
+        with observed(callbacks, "evaluate", name, (self, program, len(devset)), (self,)) as call:
+            call.result = result = await self._run(program, devset, metric)
         return result
 
     async def _run(

@@ -13,12 +13,12 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from dspex._jsonable import json_default
-from dspex.callbacks import Span, active, close_span, current_span, emit, open_span
+from dspex.callbacks import Observation, active, current_span, observed
 from dspex.errors import DataError, UserError
 
 if TYPE_CHECKING:
@@ -72,16 +72,16 @@ class Module:
         if not callbacks:
             return self.forward(*args, **kwargs)
         with _observed(self, callbacks, kwargs) as done:
-            done.outputs = self.forward(*args, **kwargs)
-        return done.outputs
+            done.result = outputs = self.forward(*args, **kwargs)
+        return outputs
 
     async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
         callbacks = active()
         if not callbacks:
             return await self.aforward(*args, **kwargs)
         with _observed(self, callbacks, kwargs) as done:
-            done.outputs = await self.aforward(*args, **kwargs)
-        return done.outputs
+            done.result = outputs = await self.aforward(*args, **kwargs)
+        return outputs
 
     # -- structure -----------------------------------------------------------------------
     def named_sub_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -206,15 +206,10 @@ class Module:
         return f"{type(self).__name__}({inner})"
 
 
-class _Outcome:
-    __slots__ = ("outputs",)
-
-    def __init__(self) -> None:
-        self.outputs: Any = None
-
-
-def _module_span(module: Module) -> tuple[Span, Any]:
-    """Open a module span named by the module's dotted path within the top-level program."""
+def _observed(
+    module: Module, callbacks: tuple[Any, ...], inputs: dict[str, Any]
+) -> AbstractContextManager[Observation]:
+    """The module's span, named by its dotted path within the top-level program."""
     parent = current_span()
     paths = parent.root_paths if parent is not None else {}
     path = paths.get(id(module))
@@ -222,21 +217,12 @@ def _module_span(module: Module) -> tuple[Span, Any]:
         prefix = parent.name if parent is not None and parent.kind == "module" else ""
         paths = {id(m): p for p, m in module.named_sub_modules(prefix)}
         path = paths[id(module)]
-    return open_span("module", path, root_paths=paths, module_class=type(module).__name__)
-
-
-@contextmanager
-def _observed(
-    module: Module, callbacks: tuple[Any, ...], inputs: dict[str, Any]
-) -> Iterator[_Outcome]:
-    span, token = _module_span(module)
-    emit(callbacks, "on_module_start", span, module, inputs)
-    outcome = _Outcome()
-    try:
-        yield outcome
-    except BaseException as e:
-        emit(callbacks, "on_module_end", span, module, None, e)
-        raise
-    finally:
-        close_span(token)
-    emit(callbacks, "on_module_end", span, module, outcome.outputs, None)
+    return observed(
+        callbacks,
+        "module",
+        path,
+        (module, inputs),
+        (module,),
+        root_paths=paths,
+        module_class=type(module).__name__,
+    )
