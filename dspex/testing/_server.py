@@ -134,7 +134,7 @@ class Server:
             return _error(429, "simulated rate limit", "rate_limit_error", extra.encode()), 0.0
         if reply.fault == "server_error":
             return _error(500, "simulated server error", "server_error"), 0.0
-        body = chat_completion(
+        completion = chat_completion(
             model,
             reply.texts,
             prompt_tokens=reply.prompt_tokens,
@@ -142,7 +142,7 @@ class Server:
             finish_reasons=reply.finish_reasons,
             completion_id=f"chatcmpl-sim{id(reply):x}",
         )
-        return _response(200, dumps(body)), self.latency
+        return _response(200, dumps(completion)), self.latency
 
 
 class _HTTPProtocol(asyncio.Protocol):
