@@ -1,9 +1,11 @@
-"""One background event loop that every sync call runs on.
+"""One background event loop that every LM call runs on, whichever thread or loop made it.
 
 dspex's LM client is asyncio-native; the sync API (``predict(...)``, ``lm(...)``) is a thin
-wrapper that submits the coroutine to a shared loop in a daemon thread and waits. One loop for
-the process means one connection pool, shared by every thread. The caller's ``contextvars``
-(settings, labels, callbacks) travel with the coroutine.
+wrapper that submits the coroutine to a shared loop in a daemon thread and waits; an async
+call made on any other loop (a user's ``asyncio.run``) awaits its work on that loop too
+(:func:`run_on_loop`). One loop for the process means one connection pool, one semaphore per
+``ConcurrencyLimit`` and one table of requests in flight, shared by every thread and loop. The
+caller's ``contextvars`` (settings, labels, callbacks) travel with the coroutine.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import contextvars
 import threading
 from collections.abc import Coroutine
@@ -18,7 +21,7 @@ from typing import Any, TypeVar
 
 from dspex.errors import UserError
 
-__all__ = ["get_loop", "in_loop_thread", "run_sync"]
+__all__ = ["get_loop", "in_loop_thread", "run_on_loop", "run_sync"]
 
 T = TypeVar("T")
 
@@ -60,34 +63,71 @@ def in_loop_thread() -> bool:
 
 
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run ``coro`` on the shared loop and wait for its result, from any non-loop thread."""
+    """Run ``coro`` on the shared loop and wait for its result, from any non-loop thread.
+
+    If the wait ends early (``timeout``, ``KeyboardInterrupt``), the coroutine is cancelled.
+    """
     if in_loop_thread():
         coro.close()
         raise UserError(
             "A sync dspex call was made from inside dspex's own event loop (e.g. a sync "
             "forward() called from an async module). Use `await module.acall(...)` there."
         )
+    fut = _submit(coro)
+    try:
+        return fut.result(timeout)
+    except BaseException:
+        fut.cancel()
+        raise
+
+
+async def run_on_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` on the shared loop from a coroutine running on any other loop.
+
+    The async twin of :func:`run_sync`: a user's ``asyncio.run(...)`` awaiting an LM call
+    gets its answer from dspex's loop, so every LM call shares one loop (one connection pool,
+    one ``ConcurrencyLimit`` semaphore, one table of requests in flight). The caller's
+    ``contextvars`` travel with the coroutine; cancelling the caller cancels it there.
+    """
+    return await asyncio.wrap_future(_submit(coro))
+
+
+def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coro`` on the shared loop in a copy of the caller's context.
+
+    Cancelling the returned future cancels the task (or, before it starts, closes ``coro``).
+    """
     loop = get_loop()
     ctx = contextvars.copy_context()
     fut: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def _start() -> None:
+        if fut.cancelled():
+            coro.close()
+            return
         task = loop.create_task(coro, context=ctx)
 
         def _done(t: asyncio.Task[T]) -> None:
-            if fut.cancelled():
-                return
-            if t.cancelled():
-                fut.cancel()
-            elif (exc := t.exception()) is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(t.result())
+            try:
+                if t.cancelled():
+                    fut.cancel()
+                elif (exc := t.exception()) is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(t.result())
+            except concurrent.futures.InvalidStateError:
+                pass  # the caller cancelled meanwhile; nobody waits for this result
+
+        def _cancelled(f: concurrent.futures.Future[T]) -> None:
+            if f.cancelled():
+                with contextlib.suppress(RuntimeError):  # the loop closed (interpreter exit)
+                    loop.call_soon_threadsafe(task.cancel)
 
         task.add_done_callback(_done)
+        fut.add_done_callback(_cancelled)
 
     loop.call_soon_threadsafe(_start)
-    return fut.result(timeout)
+    return fut
 
 
 def _shutdown() -> None:

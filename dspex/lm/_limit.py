@@ -5,7 +5,6 @@ shared by every worker of a deployment)."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Protocol, runtime_checkable
 
 __all__ = ["ConcurrencyLimit", "Throttle"]
@@ -27,9 +26,10 @@ class Throttle(Protocol):
 class ConcurrencyLimit:
     """Caps LM calls in flight for everything inside ``dspex.context(lm_limit=...)``.
 
-    Every LM call runs on dspex's one event loop, so one semaphore there bounds calls from
-    every thread, Prefect task and evaluation that shares the limit — e.g. an optimization run
-    whose concurrent tasks must not exceed a provider's concurrency together.
+    Every LM call runs on dspex's one event loop, whichever thread or loop made it (an async
+    call from a user's ``asyncio.run`` hops there), so one semaphore on that loop bounds calls
+    from every thread, event loop, Prefect task and evaluation that shares the limit — e.g. an
+    optimization run whose concurrent tasks must not exceed a provider's concurrency together.
 
     Example:
         >>> import dspex
@@ -44,14 +44,12 @@ class ConcurrencyLimit:
 
             raise UserError(f"ConcurrencyLimit({max_in_flight}): use 1 or more.")
         self.max_in_flight = max_in_flight
-        self._lock = threading.Lock()
-        self._semaphores: dict[int, asyncio.Semaphore] = {}
+        # Binds to dspex's loop on first contention; only that loop ever acquires it.
+        self._semaphore = asyncio.Semaphore(max_in_flight)
+
+    def __repr__(self) -> str:
+        return f"ConcurrencyLimit({self.max_in_flight})"
 
     def semaphore(self) -> asyncio.Semaphore:
-        """The semaphore for the running loop (created on first use there)."""
-        loop_id = id(asyncio.get_running_loop())
-        with self._lock:
-            sem = self._semaphores.get(loop_id)
-            if sem is None:
-                sem = self._semaphores[loop_id] = asyncio.Semaphore(self.max_in_flight)
-            return sem
+        """The one semaphore, acquired on dspex's loop around each LM call."""
+        return self._semaphore

@@ -1,7 +1,11 @@
 """``LM``: the client every module calls: cache, retries, usage, history, typed errors.
 
-The core is :meth:`LM.aforward` (asyncio-native); the sync API runs it on dspex's shared
-background loop (:func:`dspex._runtime.run_sync`). What actually talks to a provider is a
+The core is :meth:`LM.aforward` (asyncio-native). Every call runs on dspex's shared
+background loop: the sync API submits it there (:func:`dspex._runtime.run_sync`), and an
+``aforward`` awaited on any other loop hops there (:func:`dspex._runtime.run_on_loop`). So an
+LM works from any thread and any loop, and what it shares (the connection pool, a
+``ConcurrencyLimit``, the table of identical requests in flight, the throttle) lives on one
+loop. What actually talks to a provider is a
 :class:`~dspex.lm.Transport`: the lean OpenAI-compatible client for ``openai/...`` models,
 litellm for every other provider, or any object given as ``transport=`` (the test doubles
 in ``dspex.testing`` pass their own).
@@ -20,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TextIO
 
 from dspex._redact import is_secret_key, redact, redact_text, register_secret
-from dspex._runtime import run_sync
+from dspex._runtime import in_loop_thread, run_on_loop, run_sync
 from dspex._settings import current
 from dspex.callbacks import close_span, emit, open_span
 from dspex.errors import LMError, UserError
@@ -36,7 +40,7 @@ from dspex.primitives._usage import Usage
 __all__ = ["LM"]
 
 # Cache key -> the answer of an identical request in flight. Every LM call runs on dspex's one
-# event loop, so a plain dict is safe.
+# event loop (``aforward`` hops there first), so a plain dict of that loop's futures is safe.
 _IN_FLIGHT: dict[str, asyncio.Future[RawCompletion]] = {}
 
 TransportName = Literal["auto", "openai", "litellm", "local"]
@@ -333,7 +337,16 @@ class LM:
             >>> resp = await lm.aforward([{"role": "user", "content": "hi"}])  # doctest: +SKIP
             >>> resp.outputs, resp.usage.cost  # doctest: +SKIP
             (['Hello!'], 1.2e-06)
+
+        Awaited on any loop: the call itself runs on dspex's shared loop, with this task's
+        settings, and is cancelled there when this task is cancelled.
         """
+        if not in_loop_thread():
+            # A user's own loop (asyncio.run, a notebook, a web app): hop onto dspex's loop so
+            # the limits, the in-flight sharing and the connection pool hold across loops.
+            return await run_on_loop(
+                self.aforward(messages, rollout_id=rollout_id, cache=cache, **kwargs)
+            )
         start = time.perf_counter()
         request, timeout = self._request(messages, rollout_id, kwargs)
         settings = current()
@@ -474,7 +487,7 @@ class LM:
             return min(retry_after, _MAX_RETRY_AFTER_S)
         base, cap = self.retry_backoff
         # Jitter spreads out the clients that failed together so they do not retry together.
-        return min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
+        return min(cap, base * 2.0**attempt) * (0.5 + random.random() / 2)
 
     def _cache_for(self, cache: bool | None) -> Cache | None:
         if cache is False or (cache is None and self.cache is False):
@@ -572,7 +585,10 @@ class LM:
         return text
 
     async def aclose(self) -> None:
-        """Release the transport's connections on the running loop."""
+        """Release the transport's connections (on dspex's shared loop, where they live)."""
+        if not in_loop_thread():
+            await run_on_loop(self._transport.aclose())
+            return
         await self._transport.aclose()
 
     def close(self) -> None:

@@ -6,9 +6,11 @@ objects, orjson bytes in and out, no cookie jar, no logging. Everything that onl
 on failure (error bodies, ``Retry-After``) is parsed only on failure.
 
 Connections are pooled per event loop: an aiohttp session belongs to the loop it was made
-on, so each loop (dspex's shared background loop, or a user's own loop calling ``aforward``)
-gets one session, shared by every LM on that loop. A session is closed when its loop shuts
-down its async generators (``asyncio.run`` and pytest do) or at interpreter exit.
+on. ``LM`` runs every call on dspex's shared background loop (an ``aforward`` awaited on a
+user's loop hops there first), so in practice there is one session, shared by every LM,
+thread and loop; a transport used directly on another loop gets that loop's own session. A
+session is closed when its loop shuts down its async generators (``asyncio.run`` and pytest
+do) or at interpreter exit.
 """
 
 from __future__ import annotations

@@ -51,11 +51,19 @@ def completion(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class ScriptedServer:
-    """Answers ``POST /v1/chat/completions`` from a script, then with echo completions."""
+    """Answers ``POST /v1/chat/completions`` from a script, then with echo completions.
+
+    ``delay`` holds every answer that long; ``gate``, when set, holds every answer until the
+    test sets it. ``in_flight`` and ``peak`` count requests received and not yet answered.
+    """
 
     def __init__(self) -> None:
         self.script: list[Reply] = []
         self.seen: list[Seen] = []
+        self.delay = 0.0
+        self.gate: threading.Event | None = None
+        self.in_flight = 0
+        self.peak = 0
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -75,10 +83,25 @@ class ScriptedServer:
             self.script.extend(replies)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         with self._lock:
             self.seen.append(Seen(request.path, dict(request.headers), body))
             reply = self.script.pop(0) if self.script else Reply()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        gate = self.gate
+        if gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
         if reply.hang:
             await asyncio.sleep(3600)
         if reply.status == 200 and reply.body is None:

@@ -187,7 +187,7 @@ def test_async_calls_from_a_user_loop_share_one_pool(server: ScriptedServer) -> 
 
     results = asyncio.run(main())
     assert results == [[f"echo 0: q{i}"] for i in range(20)]
-    # A second loop after the first closed gets a fresh pool.
+    # The calls ran on dspex's loop: a second user loop, after the first closed, still works.
     assert asyncio.run(main()) == results
 
 
