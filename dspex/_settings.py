@@ -41,6 +41,9 @@ class Settings:
         lm_limit: at most N LM calls in flight (``dspex.lm.ConcurrencyLimit``).
         lm_throttle: awaited before each request sent (``dspex.lm.Throttle``), e.g. a rate
             limit shared by every worker of a deployment.
+        lm_cache_durable: ``True``: each LM cache write made here commits to disk before the
+            call returns (a killed run loses no finished call); ``False``: writes are batched;
+            ``None``: the cache's own default (``Cache(durable=...)``).
     """
 
     lm: LM | None = None
@@ -50,6 +53,7 @@ class Settings:
     budget: Budget | None = None
     lm_limit: ConcurrencyLimit | None = None
     lm_throttle: Throttle | None = None
+    lm_cache_durable: bool | None = None
 
     def require_lm(self) -> LM:
         if self.lm is None:

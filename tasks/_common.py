@@ -153,14 +153,13 @@ def _resolved(run: Mapping[str, Any], labels: Mapping[str, Any]) -> Iterator[Run
 @contextmanager
 def durable_lm_cache() -> Iterator[None]:
     """While a flow runs, LM cache writes commit before each call returns: a killed run
-    loses no finished LM call, so its resume repeats none."""
+    loses no finished LM call, so its resume repeats none.
+
+    A context setting, not a switch on the cache: other threads (another task on the same
+    worker, a notebook) keep their own durability.
+    """
     cache = default_cache()
-    if cache is None:
+    if cache is not None:
+        cache.flush()  # what earlier calls wrote is on disk too
+    with dspex.context(lm_cache_durable=True):
         yield
-        return
-    was = cache.durable
-    cache.durable = True
-    try:
-        yield
-    finally:
-        cache.durable = was

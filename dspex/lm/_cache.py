@@ -3,8 +3,9 @@
 On disk each entry is one row of JSON text in a WAL-mode SQLite database (never pickle), so
 several processes (Prefect workers, notebooks) can share one cache directory. Writes go to a
 background writer thread that commits them in batches, so the event loop never waits for
-the disk; reads use one connection per thread. Every unreadable entry, row or file is a
-miss: the cache may lose answers, never crash a run.
+the disk; a durable write (``dspex.context(lm_cache_durable=True)``, what resumable flows
+use) commits before the call returns instead. Reads use one connection per thread. Every
+unreadable entry, row or file is a miss: the cache may lose answers, never crash a run.
 
 Keys hash the request (model, messages, sorted params, rollout id) and nothing else: no API
 key, no API base, no headers. Two servers serving the same model therefore share entries,
@@ -98,9 +99,6 @@ class _Disk:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.enabled = True
-        # Durable: each put commits before returning (a SIGKILL loses no finished call);
-        # otherwise puts are batched by a writer thread (~50 us less per call).
-        self.durable = False
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -166,10 +164,12 @@ class _Disk:
             return None
         return None if row is None else _decode(row[0])
 
-    def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str, *, durable: bool) -> None:
+        """Durable: commit before returning (a SIGKILL loses no finished call); otherwise
+        queue the write for the writer thread's next batch (~50 us less per call)."""
         if not self.enabled:
             return
-        if self.durable:
+        if durable:
             try:
                 self._conn().execute(
                     "INSERT OR REPLACE INTO entries VALUES (?,?,?)", (key, value, time.time())
@@ -290,6 +290,8 @@ class Cache:
             ``~/.cache/dspex``.
         memory_max_entries: how many responses the in-memory LRU keeps.
         disk: whether to persist to disk at all (``False``: memory only).
+        durable: whether a write commits to disk before the call returns when the context
+            does not say (``dspex.context(lm_cache_durable=...)`` or ``put(durable=...)``).
 
     Example:
         >>> from dspex.lm import LM, Cache
@@ -302,8 +304,10 @@ class Cache:
         *,
         memory_max_entries: int = 10_000,
         disk: bool = True,
+        durable: bool = False,
     ) -> None:
         self.directory = Path(directory) if directory is not None else cache_directory()
+        self._durable = durable
         self.memory_max_entries = max(0, memory_max_entries)
         self._memory: OrderedDict[str, RawCompletion] = OrderedDict()
         self._lock = threading.Lock()
@@ -312,15 +316,9 @@ class Cache:
 
     @property
     def durable(self) -> bool:
-        """Whether each write commits before the call returns (what resumable runs need)."""
-        return self._disk is not None and self._disk.durable
-
-    @durable.setter
-    def durable(self, value: bool) -> None:
-        if self._disk is not None:
-            if value:
-                self._disk.flush()
-            self._disk.durable = value
+        """Whether writes commit before the call returns by default (fixed at construction:
+        durability for some calls only is ``dspex.context(lm_cache_durable=True)``)."""
+        return self._disk is not None and self._durable
 
     def __repr__(self) -> str:
         disk = f"{self.directory}" if self._disk is not None else "memory only"
@@ -342,11 +340,12 @@ class Cache:
             self._remember(key, hit)
         return hit
 
-    def put(self, key: str, raw: RawCompletion) -> None:
-        """Store a completion in memory now and on disk soon (batched)."""
+    def put(self, key: str, raw: RawCompletion, *, durable: bool | None = None) -> None:
+        """Store a completion in memory now and on disk soon (batched), or on disk before
+        returning when ``durable`` (``None``: the cache's own default)."""
         self._remember(key, raw)
         if self._disk is not None:
-            self._disk.put(key, _encode(raw))
+            self._disk.put(key, _encode(raw), durable=self._durable if durable is None else durable)
 
     def delete(self, key: str) -> None:
         """Forget ``key`` everywhere, e.g. because its answer could not be parsed."""
@@ -401,6 +400,7 @@ def configure_cache(
     memory_max_entries: int = 10_000,
     disk: bool = True,
     enabled: bool = True,
+    durable: bool = False,
 ) -> Cache | None:
     """Replace the process-wide default cache used by every ``LM(cache=True)``.
 
@@ -410,7 +410,11 @@ def configure_cache(
         >>> dspex.lm.configure_cache(enabled=False)  # no caching by default  # doctest: +SKIP
     """
     global _default, _configured, _default_from_env
-    new = Cache(directory, memory_max_entries=memory_max_entries, disk=disk) if enabled else None
+    new = (
+        Cache(directory, memory_max_entries=memory_max_entries, disk=disk, durable=durable)
+        if enabled
+        else None
+    )
     with _default_lock:
         old, _default = _default, new
         _configured, _default_from_env = True, None

@@ -419,7 +419,8 @@ class LM:
         else:
             raw = await self._send_once(key, request, timeout)
         if store is not None and key is not None and raw.texts:
-            store.put(key, raw)
+            # Read here, on dspex's loop, in the caller's context: durability is per context.
+            store.put(key, raw, durable=current().lm_cache_durable)
         else:
             key = None
         return self._record(request, raw, key, start, cache_hit=False)
