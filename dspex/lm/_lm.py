@@ -26,7 +26,7 @@ from typing import Any, Literal, TextIO
 from dspex._redact import is_secret_key, redact, redact_text, register_secret
 from dspex._runtime import in_loop_thread, run_on_loop, run_sync
 from dspex._settings import current
-from dspex.callbacks import close_span, emit, open_span
+from dspex.callbacks import observed
 from dspex.errors import LMError, UserError
 from dspex.lm._cache import Cache, default_cache, request_key
 from dspex.lm._history import GLOBAL_HISTORY, HistoryEntry, format_history
@@ -377,18 +377,11 @@ class LM:
         """``_complete`` with LM events around it when callbacks are active."""
         if not callbacks:
             return await self._complete(request, timeout, cache, start)
-        span, token = open_span("lm", self.model)
-        emit(callbacks, "on_lm_start", span, self, request)
-        try:
+        with observed(callbacks, "lm", self.model, (self, request), (self, request)) as call:
             response = await self._complete(request, timeout, cache, start)
-        except BaseException as e:
-            emit(callbacks, "on_lm_end", span, self, request, None, e)
-            raise
-        finally:
-            close_span(token)
-        # The response was made for this call alone; tagging it in place saves a copy.
-        object.__setattr__(response, "span_id", span.span_id)
-        emit(callbacks, "on_lm_end", span, self, request, response, None)
+            # The response was made for this call alone; tagging it in place saves a copy.
+            object.__setattr__(response, "span_id", call.span.span_id)
+            call.result = response
         return response
 
     async def _complete(
