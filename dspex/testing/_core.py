@@ -9,12 +9,12 @@ status). Keeping the decision synchronous is what lets the HTTP server stay fast
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from dspex._jsonable import canonical_json
 from dspex.errors import UserError
 from dspex.lm._types import LMRequest
 from dspex.testing._prompt import message_text
@@ -153,7 +153,7 @@ def prompt_digest(messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, An
         h.update(b"\x01")
     fmt = kwargs.get("response_format")
     if fmt:
-        h.update(json.dumps(fmt, sort_keys=True, default=str).encode())
+        h.update(canonical_json(fmt))
     return h.hexdigest()
 
 

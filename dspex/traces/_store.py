@@ -15,12 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - installed with prefect
-    orjson = None  # type: ignore[assignment]
 import logging
 import os
 import re
@@ -34,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dspex import _paths
-from dspex._jsonable import json_default_or_str
+from dspex._jsonable import dumps
 from dspex._redact import redact_text
 from dspex.errors import UserError
 from dspex.traces._schema import (
@@ -277,7 +271,7 @@ def _micros(value: Any) -> int | None:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return (value - _EPOCH) // _MICROSECOND
+        return int((value - _EPOCH) // _MICROSECOND)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"expected epoch seconds or a datetime, got {type(value).__name__}")
     return round(value * 1_000_000)
@@ -299,13 +293,7 @@ def _text(value: Any, *, json_column: bool) -> str | None:
 
 
 def _dumps(value: Any) -> str:
-    # orjson (a dependency of prefect) encodes ~5x faster than json; the writer thread
-    # holds the GIL while encoding, so this is time the event loop gets back.
-    if orjson is not None:
-        return orjson.dumps(
-            value, default=json_default_or_str, option=orjson.OPT_NON_STR_KEYS
-        ).decode()
-    return json.dumps(value, default=json_default_or_str, ensure_ascii=False)
+    return dumps(value).decode()
 
 
 def _column(name: str, rows: Sequence[Mapping[str, Any]], type_: pa.DataType) -> pa.Array:
