@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from dspex._settings import context, current
 
 if TYPE_CHECKING:
-    from dspex.lm import LMRequest, LMResponse
+    from dspex.lm import LM, LMRequest, LMResponse
     from dspex.primitives import Usage
 
 __all__ = ["Callback", "Span", "UsageTracker", "current_span", "tool_span", "track_usage"]
@@ -88,12 +88,12 @@ class Callback:
         self, span: Span, module: Any, outputs: Any, error: BaseException | None
     ) -> None: ...
 
-    def on_lm_start(self, span: Span, lm: Any, request: LMRequest) -> None: ...
+    def on_lm_start(self, span: Span, lm: LM, request: LMRequest) -> None: ...
 
     def on_lm_end(
         self,
         span: Span,
-        lm: Any,
+        lm: LM,
         request: LMRequest,
         response: LMResponse | None,
         error: BaseException | None,
@@ -258,7 +258,7 @@ class UsageTracker(Callback):
     def on_lm_end(
         self,
         span: Span,
-        lm: Any,
+        lm: LM,
         request: LMRequest,
         response: LMResponse | None,
         error: BaseException | None,

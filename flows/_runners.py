@@ -26,7 +26,7 @@ def with_task_runner(flow: Any, params: OptimizeParams) -> Any:
     if spec.kind == "threads":
         return flow
     try:
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # type: ignore[attr-defined]
     except ImportError:
         raise UserError(
             "task_runner.kind = 'dask' needs prefect-dask: pip install 'dspex[dask]'."

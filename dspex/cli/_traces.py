@@ -25,7 +25,9 @@ _FORMATS = ("table", "csv", "json")
 _MAX_CELL = 120  # characters of a cell shown in a table; csv and json keep everything
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add ``traces`` and its subcommands to the ``dspex`` subparsers."""
     from dspex.traces._reports import REPORTS
 
@@ -118,7 +120,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _records(table: pa.Table) -> list[dict[str, Any]]:
     import pyarrow as pa
 
-    rows = table.to_pylist()
+    rows: list[dict[str, Any]] = table.to_pylist()
     maps = [f.name for f in table.schema if pa.types.is_map(f.type)]
     for row in rows:  # pyarrow gives a map as a list of pairs; show it as an object
         for name in maps:

@@ -96,7 +96,7 @@ def _train(
     hf_datasets = require("datasets")[0]
     from peft import LoraConfig
     from transformers import AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
     checkpoints = out / "checkpoints"
     where = pick_device(s.device)

@@ -54,7 +54,7 @@ def load_litellm() -> Any:
 
             litellm.telemetry = False
             litellm.suppress_debug_info = True
-            litellm.set_verbose = False
+            litellm.set_verbose = False  # type: ignore[attr-defined]
             for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
                 logging.getLogger(name).setLevel(logging.WARNING)
             _litellm = litellm

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dspex._redact import redact
 from dspex._runtime import run_sync
@@ -11,6 +11,10 @@ from dspex._settings import current
 from dspex.errors import DataError, UserError
 from dspex.primitives import Example, Module, Parameter, Prediction
 from dspex.signatures import Signature, ensure_signature
+
+if TYPE_CHECKING:
+    from dspex.adapters import Adapter
+    from dspex.lm import LM
 
 __all__ = ["Predict"]
 
@@ -39,8 +43,8 @@ class Predict(Module, Parameter):
         self,
         signature: str | type[Signature],
         *,
-        lm: Any = None,
-        adapter: Any = None,
+        lm: LM | None = None,
+        adapter: Adapter | None = None,
         **config: Any,
     ) -> None:
         super().__init__()
@@ -73,7 +77,7 @@ class Predict(Module, Parameter):
     async def aforward(
         self,
         *,
-        lm: Any = None,
+        lm: LM | None = None,
         config: Mapping[str, Any] | None = None,
         demos: Sequence[Mapping[str, Any]] | None = None,
         **kwargs: Any,

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from dspex.errors import UserError
 from dspex.optimize._demos import dataset_fingerprint, program_fingerprint, stable_json
@@ -167,7 +167,7 @@ def resolve_metric(ref: str) -> Callable[..., Any]:
     metric = resolve(ref)
     if not callable(metric):
         raise UserError(f"Metric {ref!r} is not callable; it must be metric(example, pred, trace).")
-    return metric
+    return cast("Callable[..., Any]", metric)
 
 
 def resolve_examples(ref: str) -> Sequence[Example]:

@@ -22,6 +22,8 @@ class Example(Mapping[str, Any]):
     """
 
     __slots__ = ("_input_keys", "_store")
+    _input_keys: frozenset[str] | None
+    _store: dict[str, Any]
 
     def __init__(self, base: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
         store: dict[str, Any] = {}

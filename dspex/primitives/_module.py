@@ -22,6 +22,7 @@ from dspex.callbacks import Observation, active, current_span, observed
 from dspex.errors import DataError, UserError
 
 if TYPE_CHECKING:
+    from dspex.lm import LM
     from dspex.modules import Predict
     from dspex.primitives._prediction import Prediction
 
@@ -120,7 +121,7 @@ class Module:
     def predictors(self) -> list[Predict]:
         return [p for _, p in self.named_predictors()]
 
-    def set_lm(self, lm: Any, *, only_unset: bool = False) -> None:
+    def set_lm(self, lm: LM, *, only_unset: bool = False) -> None:
         """Point every predictor at ``lm`` (with ``only_unset``, those without an LM)."""
         for p in self.predictors():
             if not (only_unset and p.lm is not None):

@@ -49,6 +49,7 @@ class Prediction(Example):
     """
 
     __slots__ = ("_completions", "_usage")
+    _usage: Usage
 
     def __init__(self, base: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
         super().__init__(base, **fields)

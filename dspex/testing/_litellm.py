@@ -112,13 +112,15 @@ def _fault_error(litellm: Any, reply: Reply, provider: str, model: str) -> Excep
     if reply.fault == "rate_limit":
         headers = {"retry-after": f"{reply.retry_after or 0:g}"}
         response = httpx.Response(429, headers=headers, request=request)
-        return litellm.RateLimitError(
+        limited: Exception = litellm.RateLimitError(
             "simulated rate limit", llm_provider=provider, model=full, response=response
         )
+        return limited
     response = httpx.Response(500, request=request)
-    return litellm.InternalServerError(
+    failed: Exception = litellm.InternalServerError(
         "simulated server error", llm_provider=provider, model=full, response=response
     )
+    return failed
 
 
 def _fill(litellm: Any, model_response: Any, reply: Reply, model: str) -> Any:
@@ -138,7 +140,7 @@ def _fill(litellm: Any, model_response: Any, reply: Reply, model: str) -> Any:
 def _make_handler(litellm: Any, provider: str) -> Any:
     """A ``litellm.CustomLLM`` for ``provider``; defined here because litellm loads lazily."""
 
-    class _Handler(litellm.CustomLLM):
+    class _Handler(litellm.CustomLLM):  # type: ignore[misc]
         async def acompletion(self, *args: Any, **kw: Any) -> Any:
             model, timeout = kw["model"], _timeout_s(kw.get("timeout"))
             responder = resolve(provider, model)
