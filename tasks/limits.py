@@ -35,8 +35,18 @@ class PrefectRateLimit:
         self.timeout_s = timeout_s
 
     async def acquire(self) -> None:
+        """Take a slot; a limit deleted or deactivated since the run started is an error here
+        (Prefect's own acquisition would let the request through unthrottled)."""
+        from prefect.client.orchestration import get_client
         from prefect.concurrency.asyncio import rate_limit
+        from prefect.exceptions import ObjectNotFound
 
+        async with get_client() as client:
+            try:
+                limit = await client.read_global_concurrency_limit_by_name(self.name)
+            except ObjectNotFound:
+                limit = None
+        self._require_usable(limit)
         await rate_limit(self.name, occupy=1, timeout_seconds=self.timeout_s, strict=True)
 
     def check(self) -> None:
@@ -49,6 +59,9 @@ class PrefectRateLimit:
                 limit = client.read_global_concurrency_limit_by_name(self.name)
             except ObjectNotFound:
                 limit = None
+        self._require_usable(limit)
+
+    def _require_usable(self, limit: Any) -> None:
         fix = (
             f"create it with `prefect gcl create {self.name} --limit N "
             "--slot-decay-per-second R` (R requests per second), or unset lm_rate_limit / "
