@@ -6,8 +6,10 @@ The hierarchy::
     ├── UserError                   a mistake in how dspex is called; fix the call, do not retry
     │   ├── SignatureError          an invalid signature (raised when it is defined)
     │   ├── ConfigurationError      missing or contradictory settings (no LM configured, ...)
-    │   └── DataError               a dataset or example that does not fit (missing inputs, ...)
-    ├── ParseError                  the LM's output could not be parsed into the declared fields
+    │   ├── DataError               a dataset or example that does not fit (missing inputs, ...)
+    │   └── MetricError             a metric returned NaN, a non-number, or an out-of-range value
+    ├── ParseError                  the LM's output could not be parsed into the declared fields,
+    │                               or was cut off at the token limit (``truncated``)
     ├── LMError                     the LM call failed; ``retryable`` says whether to try again
     │   ├── LMRateLimitError        HTTP 429 (retryable, honours ``retry_after``)
     │   ├── LMServerError           HTTP 5xx or a dropped connection (retryable)
@@ -25,7 +27,7 @@ through :func:`dspex._redact.redact_text` before it reaches a message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "LMRateLimitError",
     "LMServerError",
     "LMTimeoutError",
+    "MetricError",
     "ParseError",
     "ScriptExhaustedError",
     "SignatureError",
@@ -81,6 +84,10 @@ class ParseError(DspexError):
         reason: what was wrong (a missing section, a validation failure, bad JSON).
         raw: the raw text of the first attempt, which is usually the informative one.
         fallback_raw: the raw text of the re-ask, when there was one.
+        truncated: the answer was cut off at the token limit (finish reason ``"length"``);
+            such an answer is never accepted, cached or re-asked under the same limit.
+        model: the model that answered, when known.
+        max_tokens: the token limit the request set (``None``: the provider's default).
     """
 
     def __init__(
@@ -92,6 +99,9 @@ class ParseError(DspexError):
         raw: str,
         adapter: str,
         fallback_raw: str | None = None,
+        truncated: bool = False,
+        model: str | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.signature = signature
         self.field = field
@@ -99,6 +109,9 @@ class ParseError(DspexError):
         self.raw = raw
         self.adapter = adapter
         self.fallback_raw = fallback_raw
+        self.truncated = truncated
+        self.model = model
+        self.max_tokens = max_tokens
         where = f"field {field!r}" if field else "the answer"
         shown = raw if len(raw) <= 2000 else raw[:2000] + f"... [{len(raw) - 2000} more chars]"
         msg = (
@@ -107,10 +120,19 @@ class ParseError(DspexError):
         )
         if fallback_raw is not None:
             msg += "\n(A re-ask in JSON mode failed too.)"
-        msg += (
-            "\nWhat to do: loosen the field's type or constraints, add a `desc` that shows the "
-            "expected format, or use a more capable model."
-        )
+        if truncated:
+            limit = f"max_tokens={max_tokens}" if max_tokens else "its default token limit"
+            msg += (
+                f"\nWhat to do: {model or 'the model'} stopped at {limit} before the answer was "
+                "complete. Raise the limit (dspex.LM(..., max_tokens=...) or "
+                "Predict(..., max_tokens=...)) or ask for a shorter answer. Truncated answers "
+                "are never cached, and not re-asked under the same limit."
+            )
+        else:
+            msg += (
+                "\nWhat to do: loosen the field's type or constraints, add a `desc` that shows "
+                "the expected format, or use a more capable model."
+            )
         super().__init__(msg)
 
 
@@ -170,12 +192,52 @@ class ContextWindowExceededError(LMBadRequestError):
     """The prompt does not fit the model's context window."""
 
 
-class EvaluationError(DspexError):
-    """An evaluation stopped before the end, e.g. because it reached ``max_errors``."""
+class MetricError(UserError, TypeError, ValueError):
+    """A metric returned something that is not a score: NaN, a non-number, or a value outside
+    [0, 1] from a metric annotated ``-> bool``. Also a ``TypeError``/``ValueError``, which is
+    what DSPy code may catch around a broken metric.
 
-    def __init__(self, message: str, *, failures: Sequence[tuple[Any, BaseException]] = ()):
+    Attributes:
+        row_id: the example whose score was bad.
+        value: what the metric returned.
+    """
+
+    def __init__(self, message: str, *, row_id: Any, value: Any) -> None:
+        super().__init__(message)
+        self.row_id = row_id
+        self.value = value
+
+
+class EvaluationError(DspexError):
+    """An evaluation stopped before the end, e.g. because it reached ``max_errors``.
+
+    The message names the failing rows by id and error type only, never their contents.
+
+    Attributes:
+        failures: ``(row_id, error_type, message)`` per failed row; messages are redacted.
+        scores: row id -> score of every example scored before the evaluation stopped.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: Sequence[tuple[Any, str, str]] = (),
+        scores: Mapping[Any, float] | None = None,
+    ) -> None:
         super().__init__(message)
         self.failures = list(failures)
+        self.scores = dict(scores or {})
+
+    @property
+    def row_ids(self) -> list[Any]:
+        """The ids of the failed rows."""
+        return [row_id for row_id, _, _ in self.failures]
+
+    @property
+    def error_types(self) -> dict[Any, str]:
+        """Row id -> the name of the exception that row raised."""
+        return {row_id: kind for row_id, kind, _ in self.failures}
 
 
 class BudgetExceededError(DspexError):

@@ -4,6 +4,11 @@ The call protocol shared by every adapter lives here: format, call the LM, parse
 on a parse or validation failure, evict the bad response from the cache and re-ask once in
 JSON mode with a fresh rollout (never a cached replay); if that fails too, raise a
 ``ParseError`` that names the field, the failure, and the raw text of the *first* attempt.
+
+A completion cut off at the token limit (finish reason ``"length"``) is never accepted, even
+when its text happens to parse: a cut-off answer is a wrong answer that looks right. When no
+completion is left, the adapter raises ``ParseError(truncated=True)`` at once, without the
+re-ask, which the same limit would cut off too. (The LM never caches such an answer.)
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pydantic
 from dspex._jsonable import json_default
 from dspex.callbacks import active, current_span, emit
 from dspex.errors import ParseError
+from dspex.lm._types import token_limit
 from dspex.primitives._usage import Usage
 
 if TYPE_CHECKING:
@@ -31,10 +37,11 @@ __all__ = ["Adapter", "FieldParseFailure", "format_value", "parse_value"]
 class FieldParseFailure(Exception):
     """Internal: one completion could not be parsed; becomes a ``ParseError`` at the end."""
 
-    def __init__(self, field: str | None, reason: str) -> None:
+    def __init__(self, field: str | None, reason: str, *, truncated: bool = False) -> None:
         super().__init__(reason)
         self.field = field
         self.reason = reason
+        self.truncated = truncated
 
 
 def format_value(value: Any) -> str:
@@ -136,7 +143,7 @@ class Adapter:
             emit(callbacks, "on_adapter_format", current_span(), self, signature, messages)
         kwargs = {**lm_kwargs, **self.lm_kwargs(signature)}
         response = await lm.aforward(messages, **kwargs)
-        parsed, failure = self._parse_all(signature, response.outputs)
+        parsed, failure = self._parse_all(signature, response.outputs, response.finish_reasons)
         if callbacks:
             emit(
                 callbacks,
@@ -153,6 +160,8 @@ class Adapter:
         # An unparseable answer must not be replayed from the cache next time.
         lm.evict(messages, **kwargs)
         first_raw = response.outputs[0] if response.outputs else ""
+        if failure.truncated:
+            raise self._parse_error(signature, failure, first_raw, None, lm, kwargs)
         fallback = self.fallback()
         fb_messages = fallback.format(signature, demos, inputs)
         fb_kwargs = {**lm_kwargs, **fallback.lm_kwargs(signature)}
@@ -161,7 +170,9 @@ class Adapter:
         fb_kwargs["rollout_id"] = f"reask:{lm_kwargs.get('rollout_id')}"
         fb_response = await lm.aforward(fb_messages, **fb_kwargs)
         usage = response.usage + fb_response.usage
-        fb_parsed, fb_failure = fallback._parse_all(signature, fb_response.outputs)
+        fb_parsed, fb_failure = fallback._parse_all(
+            signature, fb_response.outputs, fb_response.finish_reasons
+        )
         if callbacks:
             emit(
                 callbacks,
@@ -176,13 +187,30 @@ class Adapter:
         if fb_failure is None:
             return fb_parsed, usage
         lm.evict(fb_messages, **fb_kwargs)
-        raise ParseError(
+        fb_raw = fb_response.outputs[0] if fb_response.outputs else ""
+        if fb_failure is not None and fb_failure.truncated:
+            failure = fb_failure  # the re-ask was cut off: that is what to fix
+        raise self._parse_error(signature, failure, first_raw, fb_raw, lm, fb_kwargs)
+
+    def _parse_error(
+        self,
+        signature: type[Signature],
+        failure: FieldParseFailure,
+        raw: str,
+        fallback_raw: str | None,
+        lm: LM,
+        kwargs: Mapping[str, Any],
+    ) -> ParseError:
+        return ParseError(
             signature=f"{signature.__name__}({signature.signature})",
             field=failure.field,
             reason=failure.reason,
-            raw=first_raw,
+            raw=raw,
             adapter=self.name,
-            fallback_raw=fb_response.outputs[0] if fb_response.outputs else "",
+            fallback_raw=fallback_raw,
+            truncated=failure.truncated,
+            model=lm.model,
+            max_tokens=token_limit({**lm.kwargs, **kwargs}),
         )
 
     def fallback(self) -> Adapter:
@@ -192,19 +220,33 @@ class Adapter:
         return JSONAdapter()
 
     def _parse_all(
-        self, signature: type[Signature], outputs: Sequence[str]
+        self,
+        signature: type[Signature],
+        outputs: Sequence[str],
+        finish_reasons: Sequence[str | None] = (),
     ) -> tuple[list[dict[str, Any]], FieldParseFailure | None]:
-        """Parse every completion; keep those that parse. Fail only when none does."""
+        """Parse every completion; keep those that parse. Fail only when none does.
+
+        A completion cut off at the token limit is rejected unparsed, and when nothing is
+        left the truncation is the failure reported: it is the one to fix.
+        """
         parsed: list[dict[str, Any]] = []
         first_failure: FieldParseFailure | None = None
-        for text in outputs:
+        cut: FieldParseFailure | None = None
+        for i, text in enumerate(outputs):
+            if i < len(finish_reasons) and finish_reasons[i] == "length":
+                cut = cut or FieldParseFailure(
+                    None, "the answer was cut off at the token limit", truncated=True
+                )
+                continue
             try:
                 parsed.append(self.parse(signature, text))
             except FieldParseFailure as f:
                 first_failure = first_failure or f
         if parsed:
             return parsed, None
-        return [], first_failure or FieldParseFailure(None, "the LM returned no completions")
+        failure = cut or first_failure
+        return [], failure or FieldParseFailure(None, "the LM returned no completions")
 
 
 def describe_fields(fields: Mapping[str, Field]) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from dspex._redact import redact_text
 from dspex._runtime import run_sync
 from dspex.callbacks import active, observed
-from dspex.errors import BudgetExceededError, DataError, EvaluationError, UserError
+from dspex.errors import BudgetExceededError, DataError, EvaluationError, MetricError, UserError
 from dspex.evaluate._result import EvaluationResult, EvaluationRow
 from dspex.primitives import Example, Module, Prediction, Usage
 
@@ -18,7 +20,13 @@ __all__ = ["Evaluate", "Metric"]
 
 
 class Metric(Protocol):
-    """``metric(example, prediction, trace=None) -> float | bool`` (sync or async)."""
+    """``metric(example, prediction, trace=None) -> float | bool`` (sync or async).
+
+    A metric returns a bool or a finite number; one annotated ``-> bool`` must stay in [0, 1].
+    It may declare the labels it reads in a ``required_labels`` attribute (see
+    :func:`~dspex.evaluate.requires_labels`), so that ``Evaluate`` rejects examples without
+    them before any LM call.
+    """
 
     def __call__(
         self, example: Example, prediction: Prediction, trace: Any = None
@@ -79,6 +87,102 @@ def validate_devset(devset: Sequence[Example], program: Module) -> None:
         )
 
 
+def program_outputs(program: Module) -> list[str] | None:
+    """The output names a program produces, when they can be known without calling it."""
+    from dspex.modules import ChainOfThought, Predict
+
+    if isinstance(program, Predict):
+        return list(program.signature.output_fields)
+    if isinstance(program, ChainOfThought):
+        return list(program.predict.signature.output_fields)
+    return None
+
+
+def _metric_name(metric: Callable[..., Any]) -> str:
+    return str(getattr(metric, "__name__", type(metric).__name__))
+
+
+def _label_problems(example: Example, need: Any, outputs: list[str] | None) -> str | None:
+    """Why ``example`` lacks a label the metric reads, or ``None`` when it has them all."""
+    labels = example.labels()
+    if need == "outputs":
+        # The labels named like the program's outputs, as exact_match compares them.
+        # Without known outputs, any label but the row id will do.
+        names = [k for k in labels if (k in outputs if outputs is not None else k != "id")]
+        if not any(labels[k] is not None for k in names):
+            return f"no label for the outputs {outputs}" if outputs else "no label"
+        nones = [k for k in names if labels[k] is None] if outputs is not None else []
+    else:
+        missing = [k for k in need if k not in labels]
+        if missing:
+            return f"missing label(s) {missing}"
+        nones = [k for k in need if labels[k] is None]
+    return f"label(s) {nones} are None" if nones else None
+
+
+def validate_labels(devset: Sequence[Example], program: Module, metric: Callable[..., Any]) -> None:
+    """Reject rows without the labels the metric declares it reads, before any LM call.
+
+    A metric declares them in ``required_labels``: a tuple of label names, or ``"outputs"``
+    for the labels named like the program's outputs (``exact_match``). A row lacking them
+    would otherwise score 0 without saying why.
+    """
+    need = getattr(metric, "required_labels", None)
+    if need is None:
+        return
+    outputs = program_outputs(program) if need == "outputs" else None
+    problems: dict[str, list[Any]] = {}
+    for i, ex in enumerate(devset):
+        problem = _label_problems(ex, need, outputs)
+        if problem is not None:
+            problems.setdefault(problem, []).append(_row_id(ex, i))
+    if problems:
+        row_ids = [rid for ids in problems.values() for rid in ids]
+        detail = "; ".join(f"{p} (ids {ids[:20]})" for p, ids in problems.items())
+        raise DataError(
+            f"Metric {_metric_name(metric)} needs labels, but {len(row_ids)} row(s) lack them: "
+            f"{detail}. Add the labels to those examples or drop the rows; unlabeled rows "
+            "would score 0 without telling you.",
+            row_ids=row_ids,
+        )
+
+
+def _bool_style(metric: Callable[..., Any]) -> bool:
+    """Whether the metric is annotated ``-> bool``, so its scores belong in [0, 1]."""
+    try:
+        annotation = inspect.signature(metric).return_annotation
+    except (TypeError, ValueError):
+        return False
+    return annotation is bool or annotation == "bool"
+
+
+def _checked_score(value: Any, metric: Callable[..., Any], row_id: Any, bool_style: bool) -> float:
+    """The metric's value as a float; ``MetricError`` naming the row when it is no score."""
+    problem = "is not a number"
+    if not isinstance(value, str | bytes) and value is not None:
+        try:
+            score = float(value)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if not math.isfinite(score):
+                problem = "is not a finite number"
+            elif bool_style and not 0.0 <= score <= 1.0:
+                problem = "is outside [0, 1], the range of a metric annotated -> bool"
+            else:
+                return score
+    shown = redact_text(repr(value))
+    shown = shown if len(shown) <= 80 else shown[:80] + "..."
+    raise MetricError(
+        f"Metric {_metric_name(metric)} returned {shown} ({type(value).__name__}) for row "
+        f"{row_id!r}, which {problem}. A metric must return a bool or a finite number"
+        f"{' in [0, 1]' if bool_style else ''}; fix the metric (e.g. return bool(...) or "
+        "float(...), and handle the case that produced this value).",
+        row_id=row_id,
+        value=value,
+    )
+
+
 class Evaluate:
     """Evaluate a program on a devset.
 
@@ -89,6 +193,14 @@ class Evaluate:
         max_errors: stop with ``EvaluationError`` once more than this many examples fail;
             ``None`` never stops. Failed examples are reported as errors, not scored.
         progress: show a progress bar.
+
+    Raises:
+        DataError: (before any LM call) rows without declared inputs, without an input the
+            program needs, or without a label the metric declares in ``required_labels``.
+        MetricError: the metric returned NaN, a non-number, or a value outside [0, 1] from a
+            metric annotated ``-> bool``; the message names the row.
+        EvaluationError: more than ``max_errors`` examples failed; it names the failed rows
+            and their error types and keeps the scores computed before the stop.
 
     Example:
         >>> import dspex
@@ -133,6 +245,7 @@ class Evaluate:
         devset = list(devset) if devset is not None else self.devset
         metric = metric or self.metric
         validate_devset(devset, program)
+        validate_labels(devset, program, metric)
         callbacks = active()
         if not callbacks:
             return await self._run(program, devset, metric)
@@ -146,15 +259,17 @@ class Evaluate:
     ) -> EvaluationResult:
         started = time.perf_counter()
         rows: list[EvaluationRow | None] = [None] * len(devset)
-        failures: list[tuple[Any, BaseException]] = []
+        failures: list[EvaluationRow] = []
         sem = asyncio.Semaphore(self.concurrency)
         bar = _Progress(len(devset), self.progress)
+        bool_style = _bool_style(metric)
 
         async def run_one(i: int, ex: Example) -> None:
             async with sem:
-                rows[i] = row = await _evaluate_row(program, metric, ex, _row_id(ex, i))
+                row = await _evaluate_row(program, metric, ex, _row_id(ex, i), bool_style)
+                rows[i] = row
             if row.error is not None:
-                failures.append((row.row_id, row.exception or RuntimeError(row.error)))
+                failures.append(row)
             bar.advance(row)
             if self.max_errors is not None and len(failures) > self.max_errors:
                 raise _TooManyErrors()
@@ -162,13 +277,15 @@ class Evaluate:
         tasks = [asyncio.ensure_future(run_one(i, ex)) for i, ex in enumerate(devset)]
         try:
             await asyncio.gather(*tasks)
-        except _TooManyErrors:
+        except BaseException as e:
+            # Whatever stopped the run (too many errors, a bad metric value, the budget),
+            # the examples still in flight must not keep calling the LM.
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise EvaluationError(
-                _too_many_message(failures, self.max_errors), failures=failures
-            ) from None
+            if isinstance(e, _TooManyErrors):
+                raise _stopped(rows, failures, self.max_errors) from None
+            raise
         finally:
             bar.close()
         done = [r for r in rows if r is not None]
@@ -179,16 +296,34 @@ class _TooManyErrors(Exception):
     pass
 
 
-def _too_many_message(failures: list[tuple[Any, BaseException]], max_errors: int | None) -> str:
-    shown = "\n".join(f"  row {rid}: {type(e).__name__}: {str(e)[:300]}" for rid, e in failures[:5])
-    return (
-        f"Evaluation stopped: {len(failures)} examples failed (max_errors={max_errors}). "
-        f"First failures:\n{shown}\nFix the cause, or raise max_errors to keep going."
+def _stopped(
+    rows: Sequence[EvaluationRow | None], failed: list[EvaluationRow], max_errors: int | None
+) -> EvaluationError:
+    """The ``EvaluationError`` for a run stopped at ``max_errors``: row ids and error types in
+    the message (never row contents), redacted messages and the scores so far as attributes."""
+    failures = [
+        (
+            r.row_id,
+            type(r.exception).__name__ if r.exception is not None else "Error",
+            redact_text(str(r.exception)) if r.exception is not None else r.error or "",
+        )
+        for r in failed
+    ]
+    scores = {r.row_id: r.score for r in rows if r is not None and r.score is not None}
+    shown = ", ".join(f"{rid}: {kind}" for rid, kind, _ in failures[:20])
+    more = f", and {len(failures) - 20} more" if len(failures) > 20 else ""
+    return EvaluationError(
+        f"Evaluation stopped: {len(failures)} examples failed, more than "
+        f"max_errors={max_errors}. Failed rows (id: error type): {shown}{more}. "
+        f"{len(scores)} examples were scored before the stop (err.scores); err.failures has "
+        "the error messages (redacted). Fix the cause, or raise max_errors to keep going.",
+        failures=failures,
+        scores=scores,
     )
 
 
 async def _evaluate_row(
-    program: Module, metric: Callable[..., Any], example: Example, row_id: Any
+    program: Module, metric: Callable[..., Any], example: Example, row_id: Any, bool_style: bool
 ) -> EvaluationRow:
     started = time.perf_counter()
     try:
@@ -201,9 +336,10 @@ async def _evaluate_row(
         score = metric(example, pred, None)
         if inspect.isawaitable(score):
             score = await score
-        value = float(score)
     except Exception as e:
         return EvaluationRow.failed(row_id, example, e, time.perf_counter() - started, pred)
+    # A metric that returns no score is broken for every row: stop, naming this one.
+    value = _checked_score(score, metric, row_id, bool_style)
     usage = pred.usage if isinstance(pred, Prediction) else Usage()
     return EvaluationRow(
         row_id=row_id,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import os
 import random
 import sys
@@ -38,6 +39,8 @@ from dspex.lm._types import LMRequest, LMResponse, RawCompletion, Transport
 from dspex.primitives._usage import Usage
 
 __all__ = ["LM"]
+
+_log = logging.getLogger("dspex.lm")
 
 # Cache key -> the answer of an identical request in flight. Every LM call runs on dspex's one
 # event loop (``aforward`` hops there first), so a plain dict of that loop's futures is safe.
@@ -393,6 +396,9 @@ class LM:
         if store is not None:
             key = request_key(request)
             hit = store.get(key)
+            if hit is not None and hit.truncated:
+                store.delete(key)  # written before truncated answers were refused: drop it
+                hit = None
             if hit is not None:
                 return self._record(request, hit, key, start, cache_hit=True)
             pending = _IN_FLIGHT.get(key)
@@ -411,7 +417,10 @@ class LM:
             raw = await self._send(request, timeout)
         else:
             raw = await self._send_once(key, request, timeout)
-        if store is not None and key is not None and raw.texts:
+        if raw.truncated:
+            _log_truncated(request, raw)
+        # A truncated answer is never cached: a replay would repeat the cut-off text forever.
+        if store is not None and key is not None and raw.texts and not raw.truncated:
             # Read here, on dspex's loop, in the caller's context: durability is per context.
             store.put(key, raw, durable=current().lm_cache_durable)
         else:
@@ -598,6 +607,20 @@ def _as_messages(
     if prompt is not None:
         return [{"role": "user", "content": prompt}]
     return messages or []
+
+
+def _log_truncated(request: LMRequest, raw: RawCompletion) -> None:
+    limit = request.max_tokens
+    where = f"max_tokens={limit}" if limit is not None else "its default token limit"
+    cut = sum(1 for r in raw.finish_reasons if r == "length")
+    _log.warning(
+        "%s stopped at %s in %d of %d completion(s): the answer is truncated and is not cached. "
+        "Raise max_tokens (dspex.LM(..., max_tokens=...)) or ask for a shorter answer.",
+        request.model,
+        where,
+        cut,
+        len(raw.texts),
+    )
 
 
 def _reject_call_credentials(kwargs: Mapping[str, Any]) -> None:

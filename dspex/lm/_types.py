@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from dspex.primitives._usage import Usage
 
-__all__ = ["LMRequest", "LMResponse", "RawCompletion", "Transport"]
+__all__ = ["LMRequest", "LMResponse", "RawCompletion", "Transport", "token_limit"]
 
 Message = Mapping[str, Any]
 
@@ -27,6 +27,25 @@ class LMRequest:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     rollout_id: int | str | None = None
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The completion-token limit this request sets (``None``: the provider's default)."""
+        return token_limit(self.kwargs)
+
+
+def token_limit(params: Mapping[str, Any]) -> int | None:
+    """The completion-token limit in request parameters (``max_tokens`` or
+    ``max_completion_tokens``), or ``None`` when they leave it to the provider."""
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _truncated(finish_reasons: Sequence[str | None]) -> bool:
+    return "length" in finish_reasons
+
 
 @dataclass(frozen=True, slots=True)
 class RawCompletion:
@@ -38,15 +57,20 @@ class RawCompletion:
     finish_reasons: Sequence[str | None] = ()
     model: str | None = None
 
+    @property
+    def truncated(self) -> bool:
+        """Whether a choice stopped at the token limit (finish reason ``"length"``)."""
+        return _truncated(self.finish_reasons)
+
 
 @dataclass(frozen=True, slots=True)
 class LMResponse:
     """What ``LM.forward``/``LM.aforward`` return.
 
     ``cache_key`` identifies the cache entry holding this answer (``None`` when the call
-    bypassed the cache); ``LM.uncache(response)`` deletes it, e.g. when the answer could not
-    be parsed and must not be replayed. ``span_id`` identifies the call in events and traces
-    when it was observed.
+    bypassed the cache or the answer was truncated, which is never cached);
+    ``LM.uncache(response)`` deletes it, e.g. when the answer could not be parsed and must not
+    be replayed. ``span_id`` identifies the call in events and traces when it was observed.
     """
 
     outputs: list[str]
@@ -57,6 +81,12 @@ class LMResponse:
     finish_reasons: Sequence[str | None] = ()
     cache_key: str | None = None
     span_id: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Whether a choice stopped at the token limit (finish reason ``"length"``); such a
+        response is never cached."""
+        return _truncated(self.finish_reasons)
 
 
 class Transport(Protocol):

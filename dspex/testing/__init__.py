@@ -21,7 +21,7 @@ from dspex.testing._core import Faults, Reply, Responder
 from dspex.testing._litellm import register_litellm_providers
 from dspex.testing._models import DummyLM, SimulatedLM
 from dspex.testing._prompt import ParsedPrompt, format_answer, parse_prompt
-from dspex.testing._script import Script
+from dspex.testing._script import Script, ScriptedReply
 from dspex.testing._serving import (
     RunningServer,
     ServerProcess,
@@ -42,6 +42,7 @@ __all__ = [
     "Responder",
     "RunningServer",
     "Script",
+    "ScriptedReply",
     "ServerProcess",
     "SimulatedLM",
     "Simulator",

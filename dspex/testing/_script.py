@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from dspex.errors import ScriptExhaustedError, UserError
@@ -15,18 +16,38 @@ from dspex.lm._types import LMRequest
 from dspex.testing._core import Counters, Reply, rough_tokens
 from dspex.testing._prompt import ParsedPrompt, format_answer, message_text, parse_prompt
 
-__all__ = ["Answer", "Script"]
+__all__ = ["Answer", "Script", "ScriptedReply"]
 
-Answer: TypeAlias = Mapping[str, Any] | str
-"""A scripted answer: output values (formatted like a model would) or raw text (verbatim)."""
+
+@dataclass(frozen=True, slots=True)
+class ScriptedReply:
+    """A scripted answer with the finish reason the provider reports for it.
+
+    ``ScriptedReply(text, finish_reason="length")`` plays an answer cut off at the token limit.
+
+    Example:
+        >>> from dspex.testing import DummyLM, ScriptedReply
+        >>> lm = DummyLM([ScriptedReply("Once upon a", finish_reason="length")])
+        >>> lm.forward([{"role": "user", "content": "?"}]).finish_reasons
+        ('length',)
+    """
+
+    answer: Mapping[str, Any] | str
+    finish_reason: str = "stop"
+
+
+Answer: TypeAlias = Mapping[str, Any] | str | ScriptedReply
+"""A scripted answer: output values (formatted like a model would), raw text (verbatim), or
+either wrapped in a :class:`ScriptedReply` to set its finish reason."""
 
 
 def _check(answer: object, where: str) -> Answer:
-    if isinstance(answer, str | Mapping):
+    inner = answer.answer if isinstance(answer, ScriptedReply) else answer
+    if isinstance(answer, ScriptedReply | str | Mapping) and isinstance(inner, str | Mapping):
         return answer
     raise UserError(
-        f"DummyLM {where}: an answer must be a dict of output values or a raw string, "
-        f"got {type(answer).__name__}."
+        f"DummyLM {where}: an answer must be a dict of output values or a raw string "
+        f"(optionally in a ScriptedReply), got {type(inner).__name__}."
     )
 
 
@@ -76,10 +97,13 @@ class Script:
         n = max(1, int(request.kwargs.get("n") or 1))
         answers = self._take(prompt, n)
         texts = tuple(self._render(a, prompt) for a in answers)
+        reasons = tuple(
+            a.finish_reason if isinstance(a, ScriptedReply) else "stop" for a in answers
+        )
         prompt_tokens = sum(rough_tokens(message_text(m)) for m in request.messages)
         completion_tokens = sum(rough_tokens(t) for t in texts)
         self.counters.add_tokens(prompt_tokens, completion_tokens)
-        return Reply(texts, prompt_tokens, completion_tokens, ("stop",) * n)
+        return Reply(texts, prompt_tokens, completion_tokens, reasons)
 
     def _take(self, prompt: ParsedPrompt, n: int) -> list[Answer]:
         asked = prompt.last_user_text
@@ -107,6 +131,8 @@ class Script:
 
     @staticmethod
     def _render(answer: Answer, prompt: ParsedPrompt) -> str:
+        if isinstance(answer, ScriptedReply):
+            answer = answer.answer
         if isinstance(answer, str):
             return answer
         # Fields in the order the prompt asks for them, then any extra the script gave.

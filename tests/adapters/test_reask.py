@@ -67,3 +67,15 @@ def test_typed_outputs_through_predict_and_json_adapter() -> None:
     )
     pred = dspex.Predict(sig, lm=lm, adapter=dspex.JSONAdapter())(text="t")
     assert (pred.label, pred.tags, pred.point) == ("b", ["x", "y"], {"x": 1, "y": 2})
+
+
+def test_a_reask_cut_off_at_the_token_limit_is_a_truncated_parse_error() -> None:
+    from dspex.testing import ScriptedReply
+
+    lm = DummyLM(["garbage", ScriptedReply('{"answer": 7', finish_reason="length")])
+    with pytest.raises(dspex.ParseError) as info:
+        dspex.Predict("question -> answer: int", lm=lm, max_tokens=5)(question="3+4?")
+    err = info.value
+    assert err.truncated and err.max_tokens == 5
+    assert err.raw == "garbage" and err.fallback_raw == '{"answer": 7'
+    assert lm.request_count == 2

@@ -86,8 +86,12 @@ def test_max_errors_aborts_with_the_first_failures() -> None:
 
     with pytest.raises(dspex.EvaluationError, match="max_errors=1") as info:
         dspex.Evaluate(devset=_dev(6), metric=exact, max_errors=1, progress=False)(AlwaysFails())
-    assert len(info.value.failures) >= 2
-    assert "ValueError: bad" in str(info.value)
+    err = info.value
+    assert len(err.failures) >= 2
+    assert set(err.error_types.values()) == {"ValueError"}
+    assert f"{err.row_ids[0]}: ValueError" in str(err)
+    assert "bad" not in str(err)  # row contents stay out of the message...
+    assert err.failures[0][2].startswith("bad ")  # ...and on the error, redacted
 
 
 def test_metric_errors_are_errors_and_async_metrics_work() -> None:
@@ -144,3 +148,14 @@ def test_bad_arguments_are_user_errors() -> None:
         dspex.Evaluate(devset=_dev(), metric=exact, concurrency=0)
     with pytest.raises(dspex.DataError, match="empty"):
         dspex.Evaluate(devset=[], metric=exact, progress=False)(dspex.Predict("question -> answer"))
+
+
+def test_metrics_may_return_bools_numbers_and_scored_predictions() -> None:
+    program = dspex.Predict("question -> answer", lm=DummyLM({"+1?": {"answer": "1"}}))
+    values = iter([True, 2, dspex.Prediction(score=0.5, feedback="half")])
+
+    def mixed(example, prediction, trace=None):  # type: ignore[no-untyped-def]
+        return next(values)
+
+    result = dspex.Evaluate(devset=_dev(3), metric=mixed, concurrency=1, progress=False)(program)
+    assert [r.score for r in result.rows] == [1.0, 2.0, 0.5]  # unannotated: any finite number
