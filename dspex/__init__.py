@@ -20,6 +20,7 @@ from dspex.errors import (
     EvaluationError,
     LMError,
     ParseError,
+    ProgramIntegrityError,
     SignatureError,
     UserError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "ParseError",
     "Predict",
     "Prediction",
+    "ProgramIntegrityError",
     "Signature",
     "SignatureError",
     "Usage",

@@ -6,7 +6,8 @@ The hierarchy::
     ├── UserError                   a mistake in how dspex is called; fix the call, do not retry
     │   ├── SignatureError          an invalid signature (raised when it is defined)
     │   ├── ConfigurationError      missing or contradictory settings (no LM configured, ...)
-    │   ├── DataError               a dataset or example that does not fit (missing inputs, ...)
+    │   ├── DataError               data that does not fit: a dataset, an example, a saved file
+    │   │   └── ProgramIntegrityError  a saved program that does not match its sha256 manifest
     │   └── MetricError             a metric returned NaN, a non-number, or an out-of-range value
     ├── ParseError                  the LM's output could not be parsed into the declared fields,
     │                               or was cut off at the token limit (``truncated``)
@@ -45,6 +46,7 @@ __all__ = [
     "LMTimeoutError",
     "MetricError",
     "ParseError",
+    "ProgramIntegrityError",
     "ScriptExhaustedError",
     "SignatureError",
     "UserError",
@@ -69,11 +71,24 @@ class ConfigurationError(UserError):
 
 
 class DataError(UserError):
-    """A dataset or example does not fit what the program declares."""
+    """Data does not fit: a dataset or example, or a file that is not what it should be."""
 
     def __init__(self, message: str, *, row_ids: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.row_ids = list(row_ids)
+
+
+class ProgramIntegrityError(DataError):
+    """A saved program does not match its sha256 manifest (it was edited or damaged after
+    ``save``), or has no manifest. Nothing of it was loaded.
+
+    Attributes:
+        path: the file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ParseError(DspexError):

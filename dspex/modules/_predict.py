@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dspex._redact import redact
+from dspex._redact import is_secret_key, redact
 from dspex._runtime import run_sync
 from dspex._settings import current
 from dspex.errors import DataError, UserError
@@ -119,17 +119,82 @@ class Predict(Module, Parameter):
             "config": redact(self.config),
         }
 
-    def load_predictor_state(self, state: Mapping[str, Any]) -> None:
+    def load_predictor_state(self, state: Mapping[str, Any], *, lm: LM | None = None) -> None:
+        """Load what :meth:`dump_predictor_state` wrote. With ``lm``, it is this predictor's
+        LM; otherwise see :func:`_saved_lm` for how a saved LM config is routed."""
         self.signature = self.signature.load_state(state.get("signature", {}))
         self.demos = [Example(d) for d in state.get("demos", [])]
-        self.config = dict(state.get("config") or {})
-        saved_lm = state.get("lm")
+        # Route keys (headers, ...) in the request parameters stay this process's own.
+        own = {k: v for k, v in self.config.items() if _is_route_key(k)}
+        saved_config, saved_lm = state.get("config") or {}, state.get("lm")
+        if not isinstance(saved_config, Mapping) or not isinstance(saved_lm, Mapping | None):
+            raise DataError(
+                f"Saved state of {self!r}: 'config' must be an object and 'lm' an object or "
+                "null; re-save the program with program.save()."
+            )
+        self.config = {**_without_route(saved_config), **own}
+        if lm is not None:
+            self.lm = lm
         # An LM with a custom transport (a test double, an in-process client) cannot be
         # rebuilt from a file: the predictor keeps the LM it has.
-        if saved_lm and saved_lm.get("transport") != "custom":
-            from dspex.lm import LM
-
-            self.lm = LM.from_config(saved_lm)
+        elif saved_lm and saved_lm.get("transport") != "custom":
+            self.lm = _saved_lm(saved_lm, self.lm or current().lm)
 
     def __repr__(self) -> str:
         return f"Predict({self.signature.__name__}({self.signature.signature}))"
+
+
+# Where a request goes and what it carries besides the prompt is the loading process's to
+# decide, never a saved file's (DESIGN.md, Trust boundaries): these keys are not read from one.
+_ROUTE_KEYS = frozenset(
+    {"api_base", "base_url", "transport", "headers", "extra_headers", "default_headers"}
+    | {"extra_query", "custom_llm_provider", "api_version", "http_client", "proxy", "proxies"}
+)
+_ROUTE_SUFFIXES = ("_base", "_url", "_headers", "_endpoint", "_host")
+# What a saved LM config may set when the LM is built afresh (model and operational limits).
+_FRESH_KEYS = ("model", "cache", "num_retries", "timeout", "retry_backoff", "history_size")
+
+
+def _is_route_key(key: str) -> bool:
+    # ``max_completion_tokens`` looks like a credential to is_secret_key but is a parameter.
+    secret = is_secret_key(key) and not key.endswith("_tokens")
+    return secret or key in _ROUTE_KEYS or key.endswith(_ROUTE_SUFFIXES)
+
+
+def _without_route(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if not _is_route_key(str(k))}
+
+
+def _saved_lm(saved: Mapping[str, Any], base: LM | None) -> LM:
+    """The LM for a predictor saved with LM config ``saved``: the file gives the model name
+    and request parameters; this process gives the endpoint, credentials and transport.
+
+    They come from ``base`` (the predictor's own LM, else the configured one) when it may
+    carry ``saved``'s model: it has a custom transport (a test double), an ``api_base`` this
+    process chose, or the same provider, whose key it holds. Otherwise the LM is built
+    afresh on the provider's default endpoint, so one provider's key never goes to another.
+    """
+    from dspex.lm import LM
+
+    model = saved.get("model")
+    if not isinstance(model, str) or not model:
+        raise DataError(f"A saved LM config has no model name: {dict(saved)!r}.")
+    if base is not None and not isinstance(base, LM):
+        return base  # a duck-typed client: it decides its own route and model
+    params = _without_route(saved.get("kwargs") or {})
+    try:
+        if base is not None and _may_carry(base, model):
+            changes = {k: v for k, v in params.items() if base.kwargs.get(k) != v}
+            if model == base.model and not changes:
+                return base
+            return base.copy(model=model, **changes)
+        fresh = {k: saved[k] for k in _FRESH_KEYS if k in saved}
+        return LM.from_config({**fresh, "kwargs": params})
+    except (UserError, TypeError, ValueError) as e:
+        raise DataError(f"A saved LM config for {model!r} cannot be rebuilt: {e}") from None
+
+
+def _may_carry(base: LM, model: str) -> bool:
+    custom = base.dump_config()["transport"] == "custom"
+    same_provider = base.model.partition("/")[0] == model.partition("/")[0]
+    return custom or base.api_base is not None or same_provider

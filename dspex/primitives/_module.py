@@ -2,24 +2,29 @@
 
 A program is a tree of modules whose leaves are predictors (``dspex.Predict``). Its learnable
 state (each predictor's instructions, demos and LM config) is saved as versioned JSON, never a
-pickle, and never with secrets.
+pickle, and never with secrets, sealed by a sha256 manifest that ``load`` verifies (see
+``_program_file``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from dspex._jsonable import json_default
 from dspex.callbacks import Observation, active, current_span, observed
 from dspex.errors import DataError, UserError
+from dspex.primitives._program_file import (
+    MANIFEST_KEY,
+    read_program_file,
+    seal,
+    verify_manifest,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     from dspex.lm import LM
@@ -154,14 +159,16 @@ class Module:
             "predictors": {name: p.dump_predictor_state() for name, p in self.named_predictors()},
         }
 
-    def load_state(self, state: dict[str, Any]) -> Module:
-        """Load state made by :meth:`dump_state` into this program (in place)."""
-        version = state.get("schema_version")
-        if version != STATE_SCHEMA_VERSION:
-            raise DataError(
-                f"Saved program has schema_version {version!r}; this dspex reads version "
-                f"{STATE_SCHEMA_VERSION}. Re-save it with a matching dspex version."
-            )
+    def load_state(self, state: dict[str, Any], *, lm: LM | None = None) -> Module:
+        """Load state made by :meth:`dump_state` into this program (in place).
+
+        Args:
+            state: what :meth:`dump_state` returned.
+            lm: every predictor uses this LM; the state's LM configs are not used. Without
+                it, a predictor's LM gets its model from the state and its endpoint from
+                this process (see :meth:`load`).
+        """
+        _check_schema(state)
         saved = state.get("predictors", {})
         mine = dict(self.named_predictors())
         if set(saved) != set(mine):
@@ -169,42 +176,97 @@ class Module:
                 f"Saved program has predictors {sorted(saved)} but this program has "
                 f"{sorted(mine)}. Load it into an instance of {state.get('program')}."
             )
-        for name, p in mine.items():
-            p.load_predictor_state(saved[name])
+        # All or nothing: a predictor whose state does not load leaves every one as it was.
+        before = [(p, dict(vars(p))) for p in mine.values()]
+        try:
+            for name, p in mine.items():
+                p.load_predictor_state(saved[name], lm=lm)
+        except BaseException:
+            for p, attrs in before:
+                vars(p).clear()
+                vars(p).update(attrs)
+            raise
         return self
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the program's state as JSON, atomically (readers never see half a file)."""
+        """Write the program's state as JSON with a sha256 manifest, atomically (a temp file
+        and a rename: readers never see half a file).
+
+        The file stays readable; its top-level ``"manifest"`` holds the sha256 of the state's
+        canonical JSON, which :meth:`load` checks. No API key is ever written.
+
+        Example:
+            >>> import dspex, json, pathlib, tempfile
+            >>> path = dspex.Predict("question -> answer").save(
+            ...     pathlib.Path(tempfile.mkdtemp()) / "qa.json")
+            >>> json.loads(path.read_text())["manifest"]["algorithm"]
+            'sha256'
+        """
         path = Path(path)
         if path.suffix != ".json":
             raise UserError(
                 f"save({str(path)!r}): dspex saves programs as JSON; use a path ending in .json."
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(self.dump_state(), indent=2, ensure_ascii=False, default=json_default)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, seal(self.dump_state()))
         return path
 
-    def load(self, path: str | os.PathLike[str]) -> Module:
-        """Load state saved by :meth:`save` into this program (in place); returns ``self``."""
-        try:
-            state = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"load({str(path)!r}): no such file.") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"load({str(path)!r}): not a dspex program file ({e}).") from None
-        return self.load_state(state)
+    def load(
+        self, path: str | os.PathLike[str], *, lm: LM | None = None, verify: bool = True
+    ) -> Module:
+        """Load a program saved by :meth:`save` into this program (in place); returns ``self``.
+
+        The file is checked against its sha256 manifest before anything is loaded: an edited
+        or damaged file, or one without a manifest, raises ``ProgramIntegrityError``.
+
+        Where prompts go is decided by this process, never by the file: ``api_base``,
+        ``base_url``, headers, transport and credentials saved in it are ignored. With
+        ``lm``, every predictor uses ``lm``. Otherwise a predictor saved with an LM keeps the
+        file's model name and request parameters, sent through the predictor's own LM or the
+        one in ``dspex.context``/``dspex.configure`` when that LM may carry the model (a test
+        double, an ``api_base`` this process set, or the same provider), else through a new
+        ``dspex.LM(model)`` on the provider's default endpoint, its key from the provider's
+        environment variable (e.g. ``OPENAI_API_KEY``).
+
+        Args:
+            path: a ``.json`` file written by :meth:`save`.
+            lm: the LM every predictor uses; the file's LM settings are not used.
+            verify: ``False`` skips the manifest check. Use it only for a file you edited
+                by hand (or one saved by dspex 0.1.0, which wrote no manifest) and trust;
+                ``save()`` it again to give it a manifest.
+
+        Raises:
+            ProgramIntegrityError: the file does not match its manifest, or has none.
+            DataError: the file is not JSON (a pickle, say), is of another schema version,
+                or holds other predictors than this program.
+
+        Example:
+            >>> import dspex, pathlib, tempfile
+            >>> from dspex.testing import DummyLM
+            >>> path = dspex.Predict("question -> answer").save(
+            ...     pathlib.Path(tempfile.mkdtemp()) / "qa.json")
+            >>> lm = DummyLM([{"answer": "4"}])
+            >>> dspex.Predict("question -> answer").load(path, lm=lm)(question="2+2?").answer
+            '4'
+        """
+        state = read_program_file(path, verify=verify)
+        _check_schema(state)
+        if verify:
+            verify_manifest(state, path)
+        body = {k: v for k, v in state.items() if k != MANIFEST_KEY}
+        return self.load_state(body, lm=lm)
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{n}={type(m).__name__}" for n, m in self.named_predictors())
         return f"{type(self).__name__}({inner})"
+
+
+def _check_schema(state: dict[str, Any]) -> None:
+    version = state.get("schema_version")
+    if version != STATE_SCHEMA_VERSION:
+        raise DataError(
+            f"Saved program has schema_version {version!r}; this dspex reads version "
+            f"{STATE_SCHEMA_VERSION}. Re-save it with a matching dspex version."
+        )
 
 
 def _observed(

@@ -32,6 +32,11 @@ def test_all_is_sorted_and_complete() -> None:
         "mlflow",
         "optimize",
         "traces",
+        "teleprompt",
+        # installed as dspex.flows/.tasks/.deployments; present once something imports them
+        "flows",
+        "tasks",
+        "deployments",
     }
     assert public - submodules - set(dspex.__all__) == set()
 
@@ -45,3 +50,10 @@ def test_import_pulls_in_no_heavy_dependency() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_errors_users_catch_are_exported_in_their_hierarchy() -> None:
+    # A tampered saved program is bad data: ``except dspex.DataError`` still catches it.
+    assert issubclass(dspex.ProgramIntegrityError, dspex.DataError)
+    assert issubclass(dspex.DataError, dspex.UserError)
+    assert dspex.ProgramIntegrityError is dspex.errors.ProgramIntegrityError
