@@ -71,6 +71,20 @@ def test_ensure_experiment_pins_artifacts_and_is_idempotent(
     assert client.get_experiment(first).lifecycle_stage == "active"
 
 
+def test_tracking_client_is_bound_to_the_configured_backend(
+    no_env_uri: None, tmp_path: Path
+) -> None:
+    import mlflow
+
+    client = dspex.mlflow.tracking_client(runs_dir=tmp_path / "runs")
+    uri = dspex.mlflow.embedded_tracking_uri(tmp_path / "runs")
+    assert client.tracking_uri == uri
+    assert mlflow.get_tracking_uri() == uri  # what log_model and the registry helpers use
+    explicit = f"sqlite:///{tmp_path / 'explicit.db'}"
+    assert dspex.mlflow.tracking_client(explicit).tracking_uri == explicit
+    assert mlflow.get_tracking_uri() == explicit
+
+
 def test_importing_dspex_does_not_import_mlflow() -> None:
     code = (
         "import sys, dspex, dspex.mlflow, dspex.integrations.mlflow._loader\n"

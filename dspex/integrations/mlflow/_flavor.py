@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from mlflow.models import Model, ModelSignature
     from mlflow.models.model import ModelInfo
 
-__all__ = ["FLAVOR_NAME", "LOADER_MODULE", "load_model", "log_model", "save_model"]
+__all__ = ["FLAVOR_NAME", "LOADER_MODULE", "load_model", "log_model", "log_packed", "save_model"]
 
 FLAVOR_NAME = "dspex"
 LOADER_MODULE = "dspex.integrations.mlflow._loader"
@@ -91,12 +91,38 @@ def log_model(
         >>> with mlflow.start_run():  # doctest: +SKIP
         ...     info = dspex.mlflow.log_model(qa, registered_model_name="qa")
     """
+    packed = pack_program(program, program_ref)
+    return log_packed(
+        packed,
+        name,
+        registered_model_name=registered_model_name,
+        input_example=_example_frame(input_example, packed if signature is None else None),
+        signature=signature,
+        code_paths=code_paths,
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        run_id=run_id,
+    )
+
+
+def log_packed(
+    packed: PackedProgram,
+    name: str = "program",
+    *,
+    registered_model_name: str | None = None,
+    input_example: Any = None,
+    signature: ModelSignature | None = None,
+    code_paths: Sequence[str] | None = None,
+    pip_requirements: Sequence[str] | None = None,
+    extra_pip_requirements: Sequence[str] | None = None,
+    run_id: str | None = None,
+) -> ModelInfo:
+    """:func:`log_model` for a program already packed (a value a Prefect task can take);
+    ``input_example`` is a DataFrame or ``None`` here."""
     import_mlflow()
     from mlflow.models import Model
 
-    packed = pack_program(program, program_ref)
-    example = _example_frame(input_example, packed if signature is None else None)
-    return Model.log(
+    info: ModelInfo = Model.log(
         artifact_path=None,
         name=name,
         flavor=_Flavor,
@@ -106,13 +132,14 @@ def log_model(
         model_id=_model_in_run_experiment(name, run_id),
         packed=packed,
         signature=signature,
-        input_example=example,
+        input_example=input_example,
         code_paths=code_paths,
         pip_requirements=pip_requirements,
         extra_pip_requirements=extra_pip_requirements,
         # Validating the serving input runs the model on the example: LM calls at log time.
         validate_serving_input=False,
     )
+    return info
 
 
 def _model_in_run_experiment(name: str, run_id: str | None) -> str | None:
@@ -197,7 +224,7 @@ def _write_model(
     import mlflow.pyfunc
     from mlflow.models import Model
 
-    from dspex import __version__
+    from dspex._version import __version__
 
     model = mlflow_model if mlflow_model is not None else Model()
     model.add_flavor(FLAVOR_NAME, data=f"data/{_DATA_DIR}", **packed.manifest())

@@ -63,7 +63,7 @@ class PackedProgram:
 
     def manifest(self) -> dict[str, Any]:
         """What the ``dspex`` flavor records: enough to rebuild the program elsewhere."""
-        from dspex import __version__
+        from dspex._version import __version__
 
         return {
             "format": MANIFEST_FORMAT,

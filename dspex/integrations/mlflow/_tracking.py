@@ -15,12 +15,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from dspex._paths import runs_dir as _runs_dir
 from dspex.integrations.mlflow._imports import import_mlflow, import_sql_store
 
-__all__ = ["configure_tracking", "embedded_tracking_uri", "ensure_experiment"]
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = ["configure_tracking", "embedded_tracking_uri", "ensure_experiment", "tracking_client"]
 
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -78,6 +82,26 @@ def configure_tracking(
     mlflow.set_tracking_uri(uri)
     import_sql_store(uri)
     return uri
+
+
+def tracking_client(
+    tracking_uri: str | None = None, *, runs_dir: str | os.PathLike[str] | None = None
+) -> MlflowClient:
+    """An ``MlflowClient`` for the backend :func:`configure_tracking` chooses.
+
+    It configures tracking first (the same arguments and precedence), so the process's
+    MLflow URI, which :func:`log_model` and the registry helpers use, is that backend too.
+    Use the client with explicit run ids from worker threads, where MLflow's active run is
+    not visible.
+
+    Example:
+        >>> import dspex.mlflow
+        >>> client = dspex.mlflow.tracking_client("sqlite:///mlflow.db")  # doctest: +SKIP
+        >>> client.set_tag(run_id, "reviewed", "yes")  # doctest: +SKIP
+    """
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=configure_tracking(tracking_uri, runs_dir=runs_dir))
 
 
 def ensure_experiment(name: str, *, runs_dir: str | os.PathLike[str] | None = None) -> str:
