@@ -19,21 +19,16 @@ from typing import Any
 import dspex
 from dspex._paths import runs_dir
 from dspex.errors import BudgetExceededError
+from dspex.integrations.mlflow._logging import WinnerModel, open_optimization_run
 from dspex.lm import Budget, ConcurrencyLimit
+from dspex.mlflow import configure_tracking
 from dspex.optimize import OptimizeParams, program_fingerprint
 from dspex.optimize._demos import stable_json
 from dspex.optimize._refs import resolve_program
 from dspex.tasks._common import durable_lm_cache, runtime_for
 from dspex.tasks.data import load_dataset
 from dspex.tasks.limits import lm_rate_limit
-from dspex.tasks.tracking import (
-    log_candidates,
-    log_winner,
-    open_mlflow_run,
-    publish_artifacts,
-    register_winner,
-    tracking_uri_for,
-)
+from dspex.tasks.tracking import log_candidates, log_winner, publish_artifacts, register_winner
 
 __all__ = [
     "SpineRun",
@@ -138,11 +133,11 @@ def start_run(params: OptimizeParams) -> SpineRun:
 
         pack_program(resolve_program(params.program))
     key = run_key(params)
-    uri = tracking_uri_for(params, runs)
+    uri = configure_tracking(params.tracking.tracking_uri, runs_dir=runs)
     # Workers started together with the same parameters must find one MLflow run, not make
     # one each: opening is serialized per runs directory.
     with file_lock(runs / ".dspex-open-run.lock"):
-        run_id = open_mlflow_run(params, key, runs, uri)
+        run_id = open_optimization_run(uri, params, key, runs)
     return SpineRun(params=params, run_key=key, runs=runs, tracking_uri=uri, mlflow_run_id=run_id)
 
 
@@ -201,7 +196,7 @@ def finish_run(
         }
     uri, run_id = spine.tracking_uri, spine.mlflow_run_id
     log_candidates(uri, run_id, rows)
-    log_winner(uri, run_id, winner, best, path, budget_exhausted, usage, spine.runs)
+    log_winner(uri, run_id, WinnerModel.pack(winner), best, path, budget_exhausted, usage)
     version = None
     if spine.params.tracking.model_name:
         version = register_winner(

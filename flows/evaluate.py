@@ -12,7 +12,6 @@ from dspex.optimize import EvaluateParams
 from dspex.tasks.data import load_dataset
 from dspex.tasks.evaluation import evaluate_program
 from dspex.tasks.limits import lm_rate_limit
-from dspex.tasks.tracking import tracking_uri_for
 
 __all__ = ["evaluate"]
 
@@ -20,16 +19,15 @@ __all__ = ["evaluate"]
 @flow(name="dspex-evaluate", persist_result=False)
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
     """Evaluate a program on a dataset and log the score as an MLflow run."""
-    from mlflow.tracking import MlflowClient
-
-    from dspex.integrations.mlflow import ensure_experiment
+    from dspex.mlflow import configure_tracking, ensure_experiment, tracking_client
 
     runs = runs_dir(params.runs_dir)
-    uri = tracking_uri_for(params, runs)  # before loading a 'models:/' program from it
+    # Before loading a 'models:/' program from it.
+    uri = configure_tracking(params.tracking.tracking_uri, runs_dir=runs)
     data = load_dataset(params.dataset.model_dump(), "dataset")
     with lm_rate_limit(params):
         summary = evaluate_program(params.model_dump(mode="json"), data["fingerprint"])
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking_client(uri)
     run = client.create_run(
         ensure_experiment(params.tracking.experiment, runs_dir=runs),
         run_name=f"evaluate-{data['fingerprint'][:8]}",

@@ -257,8 +257,7 @@ def local_settings(
         temporary_settings,
     )
 
-    from dspex.integrations.mlflow import ensure_experiment
-    from dspex.tasks.tracking import tracking_uri_for
+    from dspex.mlflow import configure_tracking, ensure_experiment
 
     if isinstance(params, NightlyParams):
         params = params.optimize
@@ -271,7 +270,7 @@ def local_settings(
         _discard(server)
         server = None
     # MLflow's store is set up while the server boots: both are needed before the first task.
-    tracking_uri_for(params, runs)
+    configure_tracking(params.tracking.tracking_uri, runs_dir=runs)
     ensure_experiment(params.tracking.experiment, runs_dir=runs)
     if server is not None:
         if warm_up is not None and not server.ready():

@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from dspex._paths import runs_dir
 from dspex.flows.experiment import run_optimizer
+from dspex.mlflow import configure_tracking
 from dspex.optimize import EvaluateParams, NightlyParams, TrackingSpec, program_fingerprint
 from dspex.optimize._demos import stable_json
 from dspex.optimize._refs import resolve_program
@@ -29,7 +30,6 @@ from dspex.tasks.data import load_dataset
 from dspex.tasks.evaluation import evaluate_program
 from dspex.tasks.limits import lm_rate_limit
 from dspex.tasks.promotion import decide, register_challenger, registry_state
-from dspex.tasks.tracking import tracking_uri_for
 
 __all__ = ["nightly", "plan", "promotion_key"]
 
@@ -100,7 +100,7 @@ def _skip(params: NightlyParams, state: dict[str, Any], key: str) -> dict[str, A
 def plan(params: NightlyParams) -> dict[str, Any]:
     """What a run with these parameters would do — no flow, no LM call (``--dry-run``)."""
     opt, promo = params.optimize, params.promotion
-    uri = tracking_uri_for(opt, runs_dir(opt.runs_dir))
+    uri = configure_tracking(opt.tracking.tracking_uri, runs_dir=runs_dir(opt.runs_dir))
     fps = _fingerprints(params, load=load_dataset.fn)
     key = promotion_key(params, fps)
     state = registry_state.fn(uri, promo.model_name, promo.champion_alias, key)
@@ -125,7 +125,7 @@ def nightly(params: NightlyParams) -> dict[str, Any]:
 
 def _nightly(params: NightlyParams) -> dict[str, Any]:
     opt, promo = params.optimize, params.promotion
-    uri = tracking_uri_for(opt, runs_dir(opt.runs_dir))
+    uri = configure_tracking(opt.tracking.tracking_uri, runs_dir=runs_dir(opt.runs_dir))
     fps = _fingerprints(params)
     key = promotion_key(params, fps)
     state = registry_state(uri, promo.model_name, promo.champion_alias, key)

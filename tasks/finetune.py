@@ -16,10 +16,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 import dspex
+import dspex.mlflow
 from dspex.finetune import TrainSettings, sft_rows, train_lora, write_sft
 from dspex.optimize import DemoSet
 from dspex.tasks._common import run_context, task_options
-from dspex.tasks.tracking import _client
 
 __all__ = ["evaluate_student", "finetune_predictor", "sft_dataset"]
 
@@ -39,7 +39,7 @@ def sft_dataset(
 
     with run_context(run) as ctx:
         rows = sft_rows(ctx.program, DemoSet.from_dict(demos).demos)
-    client = _client(tracking_uri)
+    client = dspex.mlflow.tracking_client(tracking_uri)
     out: dict[str, dict[str, Any]] = {}
     for name, predictor_rows in rows.items():
         directory = write_sft(predictor_rows, Path(out_dir) / name)
@@ -93,7 +93,7 @@ def finetune_predictor(
 
     rows = [json.loads(line) for line in Path(data_path).read_text().splitlines() if line]
     settings = TrainSettings.from_dict(train_kwargs)
-    client = _client(tracking_uri)
+    client = dspex.mlflow.tracking_client(tracking_uri)
     progress: Any = create_progress_artifact(0.0, description=f"finetuning {predictor}")
 
     def on_log(record: dict[str, Any]) -> None:

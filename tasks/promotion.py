@@ -15,8 +15,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+import dspex.mlflow
 from dspex.integrations.mlflow._registry import KEY_TAG
-from dspex.tasks.tracking import _client
 
 __all__ = ["DECISION_TAG", "decide", "register_challenger", "registry_state"]
 
@@ -35,9 +35,7 @@ def _version_info(version: Any) -> dict[str, Any]:
 @task(name="registry-state", cache_policy=NO_CACHE)
 def registry_state(tracking_uri: str, model_name: str, alias: str, key: str) -> dict[str, Any]:
     """The current champion, and the version already registered for this key (if any)."""
-    import dspex.mlflow
-
-    _client(tracking_uri)
+    dspex.mlflow.configure_tracking(tracking_uri)  # the registry helpers' backend
     champion = dspex.mlflow.get_version_by_alias(model_name, alias)
     mine = dspex.mlflow.find_version(model_name, KEY_TAG, key)
     return {
@@ -51,9 +49,7 @@ def register_challenger(
     tracking_uri: str, run_id: str, model_name: str, key: str, tags: Mapping[str, str]
 ) -> str:
     """Register the run's model as a version of ``model_name`` (once per key)."""
-    import dspex.mlflow
-
-    _client(tracking_uri)
+    dspex.mlflow.configure_tracking(tracking_uri)
     version = dspex.mlflow.register(run_id, model_name, key=key, tags=dict(tags))
     return str(version.version)
 
@@ -70,9 +66,7 @@ def decide(
     """Promote ``version`` if it beats the champion's test score by more than the margin
     (or there is no champion); otherwise tag it rejected. Tags first, aliases last: until
     the champion alias moves, the old champion is what services load."""
-    import dspex.mlflow
-
-    client = _client(tracking_uri)
+    client = dspex.mlflow.tracking_client(tracking_uri)
     margin = float(promotion["margin"])
     champion_score = champion.get("score") if champion else None
     if score is None:

@@ -167,11 +167,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from mlflow.tracking import MlflowClient
+    from dspex.mlflow import tracking_client
 
-    from dspex.integrations.mlflow import configure_tracking
-
-    client = MlflowClient(tracking_uri=configure_tracking(runs_dir=args.runs_dir))
+    client = tracking_client(runs_dir=args.runs_dir)
     experiments = [e.experiment_id for e in client.search_experiments()]
     found = (
         client.search_runs(

@@ -113,7 +113,7 @@ def test_killed_search_resumes_from_its_trials_with_the_same_winner(tmp_path: Pa
 def test_two_workers_share_one_study_without_losing_or_duplicating_trials(
     tmp_path: Path,
 ) -> None:
-    from dspex.integrations.mlflow import configure_tracking, ensure_experiment
+    from dspex.mlflow import configure_tracking, ensure_experiment
 
     # The shared MLflow database exists before the workers start, as a tracking server would
     # (two processes creating one SQLite MLflow schema at once race in its migrations).
