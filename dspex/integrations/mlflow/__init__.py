@@ -1,48 +1,14 @@
-"""The dspex MLflow flavor and registry helpers (also importable as ``dspex.mlflow``).
+"""The implementation of :mod:`dspex.mlflow`, the public MLflow API; import that instead.
 
-* :func:`log_model` / :func:`save_model` store a program as its JSON state plus the code
-  reference that rebuilds it, in an MLmodel with a ``dspex`` flavor and a
-  ``python_function`` flavor whose loader module reads that JSON: no pickle, no secrets.
-* :func:`load_model` returns the dspex program; ``mlflow.pyfunc.load_model(uri)`` returns a
-  pyfunc model whose ``predict`` runs it on a DataFrame or a list of dicts.
-* :func:`register`, :func:`set_alias`, :func:`get_version_by_alias`: the registry steps of
-  the nightly and promotion flows (``register`` is idempotent per run).
-* :func:`configure_tracking`, :func:`ensure_experiment`: the embedded SQLite backend under
-  the runs directory by default, a tracking server by configuration.
+* ``_flavor``: the ``dspex`` flavor (``log_model``, ``save_model``, ``load_model``).
+* ``_loader``: the ``python_function`` loader module named in every saved MLmodel file
+  (``loader_module: dspex.integrations.mlflow._loader``); its path stays importable so that
+  models saved by earlier versions keep loading.
+* ``_program``: packing a program as code reference + JSON state, and rebuilding it.
+* ``_registry``: registering versions and moving aliases.
+* ``_tracking``: where runs are tracked, experiments, a configured ``MlflowClient``.
+* ``_logging``: what an optimization run logs (its run, candidates, plots, winner), for the
+  Prefect tasks in ``dspex.tasks.tracking``.
 
-MLflow is imported when one of these is called, never when this package is imported.
-
-Example:
-    >>> import dspex.mlflow
-    >>> dspex.mlflow.FLAVOR_NAME
-    'dspex'
+Nothing is exported here, and MLflow is imported only when one of these functions runs.
 """
-
-from dspex.integrations.mlflow._flavor import FLAVOR_NAME, load_model, log_model, save_model
-from dspex.integrations.mlflow._registry import (
-    find_version,
-    get_version_by_alias,
-    promote,
-    register,
-    set_alias,
-)
-from dspex.integrations.mlflow._tracking import (
-    configure_tracking,
-    embedded_tracking_uri,
-    ensure_experiment,
-)
-
-__all__ = [
-    "FLAVOR_NAME",
-    "configure_tracking",
-    "embedded_tracking_uri",
-    "ensure_experiment",
-    "find_version",
-    "get_version_by_alias",
-    "load_model",
-    "log_model",
-    "promote",
-    "register",
-    "save_model",
-    "set_alias",
-]
