@@ -22,10 +22,10 @@ from dspex.errors import BudgetExceededError
 from dspex.integrations.mlflow._logging import WinnerModel, open_optimization_run
 from dspex.lm import Budget, ConcurrencyLimit
 from dspex.mlflow import configure_tracking
-from dspex.optimize import OptimizeParams, program_fingerprint
+from dspex.optimize import OptimizeParams, RunInputs, program_fingerprint
 from dspex.optimize._demos import stable_json
 from dspex.optimize._refs import resolve_program
-from dspex.tasks._common import durable_lm_cache, runtime_for
+from dspex.tasks._common import TaskRuntime, durable_lm_cache, runtime_for
 from dspex.tasks.data import load_dataset
 from dspex.tasks.limits import lm_rate_limit
 from dspex.tasks.tracking import log_candidates, log_winner, publish_artifacts, register_winner
@@ -55,7 +55,7 @@ class SpineRun:
     usage: Any = field(default=None)
 
     @property
-    def runtime(self) -> dict[str, Any]:
+    def runtime(self) -> TaskRuntime:
         """The tasks' ``runtime`` argument: how a task in another process (a Dask worker)
         records its traces into this run and obeys its LM rate limit."""
         return runtime_for(self.mlflow_run_id, self.runs, self.params.lm_rate_limit)
@@ -84,25 +84,25 @@ def run_key(params: OptimizeParams) -> str:
     return hashlib.sha256(stable_json(body).encode()).hexdigest()[:16]
 
 
-def run_inputs(params: OptimizeParams) -> dict[str, Any]:
+def run_inputs(params: OptimizeParams) -> RunInputs:
     """The run as task inputs: references, fingerprints and settings — all values."""
     program = resolve_program(params.program)
-    train = load_dataset(params.trainset.model_dump(), "trainset")
-    val = load_dataset(params.valset.model_dump(), "valset") if params.valset else None
+    train = load_dataset(params.trainset, "trainset")
+    val = load_dataset(params.valset, "valset") if params.valset else None
     lm = params.lm.build() if params.lm else None
-    return {
-        "optimizer": params.optimizer,
-        "program": params.program,
-        "program_fp": program_fingerprint(program),
-        "metric": params.metric,
-        "trainset": params.trainset.model_dump(),
-        "trainset_fp": train["fingerprint"],
-        "valset": params.valset.model_dump() if params.valset else None,
-        "valset_fp": val["fingerprint"] if val else None,
-        "lm_ref": params.lm.ref if params.lm else None,
-        "lm": lm.dump_config() if lm is not None and hasattr(lm, "dump_config") else None,
-        "settings": dict(params.settings),
-    }
+    return RunInputs(
+        optimizer=params.optimizer,
+        program=params.program,
+        program_fp=program_fingerprint(program),
+        metric=params.metric,
+        trainset=params.trainset,
+        trainset_fp=train["fingerprint"],
+        valset=params.valset,
+        valset_fp=val["fingerprint"] if val else None,
+        lm_ref=params.lm.ref if params.lm else None,
+        lm_config=lm.dump_config() if lm is not None and hasattr(lm, "dump_config") else None,
+        settings=dict(params.settings),
+    )
 
 
 def budget_for(params: OptimizeParams) -> Budget | None:

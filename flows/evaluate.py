@@ -24,9 +24,9 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
     runs = runs_dir(params.runs_dir)
     # Before loading a 'models:/' program from it.
     uri = configure_tracking(params.tracking.tracking_uri, runs_dir=runs)
-    data = load_dataset(params.dataset.model_dump(), "dataset")
+    data = load_dataset(params.dataset, "dataset")
     with lm_rate_limit(params):
-        summary = evaluate_program(params.model_dump(mode="json"), data["fingerprint"])
+        summary = evaluate_program(params, data["fingerprint"])
     client = tracking_client(uri)
     run = client.create_run(
         ensure_experiment(params.tracking.experiment, runs_dir=runs),

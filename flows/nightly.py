@@ -54,9 +54,9 @@ def _fingerprints(params: NightlyParams, load: Any = load_dataset) -> dict[str, 
     from dspex.integrations.mlflow._program import pack_program
 
     pack_program(program)  # a program the registry cannot rebuild: say so before any LM call
-    train = load(opt.trainset.model_dump(), "trainset")
-    val = load(opt.valset.model_dump(), "valset") if opt.valset else None
-    test = load(params.testset.model_dump(), "testset")
+    train = load(opt.trainset, "trainset")
+    val = load(opt.valset, "valset") if opt.valset else None
+    test = load(params.testset, "testset")
     return {
         "program": program_fingerprint(program),
         "trainset": train["fingerprint"],
@@ -78,7 +78,7 @@ def _test_score(params: NightlyParams, version: str, fingerprint: str | None) ->
         concurrency=opt.concurrency,
         runs_dir=opt.runs_dir,
     )
-    summary = evaluate_program(evaluation.model_dump(mode="json"), fingerprint or "")
+    summary = evaluate_program(evaluation, fingerprint or "")
     if summary["errors"] == summary["n"]:
         return None
     score: float = summary["score"]

@@ -10,6 +10,7 @@ worker), where the flow's context does not reach.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -22,13 +23,14 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 import dspex
 from dspex.errors import LMError
 from dspex.lm import default_cache
-from dspex.optimize import DatasetSpec
+from dspex.optimize import DatasetSpec, RunInputs
 from dspex.optimize._refs import resolve, resolve_metric, resolve_program
 from dspex.primitives import Example, Module
 
 __all__ = [
     "RESUMABLE",
     "RunContext",
+    "TaskRuntime",
     "durable_lm_cache",
     "retry_if_retryable",
     "run_context",
@@ -73,13 +75,31 @@ class RunContext:
     lm: Any
 
 
-def load(spec: Mapping[str, Any] | None) -> list[Example]:
-    return DatasetSpec.model_validate(spec).load() if spec else []
+@dataclass(frozen=True)
+class TaskRuntime:
+    """Where a run records its traces and which LM rate limit it obeys: what a task running
+    in another process (a Dask worker), out of reach of the flow's context, needs to
+    re-create them. A task argument left out of every cache key."""
+
+    trace_run_id: str
+    runs_dir: str
+    lm_rate_limit: str | None
+    flow_process: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """For tasks that still take the runtime as a mapping."""
+        return dataclasses.asdict(self)
+
+
+def _load(spec: DatasetSpec | None) -> list[Example]:
+    return spec.load() if spec is not None else []
 
 
 @contextmanager
 def run_context(
-    run: Mapping[str, Any], runtime: Mapping[str, Any] | None = None, **labels: Any
+    run: RunInputs | Mapping[str, Any],
+    runtime: TaskRuntime | Mapping[str, Any] | None = None,
+    **labels: Any,
 ) -> Iterator[RunContext]:
     """Resolve a run's references and enter its LM and labels for the task's LM calls.
 
@@ -88,8 +108,13 @@ def run_context(
     the task records its trace rows into the run's directory itself, labelled with the
     worker that made them, and takes slots of the same rate limit.
     """
+    # Mappings: the dumped forms, for tasks not yet typed (tasks/finetune.py).
+    if not isinstance(run, RunInputs):
+        run = RunInputs.model_validate(run)
+    if runtime is not None and not isinstance(runtime, TaskRuntime):
+        runtime = TaskRuntime(**runtime)
     with ExitStack() as stack:
-        if runtime:
+        if runtime is not None:
             labels = {**_enter_runtime(stack, runtime), **labels}
         stack.enter_context(durable_lm_cache())
         yield stack.enter_context(_resolved(run, labels))
@@ -98,49 +123,49 @@ def run_context(
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def runtime_for(trace_run_id: str, runs_dir: Any, lm_rate_limit: str | None) -> dict[str, Any]:
-    """The ``runtime`` task argument of a run (not part of any cache key)."""
-    return {
-        "trace_run_id": trace_run_id,
-        "runs_dir": str(runs_dir),
-        "lm_rate_limit": lm_rate_limit,
-        "flow_process": WORKER,
-    }
+def runtime_for(trace_run_id: str, runs_dir: Any, lm_rate_limit: str | None) -> TaskRuntime:
+    """The ``runtime`` task argument of a run started in this process."""
+    return TaskRuntime(
+        trace_run_id=trace_run_id,
+        runs_dir=str(runs_dir),
+        lm_rate_limit=lm_rate_limit,
+        flow_process=WORKER,
+    )
 
 
-def _enter_runtime(stack: ExitStack, runtime: Mapping[str, Any]) -> dict[str, Any]:
+def _enter_runtime(stack: ExitStack, runtime: TaskRuntime) -> dict[str, Any]:
     """Recorder and throttle for a task running outside the flow's process."""
     from dspex._settings import current
     from dspex.traces import TraceRecorder
 
-    if runtime.get("flow_process") == WORKER:
+    if runtime.flow_process == WORKER:
         return {}  # the flow's process: its context already has both
     settings = current()
     if not any(isinstance(cb, TraceRecorder) for cb in settings.callbacks):
         stack.enter_context(
-            dspex.traces.record(run_id=runtime["trace_run_id"], runs_dir=runtime["runs_dir"])
+            dspex.traces.record(run_id=runtime.trace_run_id, runs_dir=runtime.runs_dir)
         )
-    if runtime.get("lm_rate_limit") and settings.lm_throttle is None:
+    if runtime.lm_rate_limit and settings.lm_throttle is None:
         from dspex.tasks.limits import lm_rate_limit
 
-        stack.enter_context(lm_rate_limit(runtime["lm_rate_limit"]))
+        stack.enter_context(lm_rate_limit(runtime.lm_rate_limit))
     return {"worker": WORKER}
 
 
 @contextmanager
-def _resolved(run: Mapping[str, Any], labels: Mapping[str, Any]) -> Iterator[RunContext]:
+def _resolved(run: RunInputs, labels: Mapping[str, Any]) -> Iterator[RunContext]:
     lm = None
-    if run.get("lm_ref"):
-        lm = resolve(run["lm_ref"])
-    elif run.get("lm"):
-        lm = dspex.LM.from_config(run["lm"])
-    teacher_ref = run.get("settings", {}).get("teacher")
+    if run.lm_ref:
+        lm = resolve(run.lm_ref)
+    elif run.lm_config:
+        lm = dspex.LM.from_config(run.lm_config)
+    teacher_ref = run.settings.get("teacher")
     ctx = RunContext(
-        program=resolve_program(run["program"]),
+        program=resolve_program(run.program),
         teacher=resolve_program(teacher_ref) if teacher_ref else None,
-        trainset=load(run.get("trainset")),
-        valset=load(run.get("valset")),
-        metric=resolve_metric(run["metric"]),
+        trainset=_load(run.trainset),
+        valset=_load(run.valset),
+        metric=resolve_metric(run.metric),
         lm=lm,
     )
     overrides: dict[str, Any] = {"labels": labels}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from prefect import task
@@ -15,9 +14,9 @@ __all__ = ["load_dataset"]
 
 
 @task(name="load-dataset", cache_policy=NO_CACHE)
-def load_dataset(spec: Mapping[str, Any], role: str) -> dict[str, Any]:
+def load_dataset(spec: DatasetSpec, role: str) -> dict[str, Any]:
     """Load a dataset spec, check every row declares inputs, and fingerprint it."""
-    examples = DatasetSpec.model_validate(spec).load()
+    examples = spec.load()
     if not examples:
         raise DataError(f"The {role} is empty; give it at least one example.")
     missing = [i for i, ex in enumerate(examples) if ex.input_keys is None]

@@ -23,18 +23,17 @@ def _program(ref: str) -> dspex.Module:
 
 
 @task(name="evaluate-program", **task_options())
-def evaluate_program(params: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+def evaluate_program(params: EvaluateParams, fingerprint: str) -> dict[str, Any]:
     """Score the program on the dataset; the result is persisted and reused on a re-run."""
-    p = EvaluateParams.model_validate(params)
-    program = _program(p.program)
+    program = _program(params.program)
     overrides: dict[str, Any] = {"labels": {"stage": "evaluate"}}
-    if p.lm is not None:
-        overrides["lm"] = p.lm.build()
+    if params.lm is not None:
+        overrides["lm"] = params.lm.build()
     with dspex.context(**overrides):
         result = dspex.Evaluate(
-            devset=p.dataset.load(),
-            metric=resolve_metric(p.metric),
-            concurrency=p.concurrency,
+            devset=params.dataset.load(),
+            metric=resolve_metric(params.metric),
+            concurrency=params.concurrency,
             progress=False,
         )(program)
     u = result.usage

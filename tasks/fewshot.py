@@ -8,18 +8,18 @@ from typing import Any
 from prefect import task
 
 import dspex
-from dspex.optimize import DemoSet, apply_demos, build_candidate
-from dspex.tasks._common import run_context, task_options
+from dspex.optimize import DemoSet, RunInputs, apply_demos, build_candidate
+from dspex.tasks._common import TaskRuntime, run_context, task_options
 
 __all__ = ["bootstrap_candidate", "evaluate_candidate"]
 
 
 @task(name="build-candidate", task_run_name="build-{spec[id]}", **task_options())
 def bootstrap_candidate(
-    run: Mapping[str, Any],
+    run: RunInputs,
     spec: Mapping[str, Any],
     concurrency: int = 16,
-    runtime: Mapping[str, Any] | None = None,
+    runtime: TaskRuntime | None = None,
 ) -> dict[str, Any]:
     """The demo set for one candidate spec (zero-shot, labeled, or a bootstrap)."""
     with run_context(run, runtime, stage="bootstrap", candidate=spec["id"]) as ctx:
@@ -29,7 +29,7 @@ def bootstrap_candidate(
             ctx.teacher,
             ctx.trainset,
             ctx.metric,
-            run.get("settings", {}),
+            run.settings,
             concurrency=concurrency,
         )
     return demos.to_dict()
@@ -37,11 +37,11 @@ def bootstrap_candidate(
 
 @task(name="evaluate-candidate", task_run_name="evaluate-{candidate_id}", **task_options())
 def evaluate_candidate(
-    run: Mapping[str, Any],
+    run: RunInputs,
     candidate_id: str,
     demos: Mapping[str, Any],
     concurrency: int = 16,
-    runtime: Mapping[str, Any] | None = None,
+    runtime: TaskRuntime | None = None,
 ) -> dict[str, Any]:
     """Score one candidate on the valset (the trainset when there is none)."""
     with run_context(run, runtime, stage="evaluate", candidate=candidate_id) as ctx:

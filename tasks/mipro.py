@@ -9,7 +9,7 @@ from prefect import task
 
 import dspex
 from dspex._settings import current
-from dspex.optimize import DemoSet
+from dspex.optimize import DemoSet, RunInputs
 from dspex.optimize._mipro import (
     apply_config,
     describe_program,
@@ -17,22 +17,22 @@ from dspex.optimize._mipro import (
     summarize_dataset,
 )
 from dspex.optimize._refs import resolve
-from dspex.tasks._common import run_context, task_options
+from dspex.tasks._common import TaskRuntime, run_context, task_options
 
 __all__ = ["evaluate_config", "propose"]
 
 
 @task(name="propose-instructions", **task_options())
 def propose(
-    run: Mapping[str, Any],
+    run: RunInputs,
     demosets: Sequence[Mapping[str, Any]],
     n: int,
     seed: int,
-    runtime: Mapping[str, Any] | None = None,
+    runtime: TaskRuntime | None = None,
 ) -> dict[str, Any]:
     """Summarize the data, describe the program, propose instructions per predictor."""
     with run_context(run, runtime, stage="propose") as ctx:
-        ref = run.get("settings", {}).get("prompt_model")
+        ref = run.settings.get("prompt_model")
         prompt_lm = resolve(ref) if ref else ctx.lm or current().require_lm()
         sets = [DemoSet.from_dict(d) for d in demosets]
         summary = summarize_dataset(ctx.trainset, prompt_lm, seed=seed)
@@ -45,14 +45,14 @@ def propose(
 
 @task(name="evaluate-config", task_run_name="evaluate-{label}", **task_options())
 def evaluate_config(
-    run: Mapping[str, Any],
+    run: RunInputs,
     label: str,
     config: Mapping[str, int],
     instructions: Mapping[str, Sequence[str]],
     demosets: Sequence[Mapping[str, Any]],
     rows: Sequence[int],
     concurrency: int = 16,
-    runtime: Mapping[str, Any] | None = None,
+    runtime: TaskRuntime | None = None,
 ) -> dict[str, Any]:
     """Score one configuration on the given validation rows (a minibatch or all of them).
 

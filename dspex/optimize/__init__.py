@@ -18,6 +18,7 @@ from dspex.optimize._params import (
     NightlyParams,
     OptimizeParams,
     PromotionSpec,
+    RunInputs,
     TaskRunnerSpec,
     TrackingSpec,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "NightlyParams",
     "OptimizeParams",
     "PromotionSpec",
+    "RunInputs",
     "TaskRunnerSpec",
     "TrackingSpec",
     "apply_demos",

@@ -22,6 +22,7 @@ __all__ = [
     "NightlyParams",
     "OptimizeParams",
     "PromotionSpec",
+    "RunInputs",
     "TaskRunnerSpec",
     "TrackingSpec",
 ]
@@ -182,6 +183,29 @@ class OptimizeParams(BaseModel):
     lm_rate_limit: LMRateLimit = None
     task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
     runs_dir: str | None = None
+
+
+class RunInputs(BaseModel):
+    """One run as its tasks see it: references, dataset specs, fingerprints and settings.
+
+    Built once by the flow from :class:`OptimizeParams` and passed to every task. Frozen and
+    made of values only, so Prefect hashes it the same way in every process: a restarted
+    run's tasks get the cache keys of the first run's and find their persisted results.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    optimizer: OptimizerName
+    program: str = Field(..., description="as in OptimizeParams.program")
+    program_fp: str = Field(..., description="fingerprint of the program's state")
+    metric: str
+    trainset: DatasetSpec
+    trainset_fp: str
+    valset: DatasetSpec | None = None
+    valset_fp: str | None = None
+    lm_ref: str | None = Field(None, description="'package.module:attr' naming the LM")
+    lm_config: dict[str, Any] | None = Field(None, description="the LM's dump_config()")
+    settings: dict[str, Any] = Field(default_factory=dict, description="optimizer arguments")
 
 
 class EvaluateParams(BaseModel):
