@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from dspex._settings import context, current
 
 if TYPE_CHECKING:
+    from dspex.errors import LMError
     from dspex.lm import LM, LMRequest, LMResponse
     from dspex.primitives import Usage
 
@@ -89,6 +90,24 @@ class Callback:
     ) -> None: ...
 
     def on_lm_start(self, span: Span, lm: LM, request: LMRequest) -> None: ...
+
+    def on_lm_attempt(
+        self,
+        span: Span,
+        lm: LM,
+        request: LMRequest,
+        attempt: int,
+        error: LMError,
+        elapsed_s: float,
+        retry_in_s: float,
+    ) -> None:
+        """An attempt of the LM call ``span`` failed and will be retried.
+
+        Called between ``on_lm_start`` and ``on_lm_end``, once per retried attempt
+        (``attempt`` counts from 1); the attempt that ends the call, whether it succeeds or
+        gives up, is reported by ``on_lm_end``. ``elapsed_s`` is how long the failed attempt
+        took and ``retry_in_s`` how long the LM waits before the next.
+        """
 
     def on_lm_end(
         self,

@@ -27,7 +27,7 @@ from typing import Any, Literal, TextIO
 from dspex._redact import is_secret_key, redact, redact_text, register_secret
 from dspex._runtime import in_loop_thread, run_on_loop, run_sync
 from dspex._settings import current
-from dspex.callbacks import observed
+from dspex.callbacks import current_span, emit, observed
 from dspex.errors import LMError, UserError
 from dspex.lm._cache import Cache, default_cache, request_key
 from dspex.lm._history import GLOBAL_HISTORY, HistoryEntry, format_history
@@ -467,14 +467,21 @@ class LM:
         return LMRequest(self.model, tuple(messages), params, rollout_id), timeout
 
     async def _send(self, request: LMRequest, timeout: float) -> RawCompletion:
-        """One request through the transport, retrying retryable failures with backoff."""
+        """One request through the transport, retrying retryable failures with backoff.
+
+        Each failed attempt that is retried is announced to the callbacks (``on_lm_attempt``;
+        the trace recorder makes it a row), so retries stay visible, not only the outcome.
+        """
         transport = self._transport
-        throttle = current().lm_throttle
+        settings = current()
+        throttle = settings.lm_throttle
         attempt = 0
         while True:
+            began = time.perf_counter()
             try:
                 if throttle is not None:
                     await throttle.acquire()
+                    began = time.perf_counter()
                 return await transport.complete(request, timeout=timeout)
             except LMError as exc:
                 if not exc.retryable or attempt >= self.num_retries:
@@ -482,6 +489,11 @@ class LM:
                         exc.add_note(f"(gave up after {attempt + 1} attempts)")
                     raise
                 delay = self._backoff(attempt, exc.retry_after)
+                if settings.callbacks:
+                    elapsed = time.perf_counter() - began
+                    _announce_attempt(
+                        settings.callbacks, self, request, attempt + 1, exc, elapsed, delay
+                    )
             attempt += 1
             await asyncio.sleep(delay)
 
@@ -597,6 +609,30 @@ class LM:
     def close(self) -> None:
         """Release the transport's connections on dspex's shared loop."""
         run_sync(self.aclose())
+
+
+def _announce_attempt(
+    callbacks: tuple[Any, ...],
+    lm: LM,
+    request: LMRequest,
+    attempt: int,
+    error: LMError,
+    elapsed_s: float,
+    retry_in_s: float,
+) -> None:
+    span = current_span()  # the LM call's own span, opened by ``_observed``
+    if span is not None and span.kind == "lm":
+        emit(
+            callbacks,
+            "on_lm_attempt",
+            span,
+            lm,
+            request,
+            attempt,
+            error,
+            elapsed_s,
+            retry_in_s,
+        )
 
 
 def _as_messages(

@@ -1,4 +1,5 @@
-"""``TraceRecorder``: turns events into trace rows, one per LM call and one per module call.
+"""``TraceRecorder``: turns events into trace rows, one per LM call and one per module call,
+plus one per failed LM attempt that was retried (kind ``lm_attempt``).
 
 An LM call's row is completed by the adapter's parse event (its parsed outputs or parse
 error) and handed to the writer then; rows whose parse never comes (a direct ``lm(...)`` call,
@@ -22,6 +23,7 @@ from dspex.callbacks import Callback, Span
 from dspex.errors import UserError
 
 if TYPE_CHECKING:
+    from dspex.errors import LMError
     from dspex.lm import LMRequest, LMResponse
     from dspex.traces._store import TraceWriter
 
@@ -68,6 +70,9 @@ def _base_row(span: Span, kind: str, ended_at: float, duration_s: float) -> dict
         "latency_ms": duration_s * 1000.0,
         "cache_hit": False,
         "rollout_id": None,
+        "attempt": None,
+        "status": "ok",
+        "http_status": None,
         "error_type": None,
         "error_message": None,
         "started_at": span.started_at,
@@ -75,10 +80,14 @@ def _base_row(span: Span, kind: str, ended_at: float, duration_s: float) -> dict
     }
 
 
-def _set_error(row: dict[str, Any], error: BaseException | None) -> None:
+def _set_error(row: dict[str, Any], error: BaseException | None, status: str = "error") -> None:
     if error is not None:
+        row["status"] = status
         row["error_type"] = type(error).__name__
-        row["error_message"] = str(error)[:4000]
+        row["error_message"] = str(error)[:4000]  # the writer redacts it
+        http_status = getattr(error, "status", None)  # LMError's HTTP status
+        if isinstance(http_status, int) and not isinstance(http_status, bool):
+            row["http_status"] = http_status
 
 
 class TraceRecorder(Callback):
@@ -94,6 +103,7 @@ class TraceRecorder(Callback):
         self._modules: dict[str, tuple[Span, Any]] = {}  # open module spans: span, inputs
         self._pending: dict[str, dict[str, Any]] = {}  # LM rows waiting for their parse
         self._by_parent: dict[str, list[str]] = {}
+        self._attempts: dict[str, int] = {}  # LM span id -> failed attempts retried so far
 
     # -- modules ---------------------------------------------------------------------------
     def on_module_start(self, span: Span, module: Any, inputs: Mapping[str, Any]) -> None:
@@ -130,6 +140,30 @@ class TraceRecorder(Callback):
         self._write(row)
 
     # -- LM calls --------------------------------------------------------------------------
+    def on_lm_attempt(
+        self,
+        span: Span,
+        lm: Any,
+        request: LMRequest,
+        attempt: int,
+        error: LMError,
+        elapsed_s: float,
+        retry_in_s: float,
+    ) -> None:
+        now = time.time()
+        row = _base_row(span, "lm_attempt", now, elapsed_s)
+        row["span_id"] = f"{span.span_id}.{attempt}"
+        row["parent_span_id"] = span.span_id  # the call this attempt belongs to
+        row["started_at"] = now - elapsed_s
+        row["model"] = request.model
+        row["rollout_id"] = None if request.rollout_id is None else str(request.rollout_id)
+        row["attempt"] = attempt
+        _set_error(row, error, status="retried")
+        with self._lock:
+            self._attempts[span.span_id] = attempt
+            self._attribute(row, span.parent_id)
+        self._write(row)
+
     def on_lm_end(
         self,
         span: Span,
@@ -152,20 +186,26 @@ class TraceRecorder(Callback):
             row["cost"] = usage.cost
             row["cache_hit"] = response.cache_hit
         _set_error(row, error)
-        parent = span.parent_id
         with self._lock:
-            owner = self._modules.get(parent) if parent is not None else None
-            if owner is not None:
-                owner_span, (mod, _) = owner
-                row["predictor"] = owner_span.name or "self"
-                row["module_path"] = owner_span.name or "self"
-                row["module_class"] = owner_span.module_class
-                row["signature"] = _signature_name(mod)
+            row["attempt"] = self._attempts.pop(span.span_id, 0) + 1
+            owner = self._attribute(row, span.parent_id)
             if owner is not None and response is not None:
                 self._pending[span.span_id] = row
-                self._by_parent.setdefault(owner_span.span_id, []).append(span.span_id)
+                self._by_parent.setdefault(owner.span_id, []).append(span.span_id)
                 return
         self._write(row)
+
+    def _attribute(self, row: dict[str, Any], parent: str | None) -> Span | None:
+        """Fill in the module that made an LM call; returns its span (call under the lock)."""
+        owner = self._modules.get(parent) if parent is not None else None
+        if owner is None:
+            return None
+        owner_span, (mod, _) = owner
+        row["predictor"] = owner_span.name or "self"
+        row["module_path"] = owner_span.name or "self"
+        row["module_class"] = owner_span.module_class
+        row["signature"] = _signature_name(mod)
+        return owner_span
 
     def on_adapter_parse(
         self,
@@ -185,6 +225,7 @@ class TraceRecorder(Callback):
         if outputs is not None:
             row["outputs"] = outputs
         elif error is not None:
+            row["status"] = "error"
             row["error_type"] = "ParseError"
             row["error_message"] = str(error)[:4000]
         self._write(row)
@@ -201,6 +242,7 @@ class TraceRecorder(Callback):
             rows = list(self._pending.values())
             self._pending.clear()
             self._by_parent.clear()
+            self._attempts.clear()
         for row in rows:
             self._write(row)
         self.writer.close()

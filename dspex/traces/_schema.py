@@ -1,4 +1,4 @@
-"""The trace row schema, version 1: one row per LM call or module call.
+"""The trace row schema, version 2: one row per LM call, failed LM attempt or module call.
 
 A row reaches :class:`~dspex.traces.TraceWriter` as a plain ``dict`` whose keys are
 :data:`COLUMNS`. Two columns accept more than one Python shape, so that the recorder can pass
@@ -9,6 +9,10 @@ what it has without converting on the LM hot path:
 - ``started_at`` / ``ended_at``: epoch seconds as a ``float`` (``time.time()``) or a
   ``datetime``; a naive ``datetime`` is taken to be UTC. Both are stored as
   ``timestamp[us, tz=UTC]``.
+
+Version 2 added ``attempt``, ``status`` and ``http_status`` (all nullable, so a row dict may
+leave them out). Version 1 files stay readable: queries read parts by column name and fill the
+missing columns with ``NULL``, and compaction upgrades them.
 
 ``run_id`` is not a column of the files: it is the hive partition directory
 ``run_id=<id>`` and appears as a ``VARCHAR`` column when the traces are queried.
@@ -27,12 +31,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
     "trace_schema",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS: frozenset[int] = frozenset({1, 2})
+"""Schema versions this dspex reads and compacts (older ones miss columns, read as NULL)."""
 # Parquet key-value metadata key; its value is str(SCHEMA_VERSION).
 SCHEMA_VERSION_KEY = "dspex.trace_schema_version"
 
@@ -66,6 +73,9 @@ _SPEC: tuple[_Column, ...] = (
     _Column("latency_ms", "float64", False, "DOUBLE"),
     _Column("cache_hit", "bool", False, "BOOLEAN"),
     _Column("rollout_id", "string", True, "VARCHAR"),
+    _Column("attempt", "int64", True, "BIGINT"),
+    _Column("status", "string", True, "VARCHAR"),
+    _Column("http_status", "int64", True, "BIGINT"),
     _Column("error_type", "string", True, "VARCHAR"),
     _Column("error_message", "string", True, "VARCHAR"),
     _Column("started_at", "timestamp", False, "TIMESTAMP WITH TIME ZONE"),
@@ -110,7 +120,7 @@ def trace_schema() -> pa.Schema:
         >>> str(schema.field("started_at").type)
         'timestamp[us, tz=UTC]'
         >>> schema.metadata[b"dspex.trace_schema_version"]
-        b'1'
+        b'2'
     """
     import pyarrow as pa
 

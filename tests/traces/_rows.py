@@ -1,4 +1,4 @@
-"""Synthetic trace rows that match schema version 1 (the recorder is tested elsewhere)."""
+"""Synthetic trace rows that match schema version 2 (the recorder is tested elsewhere)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ def make_row(i: int = 0, **overrides: Any) -> dict[str, Any]:
         "latency_ms": 0.5 if cache_hit else latency_ms,
         "cache_hit": cache_hit,
         "rollout_id": None,
+        "attempt": 1,
+        "status": "ok",
+        "http_status": None,
         "error_type": None,
         "error_message": None,
         "started_at": started,

@@ -17,7 +17,7 @@ from dspex.traces._schema import check_row
 from tests.traces._rows import make_row, make_rows
 
 
-def test_schema_version_1_columns_and_types() -> None:
+def test_schema_version_2_columns_and_types() -> None:
     schema = trace_schema()
     assert tuple(schema.names) == COLUMNS
     assert "run_id" not in COLUMNS  # it is the hive partition
@@ -25,6 +25,8 @@ def test_schema_version_1_columns_and_types() -> None:
     assert schema.field("ended_at").type == pa.timestamp("us", tz="UTC")
     assert schema.field("trial").type == pa.int64() and schema.field("trial").nullable
     assert not schema.field("span_id").nullable and schema.field("cost").nullable
+    # Added in version 2; nullable, so rows and files without them stay valid.
+    assert all(schema.field(c).nullable for c in ("attempt", "status", "http_status"))
     assert check_row(make_row(0)) == []
     assert check_row({**make_row(0), "extra": 1}) == ["unknown column(s): extra"]
 
