@@ -1,7 +1,9 @@
 """``dspex traces``: SQL, named reports, run listing and compaction over the trace Parquet.
 
 ``add_parser(subparsers)`` registers the command; ``run(args)`` executes it and returns the
-exit code (0 ok, 2 for a mistake in the query or arguments, printed without a traceback).
+exit code (0 ok, 2 for a mistake in the query or arguments, 1 when the traces cannot be read;
+messages are printed without a traceback). A trace part that cannot be read is left out of
+the answer with a ``warning:`` line naming it; ``compact`` moves it to the run's quarantine.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import argparse
 import csv
 import json
 import sys
+import warnings
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dspex.cli._table import print_rich_table
-from dspex.errors import UserError
+from dspex.errors import DspexError, UserError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,7 +60,10 @@ def add_parser(
     runs = sub.add_parser("runs", help="list runs with row counts, cost and time span")
     _common(runs, output=True)
 
-    compact = sub.add_parser("compact", help="merge a finished run's parts into one file")
+    compact = sub.add_parser(
+        "compact",
+        help="merge a finished run's parts into one file; move unreadable parts to quarantine/",
+    )
     compact.add_argument("run_id")
     _common(compact, output=False)
     return traces
@@ -78,14 +84,27 @@ def run(args: argparse.Namespace) -> int:
     """Run a parsed ``dspex traces ...`` command; returns the exit code."""
     import duckdb
 
-    try:
-        return _dispatch(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except duckdb.Error as e:
-        print(f"error: the query failed: {e}", file=sys.stderr)
-        return 2
+    from dspex.traces import CorruptPartWarning, TraceReadError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CorruptPartWarning)
+        try:
+            code = _dispatch(args)
+        except TraceReadError as e:
+            print(f"error: {e}", file=sys.stderr)
+            code = 1
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            code = 2
+        except (DspexError, duckdb.Error) as e:
+            print(f"error: the traces could not be read: {e}", file=sys.stderr)
+            code = 1
+    for w in caught:  # one plain line per skipped part, not Python's warning format
+        if issubclass(w.category, CorruptPartWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -94,11 +113,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     command = args.traces_command
     if command == "compact":
         result = compact(args.runs_dir, args.run_id)
-        if result.parts_before <= 1:
-            print(f"run {result.run_id}: {result.parts_before} part(s), nothing to compact")
+        for moved in result.quarantined:
+            print(f"run {result.run_id}: moved the unreadable part {moved.name} to {moved}")
+        readable = result.parts_before - len(result.quarantined)
+        if readable <= 1 or result.path is None:
+            print(f"run {result.run_id}: {readable} readable part(s), nothing to merge")
         else:
             print(
-                f"run {result.run_id}: merged {result.parts_before} parts into {result.path} "
+                f"run {result.run_id}: merged {readable} parts into {result.path} "
                 f"({result.rows} rows)"
             )
         return 0

@@ -3,7 +3,9 @@
 Rows live under ``<runs_dir>/traces/run_id=<id>/part-*.parquet`` (schema: :data:`COLUMNS`,
 :func:`trace_schema`). :class:`TraceWriter` writes them crash-safely; :func:`connect` and
 :func:`sql` query them through a DuckDB view called ``traces``; :func:`report` computes the
-named reports (``cost``, ``latency``, ``errors``, ``cache``).
+named reports (``cost``, ``latency``, ``errors``, ``cache``). A part that cannot be read is
+left out of answers with a :class:`CorruptPartWarning`; :func:`compact` moves it to the run's
+``quarantine/`` folder.
 
 Importing this package imports neither pyarrow nor duckdb; they load on first use.
 
@@ -14,6 +16,7 @@ Example:
     [{'rows': 0}]
 """
 
+from dspex.traces._parts import CorruptPartWarning, TraceReadError
 from dspex.traces._query import connect, sql
 from dspex.traces._recorder import TraceRecorder, new_run_id, record
 from dspex.traces._reports import REPORTS, report, runs
@@ -31,6 +34,8 @@ __all__ = [
     "REPORTS",
     "SCHEMA_VERSION",
     "CompactionResult",
+    "CorruptPartWarning",
+    "TraceReadError",
     "TraceRecorder",
     "TraceWriter",
     "compact",

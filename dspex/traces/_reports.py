@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dspex.errors import UserError
-from dspex.traces._query import connect, query_arrow
+from dspex.traces._query import run_query
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,7 +57,8 @@ _REPORTS: Mapping[str, _Report] = {
         """,
     ),
     "errors": _Report(
-        "failed calls by run, stage, kind and error type, with the first message",
+        "failed calls (and retried LM attempts, kind lm_attempt) by run, stage, kind and "
+        "error type, with the first message",
         """
         SELECT run_id, stage, kind, error_type, count(*) AS errors,
             arg_min(error_message, started_at) AS first_message
@@ -85,7 +86,8 @@ REPORTS: Mapping[str, str] = {name: r.description for name, r in _REPORTS.items(
 _RUNS_SQL = """
 SELECT run_id, count(*) AS rows,
     count(*) FILTER (WHERE kind = 'lm') AS lm_calls,
-    count(*) FILTER (WHERE error_type IS NOT NULL) AS errors,
+    count(*) FILTER (WHERE error_type IS NOT NULL AND kind <> 'lm_attempt') AS errors,
+    count(*) FILTER (WHERE kind = 'lm_attempt') AS retries,
     sum(cost) FILTER (WHERE kind = 'lm') AS cost,
     min(started_at) AS started_at,
     max(ended_at) AS ended_at
@@ -105,9 +107,10 @@ def report(
 
     Reports: ``cost`` (calls, cache hits, tokens, cost by run, stage, module path),
     ``latency`` (p50/p90/p99/mean/max ms of LM calls that missed the cache, by run, stage,
-    model), ``errors`` (failed calls by run, stage, kind, error type) and ``cache`` (hit rate
-    by run and stage). ``cost`` sums known costs; ``calls_cost_unknown`` counts calls whose
-    price was unknown, so a non-zero value means the cost is a lower bound.
+    model), ``errors`` (failed calls by run, stage, kind, error type; failed LM attempts that
+    were retried have kind ``lm_attempt``) and ``cache`` (hit rate by run and stage).
+    ``cost`` sums known costs; ``calls_cost_unknown`` counts calls whose price was unknown,
+    so a non-zero value means the cost is a lower bound.
 
     Args:
         name: one of :data:`REPORTS`.
@@ -115,8 +118,12 @@ def report(
         run_id: only this run.
         stage: only rows with this stage label.
 
+    An unreadable part is left out with a :class:`~dspex.traces.CorruptPartWarning` naming
+    it, as in :func:`~dspex.traces.sql`.
+
     Raises:
         UserError: ``name`` is not a report.
+        TraceReadError: the traces could not be read even without the unreadable parts.
 
     Example:
         >>> import tempfile
@@ -138,7 +145,10 @@ def report(
 
 
 def runs(runs_dir: str | os.PathLike[str] | None = None) -> pa.Table:
-    """One row per run: row count, LM calls, errors, cost (of LM rows) and time span.
+    """One row per run: rows, LM calls, errors, retried LM attempts, cost and time span.
+
+    ``errors`` counts calls that failed in the end; ``retries`` counts the failed LM attempts
+    that were retried (rows of kind ``lm_attempt``).
 
     Example:
         >>> import tempfile
@@ -150,8 +160,4 @@ def runs(runs_dir: str | os.PathLike[str] | None = None) -> pa.Table:
 
 
 def _run(query: str, runs_dir: str | os.PathLike[str] | None, params: dict[str, Any]) -> pa.Table:
-    con = connect(runs_dir)
-    try:
-        return query_arrow(con, query, params or None)
-    finally:
-        con.close()
+    return run_query(query, runs_dir, params or None)

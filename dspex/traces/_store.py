@@ -31,10 +31,11 @@ from dspex import _paths
 from dspex._jsonable import dumps
 from dspex._redact import redact_text
 from dspex.errors import UserError
+from dspex.traces._parts import quarantine
 from dspex.traces._schema import (
     COLUMNS,
+    READABLE_VERSIONS,
     REQUIRED,
-    SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
     TEXT_COLUMNS,
     TIMESTAMP_COLUMNS,
@@ -401,19 +402,21 @@ class CompactionResult:
 
     Attributes:
         run_id: the run that was compacted.
-        parts_before: how many part files the run had.
-        rows: how many rows the run has (before and after: compaction keeps every row).
-        path: the run's single part afterwards (``None`` when the run had no parts).
+        parts_before: how many part files the run had (unreadable ones included).
+        rows: how many rows the run has: every row of its readable parts.
+        path: the run's single part afterwards (``None`` when no readable part was left).
+        quarantined: where the unreadable parts were moved (the run's ``quarantine/``).
     """
 
     run_id: str
     parts_before: int
     rows: int
     path: Path | None
+    quarantined: tuple[Path, ...] = ()
 
 
 def compact(runs_dir: str | os.PathLike[str] | None, run_id: str) -> CompactionResult:
-    """Merge a finished run's parts into one file, keeping every row.
+    """Merge a finished run's parts into one file, keeping every row; quarantine bad parts.
 
     The merged file is written under a temporary name, renamed into place, and only then are
     the old parts deleted. Between that rename and the deletes (milliseconds) a query sees the
@@ -421,12 +424,17 @@ def compact(runs_dir: str | os.PathLike[str] | None, run_id: str) -> CompactionR
     fail with "file not found" and need re-running, so compact runs that are no longer written
     to, when no one is querying them. Parts a live writer adds meanwhile are left alone.
 
+    Every part is read in full; one that cannot be read (truncated, overwritten) is moved to
+    ``<run dir>/quarantine/``, where queries do not look, and logged. Parts of schema version
+    1 are upgraded (their newer columns become null).
+
     Args:
         runs_dir: the runs directory; ``None`` means :func:`default_runs_dir`.
         run_id: the run to compact.
 
     Raises:
-        UserError: the run has no traces, or holds parts of another schema version.
+        UserError: the run has no traces, or holds parts of a schema version this dspex
+            does not know.
 
     Example:
         >>> import tempfile
@@ -436,8 +444,6 @@ def compact(runs_dir: str | os.PathLike[str] | None, run_id: str) -> CompactionR
         >>> compact(runs, "empty-run").rows
         0
     """
-    import pyarrow.parquet as pq
-
     directory = run_dir(runs_dir, run_id)
     if not directory.is_dir():
         raise UserError(
@@ -446,15 +452,50 @@ def compact(runs_dir: str | os.PathLike[str] | None, run_id: str) -> CompactionR
         )
     _remove_stale_temps(directory)
     parts = sorted(directory.glob("*.parquet"))
-    counts = [_checked_rows(p) for p in parts]
-    if len(parts) <= 1:
-        return CompactionResult(run_id, len(parts), sum(counts), parts[0] if parts else None)
+    bad: dict[Path, str] = {}
+    counts: dict[Path, int] = {}
+    for part in parts:
+        rows, problem = _checked_rows(part)
+        if problem is None:
+            counts[part] = rows
+        else:
+            bad[part] = problem
+    good = list(counts)
+    final = None
+    try:
+        if len(good) == 1:  # nothing to merge; still read it all, as a merge would
+            problem = _unreadable(good[0])
+            if problem is not None:
+                bad[good[0]] = problem
+        elif len(good) > 1:
+            final = _merge_into_one(directory, good, counts, bad)
+    finally:  # unreadable parts move aside even if the merge failed
+        quarantined = tuple(_quarantine(part, reason) for part, reason in bad.items())
+    kept = [p for p in good if p not in bad]
+    if final is not None:
+        for part in kept:
+            part.unlink()
+    path = final if final is not None else (kept[0] if kept else None)
+    return CompactionResult(run_id, len(parts), sum(counts[p] for p in kept), path, quarantined)
+
+
+def _merge_into_one(
+    directory: Path, parts: list[Path], counts: Mapping[Path, int], bad: dict[Path, str]
+) -> Path | None:
+    """Merge the readable ``parts`` into one new part; adds those that fail to ``bad``."""
+    import pyarrow.parquet as pq
+
     tmp = directory / f".compact-{uuid.uuid4().hex}.parquet.tmp"
     try:
-        _merge(parts, tmp)
+        bad.update(_merge(parts, tmp))
+        merged = [p for p in parts if p not in bad]
+        expected = sum(counts[p] for p in merged)
         merged_rows = pq.read_metadata(tmp).num_rows
-        if merged_rows != sum(counts):  # never delete parts unless every row is in the merge
-            raise RuntimeError(f"merged {merged_rows} rows, expected {sum(counts)}")
+        if merged_rows != expected:  # never delete parts unless every row is in the merge
+            raise RuntimeError(f"merged {merged_rows} rows, expected {expected}")
+        if len(merged) <= 1:  # the others were unreadable: keep the part as it is
+            tmp.unlink()
+            return None
         _fsync(tmp)
         final = directory / f"part-{uuid.uuid4().hex}.parquet"
         os.replace(tmp, final)
@@ -462,34 +503,65 @@ def compact(runs_dir: str | os.PathLike[str] | None, run_id: str) -> CompactionR
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    for part in parts:
-        part.unlink()
-    return CompactionResult(run_id, len(parts), merged_rows, final)
+    return final
 
 
-def _checked_rows(part: Path) -> int:
+def _quarantine(part: Path, reason: str) -> Path:
+    target = quarantine(part)
+    logger.warning("dspex.traces: moved the unreadable part %s to %s (%s)", part, target, reason)
+    return target
+
+
+def _checked_rows(part: Path) -> tuple[int, str | None]:
+    """A part's row count from its footer, or what makes it unreadable."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    meta = pq.read_metadata(part)
+    try:
+        meta = pq.read_metadata(part)
+    except (OSError, pa.ArrowException, ValueError) as e:
+        return 0, _reason(e)
     version = (meta.metadata or {}).get(SCHEMA_VERSION_KEY.encode())
-    if version != str(SCHEMA_VERSION).encode():
+    if version not in {str(v).encode() for v in READABLE_VERSIONS}:
         raise UserError(
-            f"{part} has trace schema version {version!r}, this dspex writes "
-            f"{SCHEMA_VERSION}; compact it with the dspex version that wrote it."
+            f"{part} has trace schema version {version!r}, this dspex reads "
+            f"{sorted(READABLE_VERSIONS)}; compact it with the dspex version that wrote it."
         )
-    return int(meta.num_rows)
+    return int(meta.num_rows), None
 
 
-def _merge(parts: Sequence[Path], out: Path) -> None:
+def _unreadable(part: Path) -> str | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_table(part)
+    except (OSError, pa.ArrowException, ValueError) as e:
+        return _reason(e)
+    return None
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+
+
+def _merge(parts: Sequence[Path], out: Path) -> dict[Path, str]:
+    """Write every readable part to ``out``; returns the unreadable ones with the reason."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = trace_schema()
     pending: list[pa.Table] = []
     pending_rows = 0
+    bad: dict[Path, str] = {}
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         for part in parts:
-            table = pq.read_table(part, schema=schema)
+            try:  # older versions lack the newer columns: read as null
+                table = pq.read_table(part, schema=schema)
+            except (OSError, pa.ArrowException, ValueError) as e:
+                bad[part] = _reason(e)
+                continue
             pending.append(table)
             pending_rows += table.num_rows
             if pending_rows >= _ROW_GROUP_ROWS:
@@ -497,6 +569,7 @@ def _merge(parts: Sequence[Path], out: Path) -> None:
                 pending, pending_rows = [], 0
         if pending:
             writer.write_table(pa.concat_tables(pending), row_group_size=_ROW_GROUP_ROWS)
+    return bad
 
 
 def _remove_stale_temps(directory: Path) -> None:
