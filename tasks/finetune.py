@@ -15,9 +15,10 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-import dspex
-import dspex.mlflow
+from dspex.evaluate import Evaluate
 from dspex.finetune import TrainSettings, sft_rows, train_lora, write_sft
+from dspex.lm import LM
+from dspex.mlflow import tracking_client
 from dspex.optimize import DemoSet
 from dspex.tasks._common import run_context, task_options
 
@@ -39,7 +40,7 @@ def sft_dataset(
 
     with run_context(run) as ctx:
         rows = sft_rows(ctx.program, DemoSet.from_dict(demos).demos)
-    client = dspex.mlflow.tracking_client(tracking_uri)
+    client = tracking_client(tracking_uri)
     out: dict[str, dict[str, Any]] = {}
     for name, predictor_rows in rows.items():
         directory = write_sft(predictor_rows, Path(out_dir) / name)
@@ -93,7 +94,7 @@ def finetune_predictor(
 
     rows = [json.loads(line) for line in Path(data_path).read_text().splitlines() if line]
     settings = TrainSettings.from_dict(train_kwargs)
-    client = dspex.mlflow.tracking_client(tracking_uri)
+    client = tracking_client(tracking_uri)
     progress: Any = create_progress_artifact(0.0, description=f"finetuning {predictor}")
 
     def on_log(record: dict[str, Any]) -> None:
@@ -141,9 +142,9 @@ def evaluate_student(
     with run_context(run, runtime, stage="evaluate", candidate="finetuned") as ctx:
         student = ctx.program.deepcopy()
         for name, predictor in student.named_predictors():
-            predictor.lm = dspex.LM.from_config(lms[name])
+            predictor.lm = LM.from_config(lms[name])
         devset = ctx.valset or ctx.trainset
-        result = dspex.Evaluate(
+        result = Evaluate(
             devset=devset, metric=ctx.metric, concurrency=concurrency, progress=False
         )(student)
     return {

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import dspex
+from dspex._settings import context
 from dspex.errors import ConfigurationError
 
 __all__ = ["ENV_VAR", "TIMEOUT_ENV_VAR", "PrefectRateLimit", "lm_rate_limit"]
@@ -91,5 +91,5 @@ def lm_rate_limit(params: Any) -> Iterator[PrefectRateLimit | None]:
     timeout = os.environ.get(TIMEOUT_ENV_VAR)
     throttle = PrefectRateLimit(name, float(timeout) if timeout else None)
     throttle.check()
-    with dspex.context(lm_throttle=throttle):
+    with context(lm_throttle=throttle):
         yield throttle
