@@ -19,6 +19,7 @@ from typing import Any
 import dspex
 from dspex._paths import runs_dir
 from dspex.errors import BudgetExceededError
+from dspex.flows._locks import file_lock
 from dspex.integrations.mlflow._logging import WinnerModel, open_optimization_run
 from dspex.lm import Budget, ConcurrencyLimit
 from dspex.mlflow import configure_tracking
@@ -33,7 +34,6 @@ from dspex.tasks.tracking import log_candidates, log_winner, publish_artifacts, 
 __all__ = [
     "SpineRun",
     "budget_for",
-    "file_lock",
     "finish_run",
     "gather_results",
     "open_run",
@@ -155,19 +155,6 @@ def open_run(params: OptimizeParams) -> Iterator[tuple[SpineRun, Budget | None]]
         spine.tracking(),
     ):
         yield spine, budget
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes on this machine."""
-    import fcntl
-
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def finish_run(

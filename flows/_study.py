@@ -1,30 +1,45 @@
 """The Optuna study behind MIPROv2's search, shareable by several worker processes.
 
 Trials are *slots* with a logical index 0..num_trials-1. A worker reserves slots under a lock
-(an ``flock`` beside a SQLite study; a PostgreSQL advisory lock on PostgreSQL), so two workers
+(a file lock beside a SQLite study; a PostgreSQL advisory lock on PostgreSQL), so two workers
 never take the same index and never run more than ``num_trials`` trials between them. Each
 slot's sampler seed and minibatch come from its index, so results do not depend on which
 worker ran it. A RUNNING trial whose worker is gone (its process on this host is dead, or it
 has not been touched for ``STALE_AFTER_S``) is failed and its index is taken again.
+
+The study also stores the search's progress beside its trials, as study attributes: the
+score of each full evaluation (``full:<config>``) and the configuration evaluated at each
+reached checkpoint (``checkpoint:<n>``). Only Optuna's public API is used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["WORKER", "alive", "finished", "lock", "open_study", "reserve"]
+from dspex.flows._locks import advisory_lock, file_lock
+from dspex.optimize._mipro_search import TrialOutcome
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+    from optuna.trial import FrozenTrial, Trial, TrialState
+
+__all__ = ["STALE_AFTER_S", "WORKER", "SharedStudy", "alive", "lock", "sqlite_storage"]
 
 STALE_AFTER_S = 600.0
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+_ADVISORY_KEY = 424242
 
 
 def alive(worker: str) -> bool:
+    """Whether a worker (``host:pid``) may still be running."""
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname():
         return True  # another machine: judged by the heartbeat age instead
@@ -39,127 +54,194 @@ def alive(worker: str) -> bool:
 
 @contextlib.contextmanager
 def lock(storage: str) -> Iterator[None]:
-    """Serialize slot reservation across processes."""
+    """Serialize slot reservation (and the finish claim) across processes."""
     if storage.startswith("sqlite:///"):
-        from dspex.flows._spine import file_lock
-
         with file_lock(Path(storage.removeprefix("sqlite:///") + ".lock")):
             yield
-        return
-    if storage.startswith("postgresql"):
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(storage)
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(424242)"))
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(424242)"))
-        return
-    yield  # other databases: reservation is best effort (documented)
+    elif storage.startswith("postgresql"):
+        with advisory_lock(storage, _ADVISORY_KEY):
+            yield
+    else:
+        yield  # other databases: reservation is best effort (documented)
 
 
-def open_study(storage: str, name: str, seed: int) -> Any:
+def sqlite_storage(runs: Path, key: str) -> str:
+    """The default storage: a SQLite study under the runs directory."""
+    (runs / "optuna").mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{runs / 'optuna' / f'{key}.db'}"
+
+
+@functools.cache
+def _rdb(url: str) -> optuna.storages.RDBStorage:
+    """One storage (one engine) per URL for the life of the process."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with lock(storage):
-        study = optuna.create_study(
-            study_name=name,
-            storage=storage,
-            direction="maximize",
-            load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=seed),
-        )
-        _fail_stale(study)
-    return study
+    return optuna.storages.RDBStorage(url)
 
 
-def _trials(study: Any, states: tuple[Any, ...]) -> list[Any]:
-    """Trials read from the database itself: Optuna's per-process cache can miss another
-    worker's updates, and a reservation decided on a stale view would take a slot twice."""
-    backend = getattr(study._storage, "_backend", study._storage)
-    trials: list[Any] = backend.get_all_trials(study._study_id, deepcopy=False, states=states)
-    return trials
+class SharedStudy:
+    """One run's study: Optuna's ``Study`` for asks and tells, and reads straight from the
+    database, because Optuna's per-process cache can miss another worker's updates and a
+    reservation decided on a stale view would take a slot twice."""
 
+    def __init__(self, url: str, name: str, seed: int) -> None:
+        import optuna
 
-def _fail_stale(study: Any) -> None:
-    """Heartbeats only cover study.optimize: an ask/tell loop must fail its own orphans."""
-    from optuna.trial import TrialState
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.url = url
+        self._storage = _rdb(url)
+        with lock(url):
+            self.study = optuna.create_study(
+                study_name=name,
+                storage=self._storage,
+                direction="maximize",
+                load_if_exists=True,
+                sampler=optuna.samplers.TPESampler(seed=seed),
+            )
+            self._id = self._storage.get_study_id_from_name(name)
+            self._fail_stale()
 
-    now = time.time()
-    for t in _trials(study, (TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker")
-        touched = t.user_attrs.get("touched")
-        if worker is None or touched is None:
-            # A trial seen before its owner labelled it (a cached read of another worker's
-            # reservation): not an orphan.
-            continue
-        if not alive(str(worker)) or now - float(touched) > STALE_AFTER_S:
-            study._storage.set_trial_user_attr(t._trial_id, "stale", True)
-            study.tell(t.number, state=TrialState.FAIL)
+    @property
+    def name(self) -> str:
+        return self.study.study_name
 
+    def _read(self, states: Sequence[TrialState]) -> list[FrozenTrial]:
+        return self._storage.get_all_trials(self._id, deepcopy=False, states=tuple(states))
 
-def finished(study: Any) -> dict[int, Any]:
-    """Logical index → finished trial (completed, or failed by its evaluation)."""
-    from optuna.trial import TrialState
+    def _fail_stale(self) -> None:
+        """Heartbeats only cover study.optimize: an ask/tell loop must fail its own orphans."""
+        from optuna.trial import TrialState
 
-    done = {}
-    for t in _trials(study, (TrialState.COMPLETE, TrialState.FAIL)):
-        if "index" in t.user_attrs and not t.user_attrs.get("stale"):
-            done[t.user_attrs["index"]] = t
-    return done
+        now = time.time()
+        for t in self._read((TrialState.RUNNING,)):
+            worker = t.user_attrs.get("worker")
+            touched = t.user_attrs.get("touched")
+            if worker is None or touched is None:
+                # A trial seen before its owner labelled it (a read of another worker's
+                # reservation in progress): not an orphan.
+                continue
+            if not alive(str(worker)) or now - float(touched) > STALE_AFTER_S:
+                trial_id = self._storage.get_trial_id_from_study_id_trial_number(self._id, t.number)
+                self._storage.set_trial_user_attr(trial_id, "stale", True)
+                self.study.tell(t.number, state=TrialState.FAIL)
 
+    def _indexed(self, states: Sequence[TrialState]) -> dict[int, FrozenTrial]:
+        """Logical index → trial, for the trials in ``states`` that hold a slot; from ONE
+        read: a trial told between two reads (running in the first, finished in the
+        second) would otherwise be missed and its slot taken twice."""
+        return {
+            int(t.user_attrs["index"]): t
+            for t in self._read(states)
+            if "index" in t.user_attrs and not t.user_attrs.get("stale")
+        }
 
-def _taken(study: Any) -> set[int]:
-    """Indices finished or running, from ONE read: a trial told between two reads (running in
-    the first, finished in the second) would otherwise be missed and its slot taken twice."""
-    from optuna.trial import TrialState
+    def finished(self) -> dict[int, FrozenTrial]:
+        """Logical index → finished trial (completed, or failed by its evaluation)."""
+        from optuna.trial import TrialState
 
-    taken = set()
-    states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL)
-    for t in _trials(study, states):
-        if "index" in t.user_attrs and not t.user_attrs.get("stale"):
-            taken.add(t.user_attrs["index"])
-    return taken
+        return self._indexed((TrialState.COMPLETE, TrialState.FAIL))
 
+    def outcomes(self) -> dict[int, TrialOutcome]:
+        """The finished trials as the search policy sees them."""
+        from optuna.trial import TrialState
 
-def _suggest(study: Any, index: int, batch: int, seed: int, dists: Any) -> dict[str, Any]:
-    """Parameters for slot ``index``: TPE seeded by the index, shown only the trials of the
-    batches before this one — so the answer is the same whether or not a crash interrupted
-    this batch, and whichever worker asks."""
-    import optuna
-    from optuna.trial import TrialState
+        return {
+            index: TrialOutcome(
+                index=index,
+                config={k: int(v) for k, v in t.params.items()},
+                score=t.value if t.state == TrialState.COMPLETE else None,
+                error=t.user_attrs.get("error"),
+            )
+            for index, t in self.finished().items()
+        }
 
-    start = index - index % batch
-    history = sorted(
-        (
+    def _suggest(
+        self, index: int, batch: int, seed: int, dists: Mapping[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        """Parameters for slot ``index``: TPE seeded by the index, shown only the trials of
+        the batches before this one — so the answer is the same whether or not a crash
+        interrupted this batch, and whichever worker asks."""
+        import optuna
+        from optuna.trial import TrialState
+
+        start = index - index % batch
+        history = [
             t
-            for t in finished(study).values()
-            if t.state == TrialState.COMPLETE and t.user_attrs["index"] < start
-        ),
-        key=lambda t: t.user_attrs["index"],
-    )
-    scratch = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed * 1_000_003 + index)
-    )
-    scratch.add_trials(history)
-    return dict(scratch.ask(dists).params)
+            for i, t in sorted(self.finished().items())
+            if t.state == TrialState.COMPLETE and i < start
+        ]
+        scratch = optuna.create_study(
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed * 1_000_003 + index),
+        )
+        scratch.add_trials(history)
+        return dict(scratch.ask(dict(dists)).params)
 
+    def reserve(
+        self, k: int, num_trials: int, seed: int, dists: Mapping[str, BaseDistribution]
+    ) -> list[Trial]:
+        """Up to ``k`` trials for the lowest free indices (``k`` is also the batch size)."""
+        from optuna.trial import TrialState
 
-def reserve(study: Any, storage: str, k: int, num_trials: int, seed: int, dists: Any) -> list[Any]:
-    """Up to ``k`` trials for the lowest free indices (``k`` is also the batch size)."""
-    with lock(storage):
-        _fail_stale(study)
-        taken = _taken(study)
-        free = [i for i in range(num_trials) if i not in taken][:k]
-        trials = []
-        for index in free:
-            study.enqueue_trial(_suggest(study, index, k, seed, dists), skip_if_exists=False)
-            trial = study.ask(dists)  # pops the trial just enqueued (we hold the lock)
-            trial.set_user_attr("index", index)
-            trial.set_user_attr("worker", WORKER)
-            trial.set_user_attr("touched", time.time())
-            trials.append(trial)
-    return trials
+        with lock(self.url):
+            self._fail_stale()
+            taken = self._indexed((TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL))
+            free = [i for i in range(num_trials) if i not in taken][:k]
+            trials = []
+            for index in free:
+                params = self._suggest(index, k, seed, dists)
+                self.study.enqueue_trial(params, skip_if_exists=False)
+                trial = self.study.ask(dict(dists))  # pops the trial just enqueued (locked)
+                trial.set_user_attr("index", index)
+                trial.set_user_attr("worker", WORKER)
+                trial.set_user_attr("touched", time.time())
+                trials.append(trial)
+        return trials
+
+    def tell(self, trial: Trial, result: Mapping[str, Any] | None) -> None:
+        """Record a trial's evaluation: its score, or its error as a failed trial. ``None``
+        (stopped by the budget) leaves it running: a resumed run fails it and runs its
+        slot again."""
+        from optuna.trial import TrialState
+
+        if result is None:
+            return
+        if result["score"] is None:
+            trial.set_user_attr("error", result["error"])
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            self.study.tell(trial, result["score"])
+
+    def reached_checkpoints(self) -> dict[int, str]:
+        """Checkpoint → the configuration key evaluated there ('' for none)."""
+        return {
+            int(k.removeprefix("checkpoint:")): str(v)
+            for k, v in self.study.user_attrs.items()
+            if k.startswith("checkpoint:")
+        }
+
+    def full_scores(self) -> dict[str, float | None]:
+        """Configuration key → score of its full evaluation."""
+        return {
+            k.removeprefix("full:"): v
+            for k, v in self.study.user_attrs.items()
+            if k.startswith("full:")
+        }
+
+    def record_checkpoint(self, checkpoint: int, key: str) -> None:
+        self.study.set_user_attr(f"checkpoint:{checkpoint}", key)
+
+    def record_full(self, checkpoint: int, key: str, score: float | None) -> None:
+        """Store a full evaluation's score; its checkpoint counts as reached only now."""
+        self.study.set_user_attr("full:" + key, score)
+        if checkpoint:
+            self.record_checkpoint(checkpoint, key)
+
+    def claim_finish(self) -> bool:
+        """Whether this worker logs, saves and registers the result (exactly one does)."""
+        with lock(self.url):
+            owner = self.study.user_attrs.get("finished_by")
+            if owner is not None and owner != WORKER and alive(str(owner)):
+                return False
+            self.study.set_user_attr("finished_by", WORKER)
+            return True

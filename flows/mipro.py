@@ -7,173 +7,56 @@ minibatches, and told together. Each slot's sampler seed and minibatch come from
 index, so a killed run — whose orphaned trials are failed on resume — continues with the same
 trials and ends with the same winner as an uninterrupted one, and several workers running the
 same parameters share one study without losing or duplicating a trial.
+
+When to run a full evaluation, of which configuration, and which one wins is the search
+policy of :mod:`dspex.optimize._mipro_search`; this module runs it as tasks.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dspex.errors import BudgetExceededError
 from dspex.flows._spine import (
+    SpineRun,
     finish_run,
     gather_results,
     open_run,
     run_inputs,
     warm_up,
 )
-from dspex.flows._study import finished, open_study, reserve
-from dspex.optimize import DemoSet, OptimizeParams, candidate_specs
-from dspex.optimize._mipro import MiproPlan, apply_config, config_key, minibatch_indices, plan
+from dspex.flows._study import SharedStudy, sqlite_storage
+from dspex.optimize import DemoSet, OptimizeParams, RunInputs, candidate_specs
+from dspex.optimize._mipro import MiproPlan, apply_config, config_key, plan
+from dspex.optimize._mipro_search import (
+    best_configuration,
+    candidate_rows,
+    default_config,
+    due_full_evaluations,
+    parse_config_key,
+    search_space,
+    trial_rows,
+    validation_rows,
+)
 from dspex.optimize._refs import resolve_program
 from dspex.tasks.fewshot import bootstrap_candidate
 from dspex.tasks.mipro import evaluate_config, propose
 from dspex.tasks.tracking import log_candidates, log_plots
 
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from prefect.futures import PrefectFuture
+
+    from dspex.lm import Budget
+    from dspex.primitives import Module
+
 __all__ = ["mipro", "warm_up"]
-
-
-def _best_unseen(study: Any, below: int, seen: set[str]) -> dict[str, int] | None:
-    """Among trials with index < ``below``, the configuration with the best minibatch mean
-    that is not in ``seen``."""
-    by_config: dict[str, list[float]] = {}
-    params: dict[str, dict[str, int]] = {}
-    for index, t in finished(study).items():
-        if index >= below or t.value is None:
-            continue
-        key = config_key(t.params)
-        by_config.setdefault(key, []).append(t.value)
-        params[key] = {k: int(v) for k, v in t.params.items()}
-    ranked = sorted(by_config, key=lambda k: (-sum(by_config[k]) / len(by_config[k]), k))
-    return next((params[k] for k in ranked if k not in seen), None)
-
-
-def _prefix_done(study: Any) -> int:
-    """How many trials, from index 0 on, have finished without a gap."""
-    done = finished(study)
-    n = 0
-    while n in done:
-        n += 1
-    return n
-
-
-def _checkpoints(
-    study: Any, p: MiproPlan, ctx: dict[str, Any], pending: dict[int, tuple[str, Any]]
-) -> None:
-    """Start the full evaluations due: at every ``minibatch_full_eval_steps`` trials and at
-    the end. They run while later trials do (``pending``, checkpoint → (config, future)).
-
-    Checkpoint ``c`` looks only at trials with index < c and at the configurations chosen at
-    earlier checkpoints, so a resumed run makes the same choices.
-    """
-    steps = max(1, p.minibatch_full_eval_steps)
-    points = [*range(steps, p.num_trials, steps), p.num_trials]
-    seen = {config_key(ctx["default"])}
-    done = _prefix_done(study)
-    for c in points:
-        attrs = study.user_attrs
-        if f"checkpoint:{c}" in attrs:
-            seen.add(attrs[f"checkpoint:{c}"])
-            continue
-        if c in pending:
-            seen.add(pending[c][0])
-            continue
-        if c > done:
-            return
-        config = _best_unseen(study, c, seen)
-        if config is None:
-            study.set_user_attr(f"checkpoint:{c}", "")
-            continue
-        key = config_key(config)
-        pending[c] = (key, ctx["submit"]("full", config, ctx["rows"], full=True))
-        seen.add(key)
-        if c == p.num_trials and "trials_done" in ctx:
-            ctx["trials_done"]()  # runs while the last full evaluation waits on the LM
-
-
-def _harvest(study: Any, pending: dict[int, tuple[str, Any]], wait: bool) -> bool:
-    """Record finished full evaluations (all of them when ``wait``); True if the budget
-    stopped one. A checkpoint counts as reached only once its score is stored."""
-    exhausted = False
-    for c, (key, future) in sorted(pending.items()):
-        if not wait and not future.state.is_final():
-            continue
-        (result,), stopped = gather_results([future])
-        del pending[c]
-        if stopped:
-            exhausted = True
-            continue  # left unreached: a resumed run evaluates it again
-        study.set_user_attr("full:" + key, result["score"])
-        if c:
-            study.set_user_attr(f"checkpoint:{c}", key)
-    return exhausted
-
-
-def _search(
-    study: Any, p: MiproPlan, ctx: dict[str, Any], baseline: Any = None
-) -> tuple[dict[str, float | None], bool]:
-    """Run trials until the plan's count is reached; returns full-evaluation scores.
-
-    ``baseline`` is the running full evaluation of the program as given, if any.
-    """
-    import optuna
-    from optuna.distributions import CategoricalDistribution
-
-    dists = {
-        f"{name}.{kind}": CategoricalDistribution(list(range(size)))
-        for name, sizes in ctx["sizes"].items()
-        for kind, size in sizes.items()
-    }
-    exhausted = False
-    warming = threading.Thread(target=_warm_imports, name="dspex-warm-imports", daemon=True)
-    pending: dict[int, tuple[str, Any]] = {}
-    if baseline is not None:  # checkpoint 0: nothing to choose, only a score to store
-        pending[0] = (config_key(ctx["default"]), baseline)
-    try:
-        _checkpoints(study, p, ctx, pending)  # those a killed run had not reached yet
-        while len(finished(study)) < p.num_trials and not exhausted:
-            trials = reserve(study, ctx["storage"], p.trial_batch_size, p.num_trials, p.seed, dists)
-            if not trials:  # every slot is taken: other workers are finishing theirs
-                exhausted = _harvest(study, pending, wait=False)
-                time.sleep(0.5)
-                continue
-            futures = []
-            for trial in trials:
-                index = trial.user_attrs["index"]
-                rows = minibatch_indices(len(ctx["rows"]), p.minibatch_size, p.seed, index)
-                futures.append(
-                    ctx["submit"](f"trial-{index}", trial.params, [ctx["rows"][r] for r in rows])
-                )
-            if not warming.is_alive() and warming.ident is None:
-                warming.start()  # while the first trials wait on the LM
-            results, exhausted = gather_results(futures)
-            for trial, r in zip(trials, results, strict=True):
-                if r is None:
-                    continue  # stopped by the budget: left running, failed on resume
-                if r["score"] is None:
-                    trial.set_user_attr("error", r["error"])
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                else:
-                    study.tell(trial, r["score"])
-            exhausted = _harvest(study, pending, wait=False) or exhausted
-            if not exhausted:
-                _checkpoints(study, p, ctx, pending)
-        if not exhausted:
-            _checkpoints(study, p, ctx, pending)  # the last one, if another worker told it
-    except BudgetExceededError:
-        exhausted = True
-    finally:
-        exhausted = _harvest(study, pending, wait=True) or exhausted
-    full = {
-        k.removeprefix("full:"): v for k, v in study.user_attrs.items() if k.startswith("full:")
-    }
-    return full, exhausted
 
 
 @flow(
@@ -184,104 +67,251 @@ def _search(
 def mipro(params: OptimizeParams) -> dict[str, Any]:
     """MIPROv2 as a durable DAG; returns the run's summary."""
     with open_run(params) as (spine, budget):
-        run = run_inputs(params)
-        program = resolve_program(params.program)
-        names = [n for n, _ in program.named_predictors()]
-        n_val = len(params.valset.load()) if params.valset else len(params.trainset.load())
-        p = plan(params.settings, len(names), n_val)
-        settings = {**params.settings, "num_candidate_programs": max(0, p.num_candidates - 3)}
-        specs = candidate_specs("BootstrapFewShotWithRandomSearch", settings)[: p.num_candidates]
+        setup = _prepare(params, spine)
+        baseline = _start_baseline(setup)  # runs while the demo sets are bootstrapped
+        demosets, exhausted = _bootstrap(setup)
+        instructions = _propose(setup, demosets)
+        search = _Search(setup, instructions, demosets)
+        full, stopped = search.run(baseline)
+        return _finish(setup, search, full, exhausted or stopped, budget)
 
-        def submit(
-            label: str,
-            config: dict[str, int],
-            rs: list[int],
-            full: bool = False,
-            instructions: dict[str, list[str]] | None = None,
-            demosets: list[dict[str, Any]] | None = None,
-        ) -> Any:
-            return evaluate_config.submit(
-                run,
-                f"{label}-{config_key(config)}" if full else label,
-                config,
-                instructions if instructions is not None else proposal["instructions"],
-                demosets if demosets is not None else built_sets,
-                rs,
-                params.concurrency,
-                spine.runtime,
-            )
 
-        rows = list(range(n_val))
-        if p.val_size is not None and n_val > p.val_size:
-            rows = sorted(random.Random(p.seed).sample(rows, p.val_size))
-        storage = params.settings.get("optuna_storage") or _sqlite(spine.runs, spine.run_key)
-        study = open_study(storage, f"dspex-{spine.run_key}", p.seed)
-        default = {f"{n}.{k}": 0 for n in names for k in ("instruction", "demos")}
-        baseline = None  # the program as given (its instructions, no demos), while bootstrapping
-        if "full:" + config_key(default) not in study.user_attrs:
-            original = {n: [pr.signature.instructions] for n, pr in program.named_predictors()}
-            baseline = submit(
-                "default",
-                default,
-                rows,
-                True,
-                instructions=original,
-                demosets=[DemoSet().to_dict()],
-            )
-        built, exhausted = gather_results(
-            [bootstrap_candidate.submit(run, s, params.concurrency, spine.runtime) for s in specs]
-        )
-        built_sets = [d if d is not None else DemoSet().to_dict() for d in built]
-        proposal = propose(run, built_sets, p.num_candidates, p.seed, spine.runtime)
-        instructions, demosets = proposal["instructions"], built_sets
-        sizes = {n: {"instruction": len(instructions[n]), "demos": len(demosets)} for n in names}
-        logging: list[Any] = []
+@dataclass(frozen=True)
+class _Setup:
+    """What every phase of one run works from."""
 
-        def trials_done() -> None:
-            """Log the trials (child runs) and the study's plots while the last full
-            evaluation runs; finish_run then logs only the full evaluations."""
-            if _claim_finish(study, storage):
-                uri, run_id = spine.tracking_uri, spine.mlflow_run_id
-                logging.append(log_candidates.submit(uri, run_id, _rows(study, {})))
-                out = spine.runs / "plots" / run_id
-                logging.append(log_plots.submit(uri, run_id, storage, study.study_name, out))
+    params: OptimizeParams
+    spine: SpineRun
+    run: RunInputs
+    program: Module
+    plan: MiproPlan
+    rows: list[int]  # the validation rows the search scores on
+    default: dict[str, int]  # the program as given
+    study: SharedStudy
 
-        ctx = {
-            "sizes": sizes,
-            "default": default,
-            "rows": rows,
-            "submit": submit,
-            "storage": storage,
-            "trials_done": trials_done,
+
+def _prepare(params: OptimizeParams, spine: SpineRun) -> _Setup:
+    """Resolve the plan, the validation rows and the study (created, or found again)."""
+    run = run_inputs(params)
+    program = resolve_program(params.program)
+    names = [n for n, _ in program.named_predictors()]
+    n_val = len(params.valset.load()) if params.valset else len(params.trainset.load())
+    p = plan(params.settings, len(names), n_val)
+    storage = params.settings.get("optuna_storage") or sqlite_storage(spine.runs, spine.run_key)
+    return _Setup(
+        params=params,
+        spine=spine,
+        run=run,
+        program=program,
+        plan=p,
+        rows=validation_rows(n_val, p),
+        default=default_config(names),
+        study=SharedStudy(storage, f"dspex-{spine.run_key}", p.seed),
+    )
+
+
+def _evaluate(
+    setup: _Setup,
+    label: str,
+    config: dict[str, int],
+    rows: list[int],
+    instructions: dict[str, list[str]],
+    demosets: list[dict[str, Any]],
+) -> PrefectFuture[dict[str, Any]]:
+    """Submit the evaluation of one configuration on ``rows``."""
+    return evaluate_config.submit(
+        setup.run,
+        label,
+        config,
+        instructions,
+        demosets,
+        rows,
+        setup.params.concurrency,
+        setup.spine.runtime,
+    )
+
+
+def _start_baseline(setup: _Setup) -> PrefectFuture[dict[str, Any]] | None:
+    """The full evaluation of the program as given (its instructions, no demos): checkpoint
+    0. ``None`` when a resumed run has its score already."""
+    key = config_key(setup.default)
+    if key in setup.study.full_scores():
+        return None
+    original = {n: [pr.signature.instructions] for n, pr in setup.program.named_predictors()}
+    empty = [DemoSet().to_dict()]
+    return _evaluate(setup, f"default-{key}", setup.default, setup.rows, original, empty)
+
+
+def _bootstrap(setup: _Setup) -> tuple[list[dict[str, Any]], bool]:
+    """One demo set per candidate (empty where the budget stopped its bootstrap)."""
+    p, params = setup.plan, setup.params
+    settings = {**params.settings, "num_candidate_programs": max(0, p.num_candidates - 3)}
+    specs = candidate_specs("BootstrapFewShotWithRandomSearch", settings)[: p.num_candidates]
+    built, exhausted = gather_results(
+        [
+            bootstrap_candidate.submit(setup.run, s, params.concurrency, setup.spine.runtime)
+            for s in specs
+        ]
+    )
+    return [d if d is not None else DemoSet().to_dict() for d in built], exhausted
+
+
+def _propose(setup: _Setup, demosets: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per predictor: its original instruction, then the grounded proposals."""
+    p = setup.plan
+    proposal = propose(setup.run, demosets, p.num_candidates, p.seed, setup.spine.runtime)
+    instructions: dict[str, list[str]] = proposal["instructions"]
+    return instructions
+
+
+def _finish(
+    setup: _Setup,
+    search: _Search,
+    full: dict[str, float | None],
+    exhausted: bool,
+    budget: Budget | None,
+) -> dict[str, Any]:
+    """Build the winner, then log, save and register it — unless another live worker of
+    the same run does: this one then returns its own view of the result."""
+    candidates = candidate_rows(setup.study.outcomes(), full)
+    best_key = best_configuration(full, setup.default)
+    demosets = [DemoSet.from_dict(d) for d in search.demosets]
+    winner = apply_config(setup.program, parse_config_key(best_key), search.instructions, demosets)
+    if setup.params.lm is not None:  # the registered program must know which LM it was tuned on
+        winner.set_lm(setup.params.lm.build(), only_unset=True)
+    if not setup.study.claim_finish():
+        return {
+            "program_state": winner.dump_state(),
+            "score": full.get(best_key),
+            "candidates": candidates,
+            "mlflow_run_id": setup.spine.mlflow_run_id,
+            "model_version": None,
+            "budget_exhausted": exhausted,
+            "lm_usage": {},
         }
-        full, more = _search(study, p, ctx, baseline)
-        for future in logging:
+    return finish_run(setup.spine, winner, candidates, f"full:{best_key}", exhausted, budget)
+
+
+@dataclass
+class _Search:
+    """The Bayesian search: minibatch trials reserved in batches from the shared study, and
+    the full evaluations the policy makes due, which run while later trials do."""
+
+    setup: _Setup
+    instructions: dict[str, list[str]]
+    demosets: list[dict[str, Any]]
+    # checkpoint → (configuration key, its running full evaluation)
+    pending: dict[int, tuple[str, PrefectFuture[dict[str, Any]]]] = field(default_factory=dict)
+    logging: list[PrefectFuture[Any]] = field(default_factory=list)
+    warming: threading.Thread = field(
+        default_factory=lambda: threading.Thread(
+            target=_warm_imports, name="dspex-warm-imports", daemon=True
+        )
+    )
+
+    def run(
+        self, baseline: PrefectFuture[dict[str, Any]] | None
+    ) -> tuple[dict[str, float | None], bool]:
+        """Run trials until the plan's count is reached; returns the full-evaluation scores
+        and whether the budget stopped the search."""
+        study, p = self.setup.study, self.setup.plan
+        if baseline is not None:  # checkpoint 0: nothing to choose, only a score to store
+            self.pending[0] = (config_key(self.setup.default), baseline)
+        space = self._space()
+        exhausted = False
+        try:
+            self._start_due()  # those a killed run had not reached yet
+            while not exhausted and len(study.finished()) < p.num_trials:
+                exhausted = self._run_batch(space)
+            if not exhausted:
+                self._start_due()  # the last one, if another worker told it
+        except BudgetExceededError:
+            exhausted = True
+        finally:
+            exhausted = self._harvest(wait=True) or exhausted
+        for future in self.logging:
             future.result()  # a logging failure fails the run, as it would in finish_run
-        exhausted = exhausted or more
-        candidates = _rows(study, full)
-        scored = {k: v for k, v in full.items() if v is not None}
-        best_key = (
-            max(scored, key=lambda k: (scored[k], k == config_key(default)))
-            if scored
-            else config_key(default)
+        return study.full_scores(), exhausted
+
+    def _space(self) -> dict[str, BaseDistribution]:
+        from optuna.distributions import CategoricalDistribution
+
+        names = [n for n, _ in self.setup.program.named_predictors()]
+        sizes = search_space(names, self.instructions, len(self.demosets))
+        return {k: CategoricalDistribution(list(range(n))) for k, n in sizes.items()}
+
+    def _submit(
+        self, label: str, config: dict[str, int], rows: list[int]
+    ) -> PrefectFuture[dict[str, Any]]:
+        return _evaluate(self.setup, label, config, rows, self.instructions, self.demosets)
+
+    def _run_batch(self, space: dict[str, BaseDistribution]) -> bool:
+        """Reserve, evaluate and tell one batch of trials; True if the budget ran out."""
+        study, p, rows = self.setup.study, self.setup.plan, self.setup.rows
+        trials = study.reserve(p.trial_batch_size, p.num_trials, p.seed, space)
+        if not trials:  # every slot is taken: other workers are finishing theirs
+            exhausted = self._harvest(wait=False)
+            time.sleep(0.5)
+            return exhausted
+        futures = []
+        for trial in trials:
+            index = int(trial.user_attrs["index"])
+            config = {k: int(v) for k, v in trial.params.items()}
+            futures.append(self._submit(f"trial-{index}", config, trial_rows(rows, p, index)))
+        if self.warming.ident is None:
+            self.warming.start()  # while the first trials wait on the LM
+        results, exhausted = gather_results(futures)
+        for trial, result in zip(trials, results, strict=True):
+            study.tell(trial, result)
+        exhausted = self._harvest(wait=False) or exhausted
+        if not exhausted:
+            self._start_due()
+        return exhausted
+
+    def _start_due(self) -> None:
+        """Start the full evaluations the policy makes due now."""
+        study, p = self.setup.study, self.setup.plan
+        started = {c: key for c, (key, _) in self.pending.items()}
+        due = due_full_evaluations(
+            p, study.outcomes(), study.reached_checkpoints(), started, self.setup.default
         )
-        best_config = {k: int(v) for k, v in (x.split("=") for x in best_key.split(","))}
-        winner = apply_config(
-            program, best_config, instructions, [DemoSet.from_dict(d) for d in demosets]
-        )
-        if params.lm is not None:  # the registered program must know which LM it was tuned on
-            winner.set_lm(params.lm.build(), only_unset=True)
-        if not _claim_finish(study, storage):  # another live worker logs and registers
-            return {
-                "program_state": winner.dump_state(),
-                "score": full.get(best_key),
-                "candidates": candidates,
-                "mlflow_run_id": spine.mlflow_run_id,
-                "model_version": None,
-                "budget_exhausted": exhausted,
-                "lm_usage": {},
-            }
-        return finish_run(spine, winner, candidates, f"full:{best_key}", exhausted, budget)
+        for evaluation in due:
+            if evaluation.config is None:  # nothing new to evaluate: reached as it is
+                study.record_checkpoint(evaluation.checkpoint, "")
+                continue
+            key = config_key(evaluation.config)
+            future = self._submit(f"full-{key}", evaluation.config, self.setup.rows)
+            self.pending[evaluation.checkpoint] = (key, future)
+            if evaluation.checkpoint == p.num_trials:
+                self._log_trials()  # while the last full evaluation waits on the LM
+
+    def _harvest(self, wait: bool) -> bool:
+        """Store the scores of finished full evaluations (all of them when ``wait``); True
+        if the budget stopped one. Its checkpoint stays unreached: a resumed run evaluates
+        it again."""
+        exhausted = False
+        for checkpoint, (key, future) in sorted(self.pending.items(), key=lambda kv: kv[0]):
+            if not wait and not future.state.is_final():
+                continue
+            (result,), stopped = gather_results([future])
+            del self.pending[checkpoint]
+            if stopped:
+                exhausted = True
+            else:
+                self.setup.study.record_full(checkpoint, key, result["score"])
+        return exhausted
+
+    def _log_trials(self) -> None:
+        """Log the trials (child runs) and the study's plots while the last full evaluation
+        runs; finish_run then logs only the full evaluations."""
+        study, spine = self.setup.study, self.setup.spine
+        if not study.claim_finish():
+            return
+        uri, run_id = spine.tracking_uri, spine.mlflow_run_id
+        trials = candidate_rows(study.outcomes(), {})
+        self.logging.append(log_candidates.submit(uri, run_id, trials))
+        out = spine.runs / "plots" / run_id
+        self.logging.append(log_plots.submit(uri, run_id, study.url, study.name, out))
 
 
 def _warm_imports() -> None:
@@ -292,38 +322,3 @@ def _warm_imports() -> None:
     matplotlib.use("Agg")
     import optuna.importance  # noqa: F401
     from optuna.visualization import matplotlib as _  # noqa: F401
-
-
-def _claim_finish(study: Any, storage: str) -> bool:
-    """Whether this worker logs, saves and registers the result (exactly one worker does)."""
-    from dspex.flows._study import WORKER, alive, lock
-
-    with lock(storage):
-        owner = study.user_attrs.get("finished_by")
-        if owner is not None and owner != WORKER and alive(str(owner)):
-            return False
-        study.set_user_attr("finished_by", WORKER)
-        return True
-
-
-def _sqlite(runs: Path, key: str) -> str:
-    (runs / "optuna").mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{runs / 'optuna' / f'{key}.db'}"
-
-
-def _rows(study: Any, full: dict[str, float | None]) -> list[dict[str, Any]]:
-    """The candidate table: every trial (minibatch) and every full evaluation."""
-    rows: list[dict[str, Any]] = []
-    for index, t in sorted(finished(study).items()):
-        rows.append(
-            {
-                "id": f"trial-{index}",
-                "kind": "minibatch",
-                "score": t.value,
-                "config": config_key(t.params),
-                "error": t.user_attrs.get("error"),
-            }
-        )
-    for key, score in full.items():
-        rows.append({"id": f"full:{key}", "kind": "full", "score": score, "config": key})
-    return rows
