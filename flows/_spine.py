@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dspex
 from dspex._paths import runs_dir
+from dspex._settings import context
+from dspex.callbacks import track_usage
 from dspex.errors import BudgetExceededError
 from dspex.flows._locks import file_lock
 from dspex.integrations.mlflow._logging import WinnerModel, open_optimization_run
@@ -26,10 +27,12 @@ from dspex.mlflow import configure_tracking
 from dspex.optimize import OptimizeParams, RunInputs, program_fingerprint
 from dspex.optimize._demos import stable_json
 from dspex.optimize._refs import resolve_program
+from dspex.primitives import Module
 from dspex.tasks._common import TaskRuntime, durable_lm_cache, runtime_for
 from dspex.tasks.data import load_dataset
 from dspex.tasks.limits import lm_rate_limit
 from dspex.tasks.tracking import log_candidates, log_winner, publish_artifacts, register_winner
+from dspex.traces import record as record_traces
 
 __all__ = [
     "SpineRun",
@@ -64,8 +67,8 @@ class SpineRun:
     def tracking(self) -> Iterator[None]:
         """Record every LM and module call of the run as trace rows, and count usage."""
         with (
-            dspex.traces.record(run_id=self.mlflow_run_id, runs_dir=self.runs),
-            dspex.track_usage() as usage,
+            record_traces(run_id=self.mlflow_run_id, runs_dir=self.runs),
+            track_usage() as usage,
         ):
             self.usage = usage
             yield
@@ -151,7 +154,7 @@ def open_run(params: OptimizeParams) -> Iterator[tuple[SpineRun, Budget | None]]
     with (
         lm_rate_limit(params),
         durable_lm_cache(),
-        dspex.context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
+        context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
         spine.tracking(),
     ):
         yield spine, budget
@@ -159,7 +162,7 @@ def open_run(params: OptimizeParams) -> Iterator[tuple[SpineRun, Budget | None]]
 
 def finish_run(
     spine: SpineRun,
-    winner: dspex.Module,
+    winner: Module,
     rows: Sequence[dict[str, Any]],
     best_id: str,
     budget_exhausted: bool,

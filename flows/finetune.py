@@ -19,8 +19,8 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-import dspex
 from dspex.flows._spine import finish_run, gather_results, open_run, run_inputs, warm_up
+from dspex.lm import LM
 from dspex.optimize import OptimizeParams
 from dspex.optimize._refs import resolve_program
 from dspex.tasks.fewshot import bootstrap_candidate
@@ -74,7 +74,7 @@ def finetune(params: OptimizeParams) -> dict[str, Any]:
         lms: dict[str, dict[str, Any]] = {}
         for name, predictor in winner.named_predictors():
             if name in trained:
-                lm = dspex.LM(f"local/{target}", adapter=trained[name]["adapter_dir"])
+                lm = LM(f"local/{target}", adapter=trained[name]["adapter_dir"])
                 predictor.lm = lm
                 lms[name] = lm.dump_config()
             elif params.lm is not None:  # no passing trace: it stays on the teacher LM

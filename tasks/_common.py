@@ -20,12 +20,13 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-import dspex
+from dspex._settings import context
 from dspex.errors import LMError
-from dspex.lm import default_cache
+from dspex.lm import LM, default_cache
 from dspex.optimize import DatasetSpec, RunInputs
 from dspex.optimize._refs import resolve, resolve_metric, resolve_program
 from dspex.primitives import Example, Module
+from dspex.traces import record as record_traces
 
 __all__ = [
     "RESUMABLE",
@@ -142,9 +143,7 @@ def _enter_runtime(stack: ExitStack, runtime: TaskRuntime) -> dict[str, Any]:
         return {}  # the flow's process: its context already has both
     settings = current()
     if not any(isinstance(cb, TraceRecorder) for cb in settings.callbacks):
-        stack.enter_context(
-            dspex.traces.record(run_id=runtime.trace_run_id, runs_dir=runtime.runs_dir)
-        )
+        stack.enter_context(record_traces(run_id=runtime.trace_run_id, runs_dir=runtime.runs_dir))
     if runtime.lm_rate_limit and settings.lm_throttle is None:
         from dspex.tasks.limits import lm_rate_limit
 
@@ -158,7 +157,7 @@ def _resolved(run: RunInputs, labels: Mapping[str, Any]) -> Iterator[RunContext]
     if run.lm_ref:
         lm = resolve(run.lm_ref)
     elif run.lm_config:
-        lm = dspex.LM.from_config(run.lm_config)
+        lm = LM.from_config(run.lm_config)
     teacher_ref = run.settings.get("teacher")
     ctx = RunContext(
         program=resolve_program(run.program),
@@ -171,7 +170,7 @@ def _resolved(run: RunInputs, labels: Mapping[str, Any]) -> Iterator[RunContext]
     overrides: dict[str, Any] = {"labels": labels}
     if lm is not None:
         overrides["lm"] = lm
-    with dspex.context(**overrides):
+    with context(**overrides):
         yield ctx
 
 
@@ -186,5 +185,5 @@ def durable_lm_cache() -> Iterator[None]:
     cache = default_cache()
     if cache is not None:
         cache.flush()  # what earlier calls wrote is on disk too
-    with dspex.context(lm_cache_durable=True):
+    with context(lm_cache_durable=True):
         yield

@@ -6,19 +6,20 @@ from typing import Any
 
 from prefect import task
 
-import dspex
+from dspex._settings import context
+from dspex.evaluate import Evaluate
+from dspex.mlflow import load_model
 from dspex.optimize import EvaluateParams
 from dspex.optimize._refs import resolve_metric, resolve_program
+from dspex.primitives import Module
 from dspex.tasks._common import task_options
 
 __all__ = ["evaluate_program"]
 
 
-def _program(ref: str) -> dspex.Module:
+def _program(ref: str) -> Module:
     if ref.startswith("models:/"):
-        import dspex.mlflow
-
-        return dspex.mlflow.load_model(ref)
+        return load_model(ref)
     return resolve_program(ref)
 
 
@@ -29,8 +30,8 @@ def evaluate_program(params: EvaluateParams, fingerprint: str) -> dict[str, Any]
     overrides: dict[str, Any] = {"labels": {"stage": "evaluate"}}
     if params.lm is not None:
         overrides["lm"] = params.lm.build()
-    with dspex.context(**overrides):
-        result = dspex.Evaluate(
+    with context(**overrides):
+        result = Evaluate(
             devset=params.dataset.load(),
             metric=resolve_metric(params.metric),
             concurrency=params.concurrency,

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import task
 
-import dspex
+from dspex.evaluate import Evaluate
 from dspex.optimize import DemoSet, RunInputs, apply_demos, build_candidate
 from dspex.tasks._common import TaskRuntime, run_context, task_options
 
@@ -47,7 +47,7 @@ def evaluate_candidate(
     with run_context(run, runtime, stage="evaluate", candidate=candidate_id) as ctx:
         program = apply_demos(ctx.program, DemoSet.from_dict(demos))
         devset = ctx.valset or ctx.trainset
-        result = dspex.Evaluate(
+        result = Evaluate(
             devset=devset, metric=ctx.metric, concurrency=concurrency, progress=False
         )(program)
     usage = result.usage

@@ -7,8 +7,8 @@ from typing import Any
 
 from prefect import task
 
-import dspex
 from dspex._settings import current
+from dspex.evaluate import Evaluate
 from dspex.optimize import DemoSet, RunInputs
 from dspex.optimize._mipro import (
     apply_config,
@@ -68,7 +68,7 @@ def evaluate_config(
             ctx.program, config, instructions, [DemoSet.from_dict(d) for d in demosets]
         )
         devset = [ctx.valset[i] for i in rows]
-        result = dspex.Evaluate(
+        result = Evaluate(
             devset=devset, metric=ctx.metric, concurrency=concurrency, progress=False
         )(program)
     if result.n_errors == result.n:  # nothing was scored: a failed evaluation, not a 0
