@@ -52,9 +52,7 @@ def finetune(params: OptimizeParams) -> dict[str, Any]:
         )
         work = spine.runs / "finetune" / spine.run_key
         uri, run_id = spine.tracking_uri, spine.mlflow_run_id
-        # The finetune tasks still take the run and runtime as mappings (their dumped forms).
-        run_json = run.model_dump(mode="json")
-        data = sft_dataset(run_json, traces or {}, str(work / "data"), uri, run_id)
+        data = sft_dataset(run, traces or {}, str(work / "data"), uri, run_id)
         futures = {
             name: finetune_predictor.submit(
                 name,
@@ -80,7 +78,7 @@ def finetune(params: OptimizeParams) -> dict[str, Any]:
             elif params.lm is not None:  # no passing trace: it stays on the teacher LM
                 predictor.lm = params.lm.build()
                 lms[name] = predictor.lm.dump_config()
-        scored = evaluate_student(run_json, lms, params.concurrency, spine.runtime.as_dict())
+        scored = evaluate_student(run, lms, params.concurrency, spine.runtime)
         rows = [
             {
                 "id": "finetuned",

@@ -19,15 +19,15 @@ from dspex.evaluate import Evaluate
 from dspex.finetune import TrainSettings, sft_rows, train_lora, write_sft
 from dspex.lm import LM
 from dspex.mlflow import tracking_client
-from dspex.optimize import DemoSet
-from dspex.tasks._common import run_context, task_options
+from dspex.optimize import DemoSet, RunInputs
+from dspex.tasks._common import TaskRuntime, run_context, task_options
 
 __all__ = ["evaluate_student", "finetune_predictor", "sft_dataset"]
 
 
 @task(name="sft-dataset", cache_policy=NO_CACHE)
 def sft_dataset(
-    run: Mapping[str, Any],
+    run: RunInputs,
     demos: Mapping[str, Any],
     out_dir: str,
     tracking_uri: str,
@@ -133,10 +133,10 @@ def _number(value: Any) -> bool:
 
 @task(name="evaluate-student", **task_options())
 def evaluate_student(
-    run: Mapping[str, Any],
+    run: RunInputs,
     lms: Mapping[str, Mapping[str, Any]],
     concurrency: int = 16,
-    runtime: Mapping[str, Any] | None = None,
+    runtime: TaskRuntime | None = None,
 ) -> dict[str, Any]:
     """Score the program with each predictor on its finetuned LM (``lms``: LM configs)."""
     with run_context(run, runtime, stage="evaluate", candidate="finetuned") as ctx:
