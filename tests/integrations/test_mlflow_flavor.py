@@ -18,7 +18,7 @@ import yaml
 import dspex
 import dspex.mlflow
 from dspex.datasets import load_task
-from dspex.errors import UserError
+from dspex.errors import ProgramIntegrityError, UserError
 from dspex.integrations.mlflow._flavor import LOADER_MODULE
 from tests.integrations.conftest import Tracking
 from tests.integrations.programs import ArithmeticQA, NeedsArgs
@@ -124,6 +124,8 @@ def test_fresh_process_loads_champion_and_answers(
         **os.environ,
         "PYTHONPATH": str(REPO),
         "MLFLOW_TRACKING_URI": tracking.uri,
+        # A fresh process imports the program's module only if it is allowed to.
+        "DSPEX_ALLOWED_MODULES": "tests.integrations",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "DSPEX_CACHE_DIR": str(tmp_path / "cache"),
     }
@@ -220,7 +222,10 @@ def test_program_ref_names_a_factory(tracking: Tracking) -> None:
         info = dspex.mlflow.log_model(
             program, program_ref="tests.integrations.programs:make_needs_args"
         )
-    loaded = dspex.mlflow.load_model(info.model_uri)
+    # A factory is a function: it is called only from a module the loader allows.
+    with pytest.raises(ProgramIntegrityError, match="not a dspex.Module subclass"):
+        dspex.mlflow.load_model(info.model_uri)
+    loaded = dspex.mlflow.load_model(info.model_uri, allowed_modules=["tests.integrations"])
     assert isinstance(loaded, NeedsArgs)
     assert loaded.predict.signature.signature == "question -> answer"
 

@@ -28,8 +28,10 @@ from dspex.integrations.mlflow._program import (
     PackedProgram,
     load_program_dir,
     pack_program,
+    write_manifest,
     write_program_dir,
 )
+from dspex.integrations.mlflow._trust import code_digest
 from dspex.primitives import Example, Module
 
 if TYPE_CHECKING:
@@ -251,6 +253,15 @@ def _write_model(
                 list(extra_pip_requirements) if extra_pip_requirements is not None else None
             ),
         )
+    # Seal the shipped code_paths too: the loader imports the program from them.
+    digest = code_digest(_code_dir(path, model))
+    if digest is not None:
+        write_manifest({**packed.manifest(), "code_sha256": digest}, path / "data" / _DATA_DIR)
+
+
+def _code_dir(local: Path, model: Model) -> Path | None:
+    code = model.flavors.get("python_function", {}).get("code")
+    return local / code if code else None
 
 
 def _infer_signature(packed: PackedProgram) -> ModelSignature:
@@ -301,14 +312,33 @@ def _example_frame(example: Any, packed: PackedProgram | None) -> Any:
     return frame
 
 
-def load_model(model_uri: str, *, dst_path: str | None = None, lm: Any = None) -> Module:
+def load_model(
+    model_uri: str,
+    *,
+    dst_path: str | None = None,
+    lm: Any = None,
+    verify: bool = True,
+    allowed_modules: Sequence[str] = (),
+) -> Module:
     """Load a program logged with :func:`log_model` as a dspex program.
+
+    The model's files are data: they are checked against the sha256 manifest written when
+    the model was logged, and the program they name must be a ``dspex.Module`` subclass
+    from dspex, an already imported module, the model's own ``code_paths`` or
+    ``allowed_modules``; nothing else is imported or called. Where prompts go is decided by
+    this process (``lm``, ``dspex.configure``/``dspex.context``), never by the model: a saved
+    ``api_base``, ``base_url``, headers or transport are ignored; the model name is kept.
 
     Args:
         model_uri: any MLflow model URI: ``models:/qa@champion``, ``models:/qa/3``,
             ``runs:/<run_id>/program``, ``models:/<model_id>`` or a local path.
         dst_path: where to download the model; a temporary directory by default.
         lm: if given, every predictor uses this LM instead of the one it was logged with.
+        verify: ``False`` skips the manifest check, for a model you edited by hand (or one
+            logged before dspex sealed models) and trust. The program reference is checked
+            either way.
+        allowed_modules: packages the program's class may be imported from, e.g.
+            ``["my_project"]`` (also ``$DSPEX_ALLOWED_MODULES``, comma-separated).
 
     Returns:
         The program, rebuilt from its code reference with its instructions, demos and LM
@@ -316,7 +346,9 @@ def load_model(model_uri: str, *, dst_path: str | None = None, lm: Any = None) -
         test double) use the LM configured in ``dspex.context``.
 
     Raises:
-        UserError: the model is not of the dspex flavor, or its program cannot be imported.
+        ProgramIntegrityError: the model was edited after it was logged, has no manifest,
+            or names a program reference that is not an allowed ``dspex.Module``.
+        UserError: the model is not of the dspex flavor.
 
     Example:
         >>> import dspex.mlflow
@@ -336,8 +368,14 @@ def load_model(model_uri: str, *, dst_path: str | None = None, lm: Any = None) -
             f"{model_uri} is not a dspex model (its flavors are {sorted(model.flavors)}); "
             "load it with mlflow.pyfunc.load_model() instead."
         )
-    code = model.flavors.get("python_function", {}).get("code")
-    if code and str(local / code) not in sys.path:
+    code_dir = _code_dir(local, model)
+    if code_dir is not None and str(code_dir) not in sys.path:
         # The same as MLflow's pyfunc loader does for code_paths.
-        sys.path.insert(0, str(local / code))
-    return load_program_dir(local / conf["data"], lm=lm)
+        sys.path.insert(0, str(code_dir))
+    return load_program_dir(
+        local / "data" / _DATA_DIR,
+        lm=lm,
+        verify=verify,
+        allowed_modules=allowed_modules,
+        code_dir=code_dir,
+    )

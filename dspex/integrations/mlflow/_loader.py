@@ -1,7 +1,8 @@
 """The ``python_function`` loader of the dspex flavor: ``mlflow.pyfunc.load_model`` calls
 :func:`_load_pyfunc` with the model's ``data/dspex`` directory.
 
-Loading reads JSON and imports the program's code reference; nothing is unpickled.
+Loading reads JSON, checks it against its sha256 manifest and builds the ``dspex.Module``
+its program reference names (nothing else: see ``_trust``); nothing is unpickled.
 ``predict`` runs the program on every input row concurrently (on dspex's event loop) and
 returns one output row per input row. If any row fails, ``predict`` raises that row's
 original exception (its type, e.g. a retryable ``LMRateLimitError``, is kept) with a note
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex._runtime import run_sync
 from dspex.errors import UserError
-from dspex.integrations.mlflow._program import MANIFEST_FILE, load_program_dir
+from dspex.integrations.mlflow._program import load_program_dir, read_manifest
 from dspex.primitives import Module
 
 if TYPE_CHECKING:
@@ -32,12 +32,32 @@ DEFAULT_MAX_CONCURRENCY = 16
 
 
 def _load_pyfunc(data_path: str, model_config: Any = None) -> DspexPyfuncModel:
-    """Entry point named in the MLmodel's ``python_function.loader_module``."""
+    """Entry point named in the MLmodel's ``python_function.loader_module``.
+
+    ``model_config`` (``mlflow.pyfunc.load_model(uri, model_config={...})``) may hold
+    ``verify`` (``False`` skips the manifest check) and ``allowed_modules``; a service that
+    only runs ``mlflow models serve`` sets ``$DSPEX_ALLOWED_MODULES`` instead. The LM comes
+    from this process (``dspex.configure`` or the provider's environment variables), never
+    from the model's files.
+    """
     directory = Path(data_path)
     if directory.is_file():  # tolerate a data path that points at a file inside the dir
         directory = directory.parent
-    manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
-    return DspexPyfuncModel(load_program_dir(directory), outputs=manifest.get("outputs", []))
+    config = dict(model_config or {}) if isinstance(model_config, Mapping) else {}
+    verify = config.get("verify", True) is not False
+    allowed = config.get("allowed_modules") or ()
+    if isinstance(allowed, str):
+        allowed = [m.strip() for m in allowed.split(",") if m.strip()]
+    # data/dspex -> the model root, whose code/ holds the model's code_paths.
+    code_dir = directory.parent.parent / "code"
+    manifest = read_manifest(directory, verify=verify)
+    program = load_program_dir(
+        directory,
+        verify=verify,
+        allowed_modules=[str(m) for m in allowed],
+        code_dir=code_dir if code_dir.is_dir() else None,
+    )
+    return DspexPyfuncModel(program, outputs=manifest.get("outputs", []))
 
 
 class DspexPyfuncModel:

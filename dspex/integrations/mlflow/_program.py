@@ -13,15 +13,17 @@ import importlib
 import inspect
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dspex import _redact
 from dspex._jsonable import json_default
-from dspex.errors import DataError, DspexError, UserError
+from dspex.errors import DataError, DspexError, ProgramIntegrityError, UserError
+from dspex.integrations.mlflow._trust import build_trusted, code_digest, read_sealed
 from dspex.primitives._module import STATE_SCHEMA_VERSION, Module
+from dspex.primitives._program_file import seal
 
 __all__ = [
     "MANIFEST_FILE",
@@ -30,6 +32,8 @@ __all__ = [
     "build_program",
     "load_program_dir",
     "pack_program",
+    "read_manifest",
+    "write_manifest",
     "write_program_dir",
 ]
 
@@ -271,39 +275,82 @@ def write_program_dir(packed: PackedProgram, directory: Path) -> None:
     bundled = _bundle_adapters(packed.state, directory)
     if bundled is not None:
         text = json.dumps(bundled, indent=2, ensure_ascii=False, default=json_default)
-    (directory / STATE_FILE).write_text(text, encoding="utf-8")
-    manifest = json.dumps(packed.manifest(), indent=2, ensure_ascii=False)
-    (directory / MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    # Both files carry the sha256 manifest of Module.save files, checked on load.
+    (directory / STATE_FILE).write_text(seal(json.loads(text)), encoding="utf-8")
+    write_manifest(packed.manifest(), directory)
 
 
-def load_program_dir(directory: str | Path, *, lm: Any = None) -> Module:
+def write_manifest(manifest: Mapping[str, Any], directory: Path) -> None:
+    """Write the sealed ``dspex.json`` (again, e.g. once the model's code digest is known)."""
+    (directory / MANIFEST_FILE).write_text(seal(manifest), encoding="utf-8")
+
+
+def read_manifest(directory: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """The model's ``dspex.json``, checked against its sha256 manifest when ``verify``."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise DataError(
+            f"{directory} is not a dspex model directory (no {MANIFEST_FILE}); log the "
+            "program with dspex.mlflow.log_model()."
+        )
+    return read_sealed(path, verify=verify)
+
+
+def load_program_dir(
+    directory: str | Path,
+    *,
+    lm: Any = None,
+    verify: bool = True,
+    allowed_modules: Iterable[str] = (),
+    code_dir: Path | None = None,
+) -> Module:
     """Rebuild the program stored in ``directory`` by :func:`write_program_dir`.
 
     Args:
         directory: the model's ``data/dspex`` directory.
         lm: if given, every predictor uses it instead of the LM it was saved with.
+        verify: check both JSON files (and ``code_dir``) against the model's sha256
+            manifest; ``False`` only for a model edited by hand, or logged before models
+            were sealed, that you trust.
+        allowed_modules: modules (and their submodules) the program reference may import
+            besides dspex, already imported ones and the model's own ``code_dir``.
+        code_dir: the model's ``code/`` directory (its ``code_paths``), if it has one.
+
+    Raises:
+        ProgramIntegrityError: a file was edited or has no manifest, or the program
+            reference names anything but a ``dspex.Module`` it may import.
     """
     directory = Path(directory)
-    try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
-        state = json.loads((directory / manifest["state_file"]).read_text(encoding="utf-8"))
-    except (OSError, KeyError, json.JSONDecodeError) as e:
-        raise DataError(
-            f"{directory} is not a dspex model directory ({e}); log the program with "
-            "dspex.mlflow.log_model()."
-        ) from None
+    manifest = read_manifest(directory, verify=verify)
     if manifest.get("format") != MANIFEST_FORMAT:
         raise DataError(
             f"This dspex model was written in format {manifest.get('format')!r}; this dspex "
             f"reads format {MANIFEST_FORMAT}. Load it with the dspex version that logged it "
             f"({manifest.get('dspex_version')})."
         )
-    program = build_program(manifest["program_ref"], manifest.get("program_args"))
+    if verify and manifest.get("code_sha256") != code_digest(code_dir):
+        raise ProgramIntegrityError(
+            f"{directory}: the model's code/ directory does not match its manifest (files "
+            "were added, removed or edited after it was logged); nothing was loaded. Log the "
+            "model again, or load it with verify=False if you trust the edit.",
+            path=str(code_dir),
+        )
+    # The state file is always program.json: a file's own say is never a path to read.
+    state = read_sealed(directory / STATE_FILE, verify=verify)
+    program = build_trusted(
+        manifest.get("program_ref"),
+        manifest.get("program_args"),
+        allowed_modules=allowed_modules,
+        code_dir=code_dir,
+        where=str(directory),
+    )
     state = _unbundle_adapters(state, directory)
     if lm is not None:
         program.load_state(_without_lms(state))
         program.set_lm(lm)
         return program
+    # Endpoint settings (api_base, headers, transport, keys) in the state are never used:
+    # Predict.load_predictor_state keeps this process's own (DESIGN.md, Trust boundaries).
     program.load_state(_rebuildable_lms(state))
     return program
 
