@@ -223,7 +223,7 @@ def test_program_ref_names_a_factory(tracking: Tracking) -> None:
             program, program_ref="tests.integrations.programs:make_needs_args"
         )
     # A factory is a function: it is called only from a module the loader allows.
-    with pytest.raises(ProgramIntegrityError, match="not a dspex.Module subclass"):
+    with pytest.raises(ProgramIntegrityError, match=r"not a dspex\.Module subclass"):
         dspex.mlflow.load_model(info.model_uri)
     loaded = dspex.mlflow.load_model(info.model_uri, allowed_modules=["tests.integrations"])
     assert isinstance(loaded, NeedsArgs)
