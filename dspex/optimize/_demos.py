@@ -8,13 +8,12 @@ hashes of programs and datasets across processes, which is what makes a re-run r
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dspex._jsonable import json_default_or_str
+from dspex._jsonable import canonical_json, dumps, loads
 from dspex.errors import DataError
 from dspex.primitives import Example, Module
 
@@ -29,13 +28,13 @@ __all__ = [
 
 
 def stable_json(value: Any) -> str:
-    """Canonical JSON (sorted keys, no spaces) for hashing."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=json_default_or_str)
+    """The canonical JSON form (:func:`dspex._jsonable.canonical_json`) as text, for hashing."""
+    return canonical_json(value).decode()
 
 
 def to_jsonable(value: Any) -> Any:
     """``value`` with pydantic models, enums and Examples turned into plain JSON values."""
-    return json.loads(json.dumps(value, default=json_default_or_str))
+    return loads(dumps(value))
 
 
 def _digest(text: str) -> str:
