@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex.errors import UserError
 from dspex.integrations.mlflow._imports import import_mlflow
+from dspex.integrations.mlflow._loader import CONFIG_DEFAULTS
 from dspex.integrations.mlflow._program import (
     PackedProgram,
     load_program_dir,
@@ -246,6 +247,7 @@ def _write_model(
             data_path=str(data),
             code_paths=list(code_paths) if code_paths is not None else None,
             mlflow_model=model,
+            model_config=dict(CONFIG_DEFAULTS),
             signature=signature if signature is not None else _infer_signature(packed),
             input_example=input_example,
             pip_requirements=list(pip_requirements),

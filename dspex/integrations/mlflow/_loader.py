@@ -26,7 +26,7 @@ from dspex.primitives import Module
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DEFAULT_MAX_CONCURRENCY", "DspexPyfuncModel", "_load_pyfunc"]
+__all__ = ["CONFIG_DEFAULTS", "DEFAULT_MAX_CONCURRENCY", "DspexPyfuncModel", "_load_pyfunc"]
 
 DEFAULT_MAX_CONCURRENCY = 16
 
@@ -43,7 +43,7 @@ def _load_pyfunc(data_path: str, model_config: Any = None) -> DspexPyfuncModel:
     directory = Path(data_path)
     if directory.is_file():  # tolerate a data path that points at a file inside the dir
         directory = directory.parent
-    config = dict(model_config or {}) if isinstance(model_config, Mapping) else {}
+    config = _overrides(directory.parent.parent, model_config)
     verify = config.get("verify", True) is not False
     allowed = config.get("allowed_modules") or ()
     if isinstance(allowed, str):
@@ -58,6 +58,33 @@ def _load_pyfunc(data_path: str, model_config: Any = None) -> DspexPyfuncModel:
         code_dir=code_dir if code_dir.is_dir() else None,
     )
     return DspexPyfuncModel(program, outputs=manifest.get("outputs", []))
+
+
+def _overrides(root: Path, model_config: Any) -> dict[str, Any]:
+    """The ``model_config`` keys the loading process set. MLflow merges the caller's
+    overrides into the defaults stored in the MLmodel, which is data: a value equal to the
+    stored one may come from the file, so only values that differ from it are used."""
+    if not isinstance(model_config, Mapping):
+        return {}
+    stored: Any = {}
+    try:
+        from mlflow.models import Model
+
+        stored = Model.load(str(root)).flavors.get("python_function", {}).get("config") or {}
+    except Exception:  # no readable MLmodel (a bare data directory): nothing is stored
+        stored = {}
+    if not isinstance(stored, Mapping):
+        stored = {}
+    return {
+        str(k): v
+        for k, v in model_config.items()
+        if k in CONFIG_DEFAULTS and (k not in stored or stored[k] != v)
+    }
+
+
+# Stored in the MLmodel so that ``mlflow.pyfunc.load_model(uri, model_config=...)`` accepts
+# these keys; the stored values are never used (see ``_overrides``).
+CONFIG_DEFAULTS: dict[str, Any] = {"verify": True, "allowed_modules": []}
 
 
 class DspexPyfuncModel:
