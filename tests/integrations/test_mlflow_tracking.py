@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import dspex.mlflow
+from dspex.testing import DummyLM, serve
 from tests.integrations.conftest import Tracking
 
 
@@ -51,8 +52,9 @@ def test_explicit_uri_then_environment_win(
     env_uri = f"sqlite:///{tmp_path / 'env.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env_uri)
     assert dspex.mlflow.configure_tracking(runs_dir=tmp_path) == env_uri
-    explicit = "http://127.0.0.1:5000"
-    assert dspex.mlflow.configure_tracking(explicit) == explicit
+    with serve(DummyLM([])) as server:  # a loopback server that answers the reachability check
+        explicit = server.url.rstrip("/").removesuffix("/v1")
+        assert dspex.mlflow.configure_tracking(explicit) == explicit
 
 
 def test_ensure_experiment_pins_artifacts_and_is_idempotent(

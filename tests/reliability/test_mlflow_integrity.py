@@ -219,3 +219,24 @@ def test_a_plain_http_remote_uri_without_credentials_is_refused(
     monkeypatch.setattr(socket, "create_connection", no_network)
     with pytest.raises(ConfigurationError, match="DSPEX_ALLOW_INSECURE_TRACKING"):
         dspex.mlflow.configure_tracking("http://mlflow.example.com:5000")
+
+
+# -- a managed champion moves only through the promotion gate --------------------------------
+
+
+def test_compile_alias_refuses_to_move_a_champion_the_gate_manages(tracking: str) -> None:
+    import mlflow
+
+    from dspex.errors import UserError
+    from dspex.integrations.mlflow._logging import register_winner
+
+    _, _ = _logged(_program(), name="gated")  # version 1
+    dspex.mlflow.promote("gated", 1)  # the nightly's promotion: @champion -> v1, managed
+    with mlflow.start_run() as run:
+        dspex.mlflow.log_model(_program())
+    with pytest.raises(UserError, match=r"dspex promote CONFIG\.toml"):
+        register_winner(tracking, run.info.run_id, "gated", "champion")
+    champion = dspex.mlflow.get_version_by_alias("gated", "champion")
+    assert champion is not None and str(champion.version) == "1"
+    # An alias the gate does not manage moves as before.
+    assert register_winner(tracking, run.info.run_id, "gated", "candidate") == "2"

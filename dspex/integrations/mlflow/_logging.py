@@ -22,7 +22,7 @@ from dspex._redact import redact
 from dspex.errors import UserError
 from dspex.integrations.mlflow._flavor import log_packed
 from dspex.integrations.mlflow._program import PackedProgram, pack_program
-from dspex.integrations.mlflow._registry import register, set_alias
+from dspex.integrations.mlflow._registry import check_alias_unmanaged, register, set_alias
 from dspex.integrations.mlflow._tracking import ensure_experiment, tracking_client
 
 if TYPE_CHECKING:
@@ -75,6 +75,9 @@ def open_optimization_run(
     """The MLflow run for these parameters: an unfinished one tagged with ``run_key``
     (tagged ``dspex.resumed``), or a new one with every parameter logged flat (redacted)."""
     client = tracking_client(tracking_uri)
+    if params.tracking.model_name and params.tracking.alias:
+        # Refuse before any LM call, not after the optimization (register_winner checks too).
+        check_alias_unmanaged(params.tracking.model_name, params.tracking.alias)
     experiment_id = ensure_experiment(params.tracking.experiment, runs_dir=runs_dir)
     found = client.search_runs(
         [experiment_id],
@@ -266,6 +269,9 @@ def register_winner(tracking_uri: str, run_id: str, model_name: str, alias: str 
     """Register the run's ``program`` model as a version of ``model_name`` (one version per
     run, even when re-run) and point ``alias`` at it; returns the version."""
     tracking_client(tracking_uri)  # the registry helpers use the process's tracking URI
+    if alias:
+        # compile/`dspex optimize` never move an alias the promotion gate manages.
+        check_alias_unmanaged(model_name, alias)
     version = register(run_id, model_name, artifact_path="program")
     if alias:
         set_alias(model_name, alias, version.version)

@@ -16,13 +16,24 @@ from dspex.integrations.mlflow._imports import import_mlflow
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
-__all__ = ["find_version", "get_version_by_alias", "promote", "register", "set_alias"]
+__all__ = [
+    "MANAGED_ALIAS_TAG",
+    "check_alias_unmanaged",
+    "find_version",
+    "get_version_by_alias",
+    "promote",
+    "register",
+    "set_alias",
+]
 
 # Set on versions made by ``register``: which of the run's models the version is.
 ARTIFACT_PATH_TAG = "dspex.artifact_path"
 # Set on versions registered with a key: one version per key.
 KEY_TAG = "dspex.registration_key"
 _FAILED = "FAILED_REGISTRATION"
+# Set on a registered model by ``promote``, one per alias it moves: ``<tag><alias>``.
+MANAGED_ALIAS_TAG = "dspex.managed_alias."
+_MANAGED_BY = "promotion gate: dspex promote CONFIG.toml"
 
 
 def register(
@@ -108,6 +119,12 @@ def promote(
         >>> dspex.mlflow.promote("qa", 4)  # doctest: +SKIP
         '3'
     """
+    # Mark the aliases as the promotion gate's before moving them: from now on compile's
+    # tracking alias and `dspex optimize` refuse to move them (see check_alias_unmanaged).
+    client = _client()
+    for managed in (alias, previous):
+        if managed:
+            client.set_registered_model_tag(name, MANAGED_ALIAS_TAG + managed, _MANAGED_BY)
     current = get_version_by_alias(name, alias)
     old = None if current is None else str(current.version)
     if old == str(version):
@@ -116,6 +133,39 @@ def promote(
         set_alias(name, previous, old)
     set_alias(name, alias, version)
     return old
+
+
+def check_alias_unmanaged(name: str, alias: str) -> None:
+    """Raise unless ``alias`` of ``name`` is free to move outside the promotion gate.
+
+    :func:`promote` (the nightly's promotion) tags the registered model with
+    ``dspex.managed_alias.<alias>``; such an alias moves only when a challenger beats its
+    holder on the test split, i.e. through ``dspex promote CONFIG.toml``.
+
+    Raises:
+        UserError: the alias is managed by the promotion gate.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = _client().get_registered_model(name).tags
+    except MlflowException:
+        return  # no such model yet: nothing manages its aliases
+    if MANAGED_ALIAS_TAG + alias in tags:
+        raise UserError(
+            f"models:/{name}@{alias} is managed by the promotion gate (the nightly flow's "
+            f"`dspex promote`), so this run will not move it: a challenger replaces the "
+            f"champion only if it beats it on the test split. Run `dspex promote CONFIG.toml` "
+            f"to go through the gate, or register under another alias (e.g. "
+            f"tracking={{'alias': 'candidate'}} / --alias candidate)."
+        )
+
+
+def _client() -> Any:
+    import_mlflow()
+    import mlflow
+
+    return mlflow.MlflowClient()
 
 
 def _version_from_run(

@@ -12,19 +12,30 @@ experiment's artifact location under the runs directory instead.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from dspex import _redact
 from dspex._paths import runs_dir as _runs_dir
+from dspex.errors import ConfigurationError
 from dspex.integrations.mlflow._imports import import_mlflow, import_sql_store
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["configure_tracking", "embedded_tracking_uri", "ensure_experiment", "tracking_client"]
+__all__ = [
+    "check_server",
+    "configure_tracking",
+    "embedded_tracking_uri",
+    "ensure_experiment",
+    "tracking_client",
+]
 
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -48,17 +59,32 @@ def embedded_tracking_uri(runs_dir: str | os.PathLike[str] | None = None) -> str
 
 
 def configure_tracking(
-    tracking_uri: str | None = None, *, runs_dir: str | os.PathLike[str] | None = None
+    tracking_uri: str | None = None,
+    *,
+    runs_dir: str | os.PathLike[str] | None = None,
+    allow_insecure: bool = False,
 ) -> str:
     """Point MLflow at a tracking backend and return its URI.
 
     ``tracking_uri`` wins, then ``$MLFLOW_TRACKING_URI``, then the embedded SQLite
     database under the runs directory (created on first use).
 
+    An ``http(s)`` tracking server is checked first, once per process and URI: a plain
+    ``http://`` URI to another host without credentials (``MLFLOW_TRACKING_TOKEN``, or
+    ``MLFLOW_TRACKING_USERNAME`` + ``MLFLOW_TRACKING_PASSWORD``) is refused before any
+    connection unless ``allow_insecure`` or ``DSPEX_ALLOW_INSECURE_TRACKING=1``; then the
+    server must answer ``GET /health`` within a few seconds (MLflow's own retries take
+    minutes to give up on a closed port).
+
     Args:
         tracking_uri: e.g. ``"http://mlflow.internal:5000"`` or ``"sqlite:///mlflow.db"``.
         runs_dir: the runs directory for the embedded default (``$DSPEX_RUNS_DIR`` or
             ``./dspex-runs`` otherwise).
+        allow_insecure: accept a plain-http, credential-less server on another host.
+
+    Raises:
+        ConfigurationError: the server is refused or unreachable; the message names the
+            URI (credentials redacted) and what to do.
 
     Example:
         >>> import dspex.mlflow
@@ -79,9 +105,74 @@ def configure_tracking(
     else:
         _runs_dir(runs_dir).mkdir(parents=True, exist_ok=True)
         uri = _chosen_here = embedded_tracking_uri(runs_dir)
+    check_server(uri, allow_insecure=allow_insecure)
     mlflow.set_tracking_uri(uri)
     import_sql_store(uri)
     return uri
+
+
+_ALLOW_INSECURE_ENV = "DSPEX_ALLOW_INSECURE_TRACKING"
+_PROBE_TIMEOUT_S = 3.0
+_reachable: set[str] = set()  # servers that answered once: not probed again
+
+
+def check_server(uri: str, *, allow_insecure: bool = False) -> None:
+    """Refuse an insecure or unreachable ``http(s)`` tracking server (see
+    :func:`configure_tracking`); any other URI passes."""
+    parts = urlparse(uri)
+    if parts.scheme not in ("http", "https") or uri in _reachable:
+        return
+    shown = _redacted(uri)
+    host = parts.hostname or ""
+    insecure_ok = allow_insecure or os.environ.get(_ALLOW_INSECURE_ENV, "") in ("1", "true")
+    if parts.scheme == "http" and not _loopback(host) and not _credentials() and not insecure_ok:
+        raise ConfigurationError(
+            f"Tracking URI {shown} is plain http to another host with no credentials: "
+            "anyone on the path can read and change runs and registered models. Use https, "
+            "set MLFLOW_TRACKING_TOKEN (or MLFLOW_TRACKING_USERNAME and "
+            f"MLFLOW_TRACKING_PASSWORD), or, on a network you trust, set {_ALLOW_INSECURE_ENV}=1 "
+            "(or pass allow_insecure=True)."
+        )
+    probe = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl().rstrip("/")
+    try:
+        with urllib.request.urlopen(probe + "/health", timeout=_PROBE_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered: a server is there (auth and routes are MLflow's business)
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConfigurationError(
+            f"MLflow tracking server {shown} did not answer within {_PROBE_TIMEOUT_S:g} s "
+            f"({type(e).__name__}: {_redact.redact_text(str(reason))}). Start the server (mlflow "
+            "server --host 127.0.0.1 --port 5000), fix MLFLOW_TRACKING_URI / --tracking-uri, "
+            "or unset it to use the embedded SQLite backend under the runs directory."
+        ) from None
+    _reachable.add(uri)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credentials() -> bool:
+    env = os.environ
+    token = bool(env.get("MLFLOW_TRACKING_TOKEN"))
+    return token or bool(
+        env.get("MLFLOW_TRACKING_USERNAME") and env.get("MLFLOW_TRACKING_PASSWORD")
+    )
+
+
+def _redacted(uri: str) -> str:
+    """``uri`` with any ``user:password@`` replaced."""
+    parts = urlparse(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 def tracking_client(
