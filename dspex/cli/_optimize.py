@@ -64,6 +64,8 @@ def _validate(model: Any, data: dict[str, Any], path: Path) -> Any:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
         )
         raise UserError(f"{path}: {problems}. See docs/optimizers.md for the fields.") from None
+    except UserError as e:  # e.g. an unknown optimizer setting (did you mean ...?): which file
+        raise type(e)(f"{path}: {e}") from None
 
 
 def _load(path: Path, runs_dir: str | None) -> dict[str, Any]:

@@ -7,24 +7,37 @@ environment, never from parameters).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dspex.errors import UserError
+from dspex.errors import ConfigurationError, UserError
 from dspex.primitives import Example
 
 __all__ = [
+    "SETTINGS_MODELS",
+    "TRAIN_KWARGS",
+    "BootstrapFewShotSettings",
+    "BootstrapFinetuneSettings",
     "BudgetSpec",
     "DatasetSpec",
     "EvaluateParams",
     "LMSpec",
+    "LabeledFewShotSettings",
+    "MIPROv2Settings",
     "NightlyParams",
     "OptimizeParams",
+    "OptimizerSettings",
     "PromotionSpec",
+    "RandomSearchSettings",
     "RunInputs",
     "TaskRunnerSpec",
     "TrackingSpec",
+    "UnknownSettingError",
+    "check_names",
+    "check_settings",
 ]
 
 OptimizerName = Literal[
@@ -44,6 +57,155 @@ LMRateLimit = Annotated[
         "before any LM call if it does not exist"
     ),
 ]
+
+
+class UnknownSettingError(ConfigurationError, TypeError):
+    """A setting the optimizer does not have (a typo, most often); the message names the
+    closest valid one. Also a ``TypeError``, as Python's (and DSPy's) unexpected keyword
+    argument is, so code that catches that keeps working."""
+
+
+def check_names(
+    optimizer: str, given: Iterable[str], valid: Iterable[str], *, what: str = "setting"
+) -> None:
+    """Raise :class:`UnknownSettingError` if ``given`` holds a name not in ``valid``.
+
+    Example:
+        >>> try:
+        ...     check_names("LabeledFewShot", ["kk"], ["k", "seed"])
+        ... except UnknownSettingError as e:
+        ...     print(e)
+        LabeledFewShot has no setting 'kk'; did you mean 'k'? Its settings: k, seed.
+    """
+    names = sorted(set(valid))
+    unknown = sorted(set(given) - set(names))
+    if not unknown:
+        return
+    sentences = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        sentences.append(f"{optimizer} has no {what} {key!r}{hint}")
+    raise UnknownSettingError(f"{' '.join(sentences)} Its {what}s: {', '.join(names)}.")
+
+
+class OptimizerSettings(BaseModel):
+    """What every optimizer's ``settings`` may hold; each optimizer's model adds its own.
+
+    The one list of setting names: ``OptimizeParams`` (flow parameters, TOML configs) checks
+    ``settings`` against the chosen optimizer's model, and the optimizer classes'
+    ``settings()`` produce exactly these keys. Defaults are those the flows use.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    optimizer: ClassVar[str]
+    teacher: str | None = Field(
+        None, description="'package.module:attr' naming the teacher program (compile(teacher=))"
+    )
+    seed: int = 0
+
+
+class LabeledFewShotSettings(OptimizerSettings):
+    """``LabeledFewShot``: ``k`` labeled demos per predictor."""
+
+    optimizer = "LabeledFewShot"
+    k: int = Field(16, ge=0)
+
+
+class BootstrapFewShotSettings(OptimizerSettings):
+    """``BootstrapFewShot``: demos from traces that pass the metric, topped up with labels."""
+
+    optimizer = "BootstrapFewShot"
+    max_bootstrapped_demos: int = Field(4, ge=0)
+    max_labeled_demos: int = Field(16, ge=0)
+    max_rounds: int = Field(1, ge=1)
+    metric_threshold: float | None = None
+
+
+class RandomSearchSettings(BootstrapFewShotSettings):
+    """``BootstrapFewShotWithRandomSearch``: several bootstrapped candidates, the best wins."""
+
+    optimizer = "BootstrapFewShotWithRandomSearch"
+    num_candidate_programs: int = Field(8, ge=0)
+
+
+class MIPROv2Settings(OptimizerSettings):
+    """``MIPROv2``: instructions and demos chosen by Bayesian search over minibatches."""
+
+    optimizer = "MIPROv2"
+    auto: Literal["light", "medium", "heavy"] | None = None
+    num_candidates: int | None = Field(None, ge=2)
+    max_bootstrapped_demos: int = Field(4, ge=0)
+    max_labeled_demos: int = Field(4, ge=0)
+    minibatch_size: int = Field(35, ge=1)
+    minibatch_full_eval_steps: int = Field(5, ge=1)
+    num_trials: int | None = Field(None, ge=1)
+    trial_batch_size: int = Field(4, ge=1)
+    prompt_model: str | None = Field(None, description="'package.module:attr' naming an LM")
+    optuna_storage: str | None = Field(None, description="an Optuna RDB URL; default SQLite")
+
+
+# The fields of dspex.finetune.TrainSettings (a layer above this one; a test keeps the two
+# equal), so a flow parameter's train_kwargs typo fails before bootstrapping, not after.
+TRAIN_KWARGS: tuple[str, ...] = (
+    "batch_size",
+    "device",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "logging_steps",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_r",
+    "max_length",
+    "max_steps",
+    "modules_to_save",
+    "save_steps",
+    "seed",
+    "target_modules",
+)
+
+
+class BootstrapFinetuneSettings(OptimizerSettings):
+    """``BootstrapFinetune``: a LoRA adapter per predictor, trained on passing traces."""
+
+    optimizer = "BootstrapFinetune"
+    target: str = Field(..., min_length=1, description="a model directory or hub id")
+    train_kwargs: dict[str, Any] = Field(default_factory=dict, description="TrainSettings")
+    max_rounds: int = Field(1, ge=1)
+    max_labeled_demos: int = Field(0, ge=0)
+
+
+SETTINGS_MODELS: Mapping[str, type[OptimizerSettings]] = {
+    m.optimizer: m
+    for m in (
+        LabeledFewShotSettings,
+        BootstrapFewShotSettings,
+        RandomSearchSettings,
+        MIPROv2Settings,
+        BootstrapFinetuneSettings,
+    )
+}
+
+
+def check_settings(optimizer: str, settings: Mapping[str, Any]) -> None:
+    """Check ``settings`` against ``optimizer``'s settings model, before any LM call.
+
+    An unknown name raises :class:`UnknownSettingError` (did you mean ...?); a bad value
+    raises ``ValueError`` naming the field.
+    """
+    model = SETTINGS_MODELS[optimizer]
+    check_names(optimizer, settings, model.model_fields)
+    train_kwargs = settings.get("train_kwargs")
+    if isinstance(train_kwargs, Mapping):
+        check_names(optimizer, train_kwargs, TRAIN_KWARGS, what="train_kwargs key")
+    try:
+        model.model_validate(dict(settings))
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ValueError(f"{optimizer} settings: {problems}") from None
 
 
 class DatasetSpec(BaseModel):
@@ -183,6 +345,12 @@ class OptimizeParams(BaseModel):
     lm_rate_limit: LMRateLimit = None
     task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
     runs_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _known_settings(self) -> Self:
+        # UnknownSettingError is no ValueError: it leaves pydantic as itself, a UserError.
+        check_settings(self.optimizer, self.settings)
+        return self
 
 
 class RunInputs(BaseModel):

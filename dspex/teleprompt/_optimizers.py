@@ -8,10 +8,11 @@ call site, so ``import dspex`` does not import Prefect.
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Never
 
 from dspex.errors import UserError
 from dspex.lm import LM
@@ -21,6 +22,7 @@ from dspex.optimize._params import (
     LMSpec,
     OptimizeParams,
     TrackingSpec,
+    check_names,
 )
 from dspex.optimize._refs import register_object, registration_scope
 from dspex.primitives import Example, Module
@@ -54,13 +56,29 @@ class OptimizationResult:
 
 
 class Optimizer:
-    """Base class. Subclasses set ``name`` and keep their settings as attributes."""
+    """Base class. Subclasses set ``name`` and keep their settings as attributes.
+
+    A subclass's ``__init__`` takes ``**unknown: Never`` and passes it to
+    :meth:`_reject_unknown` first: a type checker still flags a misspelt keyword, and at run
+    time it is an ``UnknownSettingError`` (a ``TypeError`` and a ``ConfigurationError``)
+    that names the closest valid keyword, where Python 3.11's own ``TypeError`` does not.
+    ``settings()`` returns exactly the keys of the optimizer's model in
+    ``dspex.optimize.SETTINGS_MODELS``, which flow parameters and TOML configs are checked
+    against.
+    """
 
     name: ClassVar[str]
 
     def __init__(self, metric: Callable[..., Any] | None = None) -> None:
         self.metric = metric
         self.last_result: OptimizationResult | None = None
+
+    def _reject_unknown(self, unknown: Mapping[str, Any]) -> None:
+        """Raise ``UnknownSettingError`` (did you mean ...?) for keywords ``__init__`` lacks."""
+        if unknown:
+            params = inspect.signature(type(self).__init__).parameters.values()
+            valid = [p.name for p in params if p.name != "self" and p.kind != p.VAR_KEYWORD]
+            check_names(self.name, unknown, valid, what="argument")
 
     def settings(self) -> dict[str, Any]:
         """The optimizer's settings as JSON values (what the flow receives)."""
@@ -127,7 +145,8 @@ class LabeledFewShot(Optimizer):
 
     name = "LabeledFewShot"
 
-    def __init__(self, k: int = 16, *, seed: int = 0) -> None:
+    def __init__(self, k: int = 16, *, seed: int = 0, **unknown: Never) -> None:
+        self._reject_unknown(unknown)
         super().__init__(None)
         self.k = k
         self.seed = seed
@@ -158,7 +177,9 @@ class BootstrapFewShot(Optimizer):
         max_rounds: int = 1,
         metric_threshold: float | None = None,
         seed: int = 0,
+        **unknown: Never,
     ) -> None:
+        self._reject_unknown(unknown)
         super().__init__(metric)
         if max_bootstrapped_demos < 0 or max_labeled_demos < 0 or max_rounds < 1:
             raise UserError(
@@ -200,7 +221,9 @@ class BootstrapFewShotWithRandomSearch(BootstrapFewShot):
         max_rounds: int = 1,
         metric_threshold: float | None = None,
         seed: int = 0,
+        **unknown: Never,
     ) -> None:
+        self._reject_unknown(unknown)
         super().__init__(
             metric,
             max_bootstrapped_demos=max_bootstrapped_demos,
@@ -254,7 +277,9 @@ class MIPROv2(Optimizer):
         num_trials: int | None = None,
         trial_batch_size: int = 4,
         seed: int = 0,
+        **unknown: Never,
     ) -> None:
+        self._reject_unknown(unknown)
         super().__init__(metric)
         from dspex.optimize._mipro import AUTO_PRESETS
 
@@ -324,13 +349,22 @@ class BootstrapFinetune(Optimizer):
         train_kwargs: dict[str, Any] | None = None,
         max_rounds: int = 1,
         seed: int = 0,
+        **unknown: Never,
     ) -> None:
+        self._reject_unknown(unknown)
         super().__init__(metric)
         if not target:
             raise UserError("BootstrapFinetune(target=...): a model directory or hub id.")
         from dspex.finetune._train import TrainSettings
 
-        TrainSettings.from_dict(train_kwargs)  # unknown keys fail here, before any LM call
+        # Unknown keys fail here, before any LM call: first with a did-you-mean.
+        check_names(
+            self.name,
+            train_kwargs or {},
+            TrainSettings.__dataclass_fields__,
+            what="train_kwargs key",
+        )
+        TrainSettings.from_dict(train_kwargs)
         self.options = {
             "target": target,
             "train_kwargs": dict(train_kwargs or {}),
