@@ -244,9 +244,10 @@ def local_settings(
 ) -> Iterator[None]:
     """Prefect settings for a flow run started in this process.
 
-    Task results persist under ``<runs>/prefect-results`` (Prefect resolves result storage
-    when the flow starts, so this must wrap the call), the flow does not wait ~1 s at exit for
-    its heartbeat thread, and the API is ``server`` (see :func:`local_server`) when given.
+    Task results persist under ``<runs>/prefect-results``, an owner-only folder (Prefect
+    resolves result storage when the flow starts, so this must wrap the call), the flow does
+    not wait ~1 s at exit for its heartbeat thread, and the API is ``server`` (see
+    :func:`local_server`) when given.
     ``warm_up`` (the flow module's, if any) runs if the server is still booting.
     """
     from prefect.settings import (
@@ -262,8 +263,11 @@ def local_settings(
     if isinstance(params, NightlyParams):
         params = params.optimize
     runs = runs_dir(params.runs_dir)
+    results = runs / "prefect-results"
+    results.mkdir(mode=0o700, parents=True, exist_ok=True)
+    results.chmod(0o700)  # made before with the umask's mode
     updates: dict[Any, Any] = {
-        PREFECT_LOCAL_STORAGE_PATH: runs / "prefect-results",
+        PREFECT_LOCAL_STORAGE_PATH: results,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
     }
     if server is not None and PREFECT_API_URL.value():  # a profile names a server after all
@@ -287,12 +291,33 @@ def _run(server: LocalServer | None, module: ModuleType, flow: Any, params: Any)
     Callers start the server (:func:`local_server`) before importing the flow's module, so it
     boots while the flow, Prefect and MLflow are imported.
     """
-    if isinstance(params, OptimizeParams) and hasattr(flow, "with_options"):
+    if isinstance(params, OptimizeParams):
         from dspex.flows._runners import with_task_runner
 
         flow = with_task_runner(flow, params)
+    runs = runs_dir((params.optimize if isinstance(params, NightlyParams) else params).runs_dir)
     with local_settings(params, server, getattr(module, "warm_up", None)):
-        result: dict[str, Any] = flow(params)
+        from dspex.flows._results import json_only_storage
+        from dspex.flows._stale import crash_stale_runs, forget, record_running
+
+        crash_stale_runs(runs)
+
+        def running(flow: Any, flow_run: Any, state: Any) -> None:
+            record_running(runs, flow_run.id)
+            started.append(flow_run.id)
+
+        started: list[Any] = []
+        flow = flow.with_options(
+            # Read back as JSON only: a result file names its own serializer (flows/_results.py).
+            result_storage=json_only_storage(runs / "prefect-results"),
+            persist_result=bool(flow.persist_result),
+            on_running=[*flow.on_running_hooks, running],
+        )
+        try:
+            result: dict[str, Any] = flow(params)
+        finally:
+            for flow_run_id in started:
+                forget(runs, flow_run_id)  # finished one way or another, not stale
         return result
 
 
@@ -330,10 +355,13 @@ def nightly(params: NightlyParams) -> dict[str, Any]:
 
 def experiment(params: OptimizeParams) -> dict[str, Any]:
     """Any optimizer's flow in this process (``dspex optimize``)."""
-    server = local_server()
-    from dspex.flows import experiment as module
-
-    return _run(server, module, module.run_optimizer, params)
+    # The optimizer's own flow, as the experiment flow's run_optimizer picks it: a flow object
+    # that _run can give its result storage and run record.
+    if params.optimizer == "MIPROv2":
+        return mipro(params)
+    if params.optimizer == "BootstrapFinetune":
+        return finetune(params)
+    return fewshot(params)
 
 
 def plan_promotion(params: NightlyParams) -> dict[str, Any]:
