@@ -29,7 +29,7 @@ from dspex.optimize._refs import resolve_program
 from dspex.tasks.data import load_dataset
 from dspex.tasks.evaluation import evaluate_program
 from dspex.tasks.limits import lm_rate_limit
-from dspex.tasks.promotion import decide, register_challenger, registry_state
+from dspex.tasks.promotion import decide, record_skip, register_challenger, registry_state
 
 __all__ = ["nightly", "plan", "promotion_key"]
 
@@ -90,11 +90,40 @@ def _skip(params: NightlyParams, state: dict[str, Any], key: str) -> dict[str, A
     champion, mine = state["champion"], state["challenger"]
     if not params.skip_unchanged:
         return None
+    why = f"unchanged fingerprint: promotion key {key} (program, data, optimizer settings, LM"
     if champion is not None and champion["key"] == key:
-        return {"decision": "unchanged", "version": champion["version"], "skipped": True}
+        reason = f"{why}) is the one champion v{champion['version']} came from"
+        return {
+            "decision": "unchanged",
+            "version": champion["version"],
+            "skipped": True,
+            "skip_reason": reason,
+        }
     if mine is not None and mine["decision"] == "rejected":
-        return {"decision": "rejected", "version": mine["version"], "skipped": True}
+        reason = f"{why}) is the one v{mine['version']} came from, already tested and rejected"
+        return {
+            "decision": "rejected",
+            "version": mine["version"],
+            "skipped": True,
+            "skip_reason": reason,
+        }
     return None
+
+
+def _record_skip(uri: str, params: NightlyParams, skip: dict[str, Any]) -> None:
+    """Say why nothing ran: a Prefect artifact (one per run, under the decision's key) and
+    tags on the version left in place (the latest skip: when and why)."""
+    name, version = params.promotion.model_name, skip["version"]
+    record_skip(uri, name, version, skip["skip_reason"])
+    create_markdown_artifact(
+        key="dspex-promotion",
+        description="Promotion decision: skipped",
+        markdown=(
+            f"# {name} v{version}: **skipped** ({skip['decision']})\n\n"
+            f"Nothing to optimize: {skip['skip_reason']}.\n\nNo LM call was made; set "
+            "`skip_unchanged = false` to run anyway."
+        ),
+    )
 
 
 def plan(params: NightlyParams) -> dict[str, Any]:
@@ -133,6 +162,7 @@ def _nightly(params: NightlyParams) -> dict[str, Any]:
     summary: dict[str, Any] = {"promotion_key": key, "model_name": promo.model_name}
     skip = _skip(params, state, key)
     if skip is not None:
+        _record_skip(uri, params, skip)
         return {**summary, **skip}
     result = run_optimizer(opt)
     version = register_challenger(

@@ -18,9 +18,24 @@ from prefect.cache_policies import NO_CACHE
 import dspex.mlflow
 from dspex.integrations.mlflow._registry import KEY_TAG
 
-__all__ = ["DECISION_TAG", "decide", "register_challenger", "registry_state"]
+__all__ = [
+    "DECISION_TAG",
+    "SKIPPED_AT_TAG",
+    "SKIP_REASON_TAG",
+    "decide",
+    "record_skip",
+    "register_challenger",
+    "registry_state",
+]
 
 DECISION_TAG = "dspex.decision"
+# The latest nightly run that found nothing to do, on the version it left in place.
+SKIPPED_AT_TAG = "dspex.nightly_skipped_at"
+SKIP_REASON_TAG = "dspex.nightly_skip_reason"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _version_info(version: Any) -> dict[str, Any]:
@@ -86,7 +101,7 @@ def decide(
         "dspex.champion_version": champion["version"] if champion else "",
         "dspex.champion_test_score": "" if champion_score is None else f"{champion_score:.4f}",
         "dspex.margin": f"{margin:g}",
-        "dspex.decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dspex.decided_at": _now(),
     }
     for k, v in tags.items():
         client.set_model_version_tag(model_name, version, k, v)
@@ -99,3 +114,14 @@ def decide(
             previous=promotion.get("previous_alias"),
         )
     return {"decision": decision, "reason": why, "replaced": replaced}
+
+
+@task(name="record-skip", cache_policy=NO_CACHE)
+def record_skip(tracking_uri: str, model_name: str, version: str, reason: str) -> dict[str, str]:
+    """Tag ``version`` (the champion, or the challenger already rejected) with why a nightly
+    run skipped: when, and the reason. Its decision tags stay as they were."""
+    client = dspex.mlflow.tracking_client(tracking_uri)
+    tags = {SKIPPED_AT_TAG: _now(), SKIP_REASON_TAG: reason}
+    for k, v in tags.items():
+        client.set_model_version_tag(model_name, version, k, v)
+    return tags

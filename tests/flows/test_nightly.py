@@ -78,6 +78,10 @@ def test_better_promoted_worse_rejected_unchanged_skipped(tmp_path: Path) -> Non
 
     skipped = nightly(_params(tmp_path, *WEAK))  # already decided: nothing to redo
     assert skipped["decision"] == "rejected" and skipped.get("skipped")
+    assert "already tested and rejected" in skipped["skip_reason"]
+    tags = mlflow.MlflowClient().get_model_version(MODEL, worse["version"]).tags
+    assert tags["dspex.nightly_skip_reason"] == skipped["skip_reason"]
+    assert tags["dspex.decision"] == "rejected"
     assert len(_versions()) == 2
 
 
