@@ -46,7 +46,9 @@ def _rows(*scores: float | None) -> list[dict[str, Any]]:
 
 
 def test_a_run_is_opened_once_per_key_until_it_finishes(tracking: Tracking) -> None:
-    params = _params("logging-open", api_key="plain-secret", note="sk-abcdefghijklmnop1234")
+    # Settings a validated OptimizeParams would refuse: the logger must redact whatever it gets.
+    leaky = {"api_key": "plain-secret", "note": "sk-abcdefghijklmnop1234"}
+    params = _params("logging-open").model_copy(update={"settings": leaky})
     key = _key()
     run_id = open_optimization_run(tracking.uri, params, key, tracking.runs_dir)
     client = dspex.mlflow.tracking_client(tracking.uri)
