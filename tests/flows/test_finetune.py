@@ -16,7 +16,8 @@ from dspex.finetune import sft_rows
 from dspex.testing import build_tiny_causal_lm
 from tests.fresh import run_fresh
 
-pytestmark = pytest.mark.slow
+# Trains a tiny model on the CPU: minutes on a loaded 2-core machine, past the suite default.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TRAIN_KWARGS = {
     "max_steps": 150,
