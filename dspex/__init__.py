@@ -7,8 +7,8 @@ Example:
     ['predict']
 """
 
-from dspex import mlflow as mlflow  # public submodule: dspex.mlflow.log_model(...)
-from dspex import traces as traces  # public submodule: dspex.traces.record(...)
+import typing as _typing
+
 from dspex._settings import configure, context
 from dspex._version import __version__
 from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
@@ -29,13 +29,46 @@ from dspex.lm import LM, configure_cache, inspect_history
 from dspex.modules import ChainOfThought, Predict
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
 from dspex.signatures import InputField, OutputField, Signature, make_signature
-from dspex.teleprompt import (
-    BootstrapFewShot,
-    BootstrapFewShotWithRandomSearch,
-    BootstrapFinetune,
-    LabeledFewShot,
-    MIPROv2,
-)
+
+if _typing.TYPE_CHECKING:
+    from dspex import mlflow as mlflow
+    from dspex import traces as traces
+    from dspex.teleprompt import (
+        BootstrapFewShot,
+        BootstrapFewShotWithRandomSearch,
+        BootstrapFinetune,
+        LabeledFewShot,
+        MIPROv2,
+    )
+
+# Imported on first use (PEP 562), so `import dspex` stays fast: the optimizers (their
+# parameter models), the MLflow flavor and the trace store are not needed to run a program.
+_LAZY = {
+    "BootstrapFewShot": "dspex.teleprompt",
+    "BootstrapFewShotWithRandomSearch": "dspex.teleprompt",
+    "BootstrapFinetune": "dspex.teleprompt",
+    "LabeledFewShot": "dspex.teleprompt",
+    "MIPROv2": "dspex.teleprompt",
+    "mlflow": "dspex.mlflow",  # a public submodule: dspex.mlflow.log_model(...)
+    "traces": "dspex.traces",  # a public submodule: dspex.traces.record(...)
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'dspex' has no attribute {name!r}")
+    from importlib import import_module
+
+    module = import_module(module_name)
+    value = module if module_name == f"dspex.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "LM",
