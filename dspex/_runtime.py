@@ -16,7 +16,8 @@ import concurrent.futures
 import contextlib
 import contextvars
 import threading
-from collections.abc import Coroutine
+import weakref
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from dspex.errors import UserError
@@ -81,22 +82,97 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         raise
 
 
+class _Mailbox:
+    """Callables handed to one loop from other threads, run there in batches.
+
+    ``call_soon_threadsafe`` wakes the loop (a syscall) for every call; a burst of LM calls
+    from another loop (64 in flight, each handed over and answered) would pay that twice per
+    call. The mailbox wakes its loop once per batch: only the post that finds it empty does.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[Callable[[], None]] = []
+
+    def post(self, item: Callable[[], None]) -> None:
+        with self._lock:
+            self._items.append(item)
+            wake = len(self._items) == 1
+        if wake:
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for item in items:
+            item()
+
+
+_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
+    box = _mailboxes.get(loop)
+    if box is None:
+        with _lock:
+            box = _mailboxes.get(loop)
+            if box is None:
+                box = _mailboxes[loop] = _Mailbox(loop)
+    return box
+
+
 async def run_on_loop(coro: Coroutine[Any, Any, T]) -> T:
     """Await ``coro`` on the shared loop from a coroutine running on any other loop.
 
     The async twin of :func:`run_sync`: a user's ``asyncio.run(...)`` awaiting an LM call
     gets its answer from dspex's loop, so every LM call shares one loop (one connection pool,
     one ``ConcurrencyLimit`` semaphore, one table of requests in flight). The caller's
-    ``contextvars`` travel with the coroutine; cancelling the caller cancels it there.
+    ``contextvars`` travel with the coroutine; cancelling the caller cancels it there. Both
+    hand-overs go through mailboxes, so a burst of calls wakes each loop once per batch.
     """
-    return await asyncio.wrap_future(_submit(coro))
+    caller = asyncio.get_running_loop()
+    loop = get_loop()
+    answer: asyncio.Future[T] = caller.create_future()
+    replies = _mailbox(caller)
+    ctx = contextvars.copy_context()
+    started: list[asyncio.Task[T]] = []
+
+    def _reply(task: asyncio.Task[T]) -> None:  # on the caller's loop
+        if answer.done():
+            return
+        if task.cancelled():
+            answer.cancel()
+        elif (exc := task.exception()) is not None:
+            answer.set_exception(exc)
+        else:
+            answer.set_result(task.result())
+
+    def _start() -> None:  # on dspex's loop
+        if answer.cancelled():  # read across threads: at worst the task starts and is cancelled
+            coro.close()
+            return
+        task = loop.create_task(coro, context=ctx)
+        started.append(task)
+        task.add_done_callback(lambda t: replies.post(lambda: _reply(t)))
+
+    _mailbox(loop).post(_start)
+    try:
+        return await answer
+    except asyncio.CancelledError:
+        if started:
+            loop.call_soon_threadsafe(started[0].cancel)
+        else:
+            _mailbox(loop).post(lambda: started[0].cancel() if started else None)
+        raise
 
 
 def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Start ``coro`` on the shared loop in a copy of the caller's context.
-
-    Cancelling the returned future cancels the task (or, before it starts, closes ``coro``).
-    """
+    """Start ``coro`` on the shared loop in a copy of the caller's context (for a caller
+    that waits in a thread). Cancelling the returned future cancels the task (or, before it
+    starts, closes ``coro``)."""
     loop = get_loop()
     ctx = contextvars.copy_context()
     fut: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -126,7 +202,7 @@ def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         task.add_done_callback(_done)
         fut.add_done_callback(_cancelled)
 
-    loop.call_soon_threadsafe(_start)
+    _mailbox(loop).post(_start)
     return fut
 
 
