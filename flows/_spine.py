@@ -92,7 +92,6 @@ def run_inputs(params: OptimizeParams) -> RunInputs:
     program = resolve_program(params.program)
     train = load_dataset(params.trainset, "trainset")
     val = load_dataset(params.valset, "valset") if params.valset else None
-    lm = params.lm.build() if params.lm else None
     return RunInputs(
         optimizer=params.optimizer,
         program=params.program,
@@ -103,7 +102,7 @@ def run_inputs(params: OptimizeParams) -> RunInputs:
         valset=params.valset,
         valset_fp=val["fingerprint"] if val else None,
         lm_ref=params.lm.ref if params.lm else None,
-        lm_config=lm.dump_config() if lm is not None and hasattr(lm, "dump_config") else None,
+        lm=params.lm if params.lm is not None and not params.lm.ref else None,
         settings=dict(params.settings),
     )
 

@@ -22,7 +22,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from dspex._settings import context
 from dspex.errors import LMError
-from dspex.lm import LM, default_cache
+from dspex.lm import default_cache
 from dspex.optimize import DatasetSpec, RunInputs
 from dspex.optimize._refs import resolve, resolve_metric, resolve_program
 from dspex.primitives import Example, Module
@@ -156,8 +156,8 @@ def _resolved(run: RunInputs, labels: Mapping[str, Any]) -> Iterator[RunContext]
     lm = None
     if run.lm_ref:
         lm = resolve(run.lm_ref)
-    elif run.lm_config:
-        lm = LM.from_config(run.lm_config)
+    elif run.lm is not None:
+        lm = run.lm.build()  # credentials are read here, in the task's process
     teacher_ref = run.settings.get("teacher")
     ctx = RunContext(
         program=resolve_program(run.program),

@@ -8,10 +8,20 @@ environment, never from parameters).
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dspex.errors import ConfigurationError, UserError
 from dspex.primitives import Example
@@ -256,15 +266,68 @@ def _load_file(path: str, input_keys: list[str] | None) -> list[Example]:
     raise UserError(f"Dataset {path!r}: use a .jsonl, .csv or .parquet file.")
 
 
-class LMSpec(BaseModel):
-    """The LM every predictor without its own uses; its key comes from the environment."""
+_SECRET_REF = re.compile(r"^(env|prefect-secret):[A-Za-z0-9_./-]+$")
+_HEADER_KWARGS = ("extra_headers", "headers")
 
-    model_config = ConfigDict(extra="forbid")
+
+def _secret_ref(value: str) -> str:
+    if not _SECRET_REF.match(value):
+        raise ValueError(
+            "give a reference, not the secret: 'env:VARIABLE' (an environment variable of the "
+            "process that runs the task) or 'prefect-secret:BLOCK' (a Prefect Secret block)"
+        )
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(_secret_ref)]
+"""Where a credential is read when a task runs: ``env:VAR`` or ``prefect-secret:BLOCK``.
+Flow parameters are stored in Prefect's database in plain text, so they hold only this."""
+
+
+def resolve_secret(ref: str) -> str:
+    """The value a :data:`SecretRef` names (registered for redaction)."""
+    from dspex._redact import register_secret
+
+    kind, _, name = ref.partition(":")
+    if kind == "env":
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigurationError(
+                f"The LM credential {ref!r} is not set: export {name} in the environment of "
+                "the process that runs the flow's tasks (the worker, for a deployment)."
+            )
+    else:
+        from prefect.blocks.system import Secret
+
+        try:
+            value = str(Secret.load(name).get())
+        except ValueError as e:
+            raise ConfigurationError(
+                f"The LM credential {ref!r} names no Prefect Secret block ({e}); create it "
+                f"with `prefect block create secret` or in the UI, named {name!r}."
+            ) from None
+    register_secret(value)
+    return value
+
+
+class LMSpec(BaseModel):
+    """The LM every predictor without its own uses. Credentials are references
+    (``env:VAR``, ``prefect-secret:BLOCK``), resolved where the task runs: flow parameters are
+    stored in Prefect's database in plain text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(..., description="e.g. openai/gpt-4o-mini or dspex-sim/arithmetic")
     api_base: str | None = None
     ref: str | None = Field(None, description="or 'package.module:attr' naming a dspex.LM")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="temperature, max_tokens...")
+    api_key: SecretRef | None = Field(
+        None, description="'env:VAR' or 'prefect-secret:BLOCK'; default: the provider's variable"
+    )
+    headers: dict[str, SecretRef] = Field(
+        default_factory=dict,
+        description="request headers from references, e.g. Authorization: env:MY_GATEWAY_AUTH",
+    )
 
     @field_validator("kwargs")
     @classmethod
@@ -272,20 +335,33 @@ class LMSpec(BaseModel):
         from dspex._redact import is_secret_key
 
         bad = [k for k in value if is_secret_key(k) and not k.endswith("_tokens")]
+        for key in _HEADER_KWARGS:
+            headers = value.get(key)
+            if isinstance(headers, dict):
+                bad += [f"{key}.{h}" for h in headers if is_secret_key(h)]
         if bad:
             raise ValueError(
-                f"{bad} look like credentials; flow parameters are stored in plain text. "
-                "Set the provider's environment variable on the worker instead."
+                f"{bad} look like credentials; flow parameters are stored in plain text. Pass a "
+                "reference instead: lm.api_key = 'env:VAR' or lm.headers = {'Authorization': "
+                "'env:VAR'} ('prefect-secret:BLOCK' works too), or set the provider's "
+                "environment variable on the worker."
             )
         return value
 
     def build(self) -> Any:
+        """The LM, with its credentials read now (in the task's process)."""
         from dspex.lm import LM
         from dspex.optimize._refs import resolve
 
         if self.ref:
             return resolve(self.ref)
-        return LM(self.model, api_base=self.api_base, **self.kwargs)
+        kwargs = dict(self.kwargs)
+        if self.headers:
+            plain = dict(kwargs.pop("extra_headers", None) or {})
+            plain.update({h: resolve_secret(r) for h, r in self.headers.items()})
+            kwargs["extra_headers"] = plain
+        api_key = resolve_secret(self.api_key) if self.api_key else None
+        return LM(self.model, api_base=self.api_base, api_key=api_key, **kwargs)
 
 
 class BudgetSpec(BaseModel):
@@ -372,7 +448,7 @@ class RunInputs(BaseModel):
     valset: DatasetSpec | None = None
     valset_fp: str | None = None
     lm_ref: str | None = Field(None, description="'package.module:attr' naming the LM")
-    lm_config: dict[str, Any] | None = Field(None, description="the LM's dump_config()")
+    lm: LMSpec | None = Field(None, description="the LM to build in the task (references only)")
     settings: dict[str, Any] = Field(default_factory=dict, description="optimizer arguments")
 
 

@@ -12,13 +12,13 @@ import pydantic
 import pytest
 from prefect.utilities.hashing import hash_objects
 
-from dspex.optimize import DatasetSpec, RunInputs
+from dspex.optimize import DatasetSpec, LMSpec, RunInputs
 
 REPO = Path(__file__).parents[2]
 
 HASH = """
 from prefect.utilities.hashing import hash_objects
-from dspex.optimize import DatasetSpec, RunInputs
+from dspex.optimize import DatasetSpec, LMSpec, RunInputs
 from tests.optimize.test_run_inputs import sample
 print(hash_objects({"run": sample()}))
 """
@@ -34,7 +34,7 @@ def sample() -> RunInputs:
         trainset_fp="t" * 16,
         valset=DatasetSpec(task="arithmetic", split="dev"),
         valset_fp="v" * 16,
-        lm_config={"model": "dspex-sim/arithmetic", "kwargs": {"temperature": 0.0}},
+        lm=LMSpec(model="dspex-sim/arithmetic", kwargs={"temperature": 0.0}),
         settings={"num_trials": 10, "auto": None, "seed": 0},
     )
 
