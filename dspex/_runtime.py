@@ -162,10 +162,12 @@ async def run_on_loop(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return await answer
     except asyncio.CancelledError:
-        if started:
-            loop.call_soon_threadsafe(started[0].cancel)
-        else:
-            _mailbox(loop).post(lambda: started[0].cancel() if started else None)
+
+        def _cancel() -> None:  # on dspex's loop, after _start (the mailbox keeps order)
+            if started:
+                started[0].cancel()
+
+        _mailbox(loop).post(_cancel)
         raise
 
 

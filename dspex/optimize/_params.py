@@ -300,7 +300,8 @@ def resolve_secret(ref: str) -> str:
         from prefect.blocks.system import Secret
 
         try:
-            value = str(Secret.load(name).get())
+            block: Any = Secret.load(name)  # typed as maybe-async; sync here
+            value = str(block.get())
         except ValueError as e:
             raise ConfigurationError(
                 f"The LM credential {ref!r} names no Prefect Secret block ({e}); create it "
