@@ -24,15 +24,21 @@ _KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8
 
 _lock = threading.Lock()
 _secrets: frozenset[str] = frozenset()
+# Longest first: a secret that contains another registered one (``abc`` and ``abc-123``) is
+# replaced whole before the shorter one can cut it into pieces the longer no longer matches.
+_ordered: tuple[str, ...] = ()
 
 
 def register_secret(value: str | None) -> None:
     """Remember a secret value so that :func:`redact_text` removes it wherever it appears."""
-    global _secrets
+    global _secrets, _ordered
     if not value or len(value) < 4:
         return
     with _lock:
+        if value in _secrets:
+            return
         _secrets = _secrets | {value}
+        _ordered = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def is_secret_key(key: str) -> bool:
@@ -42,7 +48,7 @@ def is_secret_key(key: str) -> bool:
 
 def redact_text(text: str) -> str:
     """Replace every registered secret and anything shaped like a provider key."""
-    for secret in _secrets:
+    for secret in _ordered:
         if secret in text:
             text = text.replace(secret, REDACTED)
     # Substring checks run at C speed; the regex only runs where a key shape could be.

@@ -1,0 +1,16 @@
+"""A registered secret is redacted whole even when a shorter registered secret is part of it
+(a URL password ``hunter2`` and a key ``hunter2-...``): the shorter one must not cut it first."""
+
+from __future__ import annotations
+
+from dspex._redact import redact_text, register_secret
+
+
+def test_overlapping_secrets_are_redacted_whole() -> None:
+    long_secret = "hunter2-SENTINEL-overlap-5f1c9a"
+    for end in range(4, 15):  # every prefix registered too, in any order
+        register_secret(long_secret[:end])
+    register_secret(long_secret)
+    text = redact_text(f"my key is {long_secret}.")
+    assert "SENTINEL" not in text
+    assert text == "my key is [REDACTED]."
