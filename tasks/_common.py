@@ -10,7 +10,6 @@ worker), where the flow's context does not reach.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -87,10 +86,6 @@ class TaskRuntime:
     lm_rate_limit: str | None
     flow_process: str
 
-    def as_dict(self) -> dict[str, Any]:
-        """For tasks that still take the runtime as a mapping."""
-        return dataclasses.asdict(self)
-
 
 def _load(spec: DatasetSpec | None) -> list[Example]:
     return spec.load() if spec is not None else []
@@ -98,8 +93,8 @@ def _load(spec: DatasetSpec | None) -> list[Example]:
 
 @contextmanager
 def run_context(
-    run: RunInputs | Mapping[str, Any],
-    runtime: TaskRuntime | Mapping[str, Any] | None = None,
+    run: RunInputs,
+    runtime: TaskRuntime | None = None,
     **labels: Any,
 ) -> Iterator[RunContext]:
     """Resolve a run's references and enter its LM and labels for the task's LM calls.
@@ -109,11 +104,6 @@ def run_context(
     the task records its trace rows into the run's directory itself, labelled with the
     worker that made them, and takes slots of the same rate limit.
     """
-    # Mappings: the dumped forms, for tasks not yet typed (tasks/finetune.py).
-    if not isinstance(run, RunInputs):
-        run = RunInputs.model_validate(run)
-    if runtime is not None and not isinstance(runtime, TaskRuntime):
-        runtime = TaskRuntime(**runtime)
     with ExitStack() as stack:
         if runtime is not None:
             labels = {**_enter_runtime(stack, runtime), **labels}
