@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from dspex._jsonable import dumps
 from dspex._serving import (
     chat_completion,
     error_body,
@@ -21,7 +22,6 @@ from dspex._serving import (
     server_url,
     set_nodelay,
 )
-from dspex.lm._json import dumps
 from dspex.lm._openai import parse_completion
 
 

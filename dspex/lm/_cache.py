@@ -27,7 +27,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from dspex.lm._json import dumps, dumps_canonical, loads
+from dspex._jsonable import canonical_json, dumps, loads
 from dspex.lm._types import LMRequest, RawCompletion
 
 __all__ = ["Cache", "configure_cache", "default_cache", "request_key"]
@@ -58,7 +58,7 @@ def request_key(request: LMRequest) -> str:
         "kwargs": kwargs,
         "rollout_id": request.rollout_id,
     }
-    return hashlib.sha256(dumps_canonical(payload)).hexdigest()
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
 def _encode(raw: RawCompletion) -> str:

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TextIO
 
+from dspex._jsonable import dumps, loads
 from dspex._redact import is_secret_key, redact, redact_text, register_secret
 from dspex._runtime import in_loop_thread, run_on_loop, run_sync
 from dspex._settings import current
@@ -31,7 +32,6 @@ from dspex.callbacks import current_span, emit, observed
 from dspex.errors import LMError, UserError
 from dspex.lm._cache import Cache, default_cache, request_key
 from dspex.lm._history import GLOBAL_HISTORY, HistoryEntry, format_history
-from dspex.lm._json import dumps, loads
 from dspex.lm._litellm import LiteLLMTransport
 from dspex.lm._openai import OpenAITransport
 from dspex.lm._pricing import cost_of, price_of

@@ -24,9 +24,9 @@ import weakref
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from dspex._jsonable import dumps, loads
 from dspex._redact import redact_text, register_secret
 from dspex.errors import LMError, LMServerError, LMTimeoutError, lm_error_from_status
-from dspex.lm._json import dumps, loads
 from dspex.lm._types import LMRequest, RawCompletion
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ import logging
 import threading
 from pathlib import Path
 
+from dspex._jsonable import loads
 from dspex.errors import UserError
-from dspex.lm._json import loads
 
 __all__ = ["cost_of", "price_of", "register_price"]
 

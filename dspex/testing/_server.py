@@ -28,9 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from dspex._jsonable import dumps, loads
 from dspex._serving import chat_completion, error_body, model_list, set_nodelay
 from dspex.errors import DspexError, UserError
-from dspex.lm._json import dumps, loads
 from dspex.lm._types import LMRequest
 from dspex.testing._core import Faults, Responder
 
