@@ -89,8 +89,10 @@ class SharedStudy:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url = url
-        self._storage = _rdb(url)
         with lock(url):
+            # Creating the storage stamps a fresh database's schema version: two workers
+            # doing that at once collide (UNIQUE constraint on alembic_version).
+            self._storage = _rdb(url)
             self.study = optuna.create_study(
                 study_name=name,
                 storage=self._storage,
