@@ -128,6 +128,11 @@ def _close_at_exit() -> None:
                 future.result(2.0)
             except Exception:  # exiting anyway; a slow close must not hang the process
                 session.detach()
+        elif not loop.is_closed():
+            try:
+                loop.run_until_complete(asyncio.wait_for(session.close(), 2.0))
+            except Exception:
+                session.detach()
         else:
             session.detach()
 
