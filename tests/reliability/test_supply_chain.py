@@ -41,6 +41,10 @@ def test_the_ci_lock_pins_every_dependency_with_hashes() -> None:
 def test_ci_runs_the_locked_install_and_the_pth_check() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "--require-hashes -r requirements/ci.lock" in ci
+    # The installer that reads the lock is itself installed from hashes.
+    assert "--require-hashes -r requirements/tools.lock" in ci
+    tools = (ROOT / "requirements" / "tools.lock").read_text()
+    assert re.search(r"^uv==[\d.]+ \\\n\s+--hash=sha256:", tools, re.M), tools[:200]
     assert "check_pth.py" in ci
 
 
