@@ -46,6 +46,23 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key)) and key not in {"max_tokens", "tokens"}
 
 
+# Where a request goes and what it carries besides the prompt is the loading process's to
+# decide, never a saved file's (DESIGN.md, Trust boundaries): these keys are not read from one.
+_ROUTE_KEYS = frozenset(
+    {"api_base", "base_url", "transport", "headers", "extra_headers", "default_headers"}
+    | {"extra_query", "custom_llm_provider", "api_version", "http_client", "proxy", "proxies"}
+)
+_ROUTE_SUFFIXES = ("_base", "_url", "_headers", "_endpoint", "_host")
+
+
+def is_route_key(key: str) -> bool:
+    """Whether an LM setting names where a request goes or a credential it carries: a saved
+    program's value for it is never used."""
+    # ``max_completion_tokens`` looks like a credential to is_secret_key but is a parameter.
+    secret = is_secret_key(key) and not key.endswith("_tokens")
+    return secret or key in _ROUTE_KEYS or key.endswith(_ROUTE_SUFFIXES)
+
+
 def redact_text(text: str) -> str:
     """Replace every registered secret and anything shaped like a provider key."""
     for secret in _ordered:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dspex._redact import is_secret_key, redact
+from dspex._redact import is_route_key, redact
 from dspex._runtime import run_sync
 from dspex._settings import current
 from dspex.errors import DataError, UserError
@@ -125,7 +125,7 @@ class Predict(Module, Parameter):
         self.signature = self.signature.load_state(state.get("signature", {}))
         self.demos = [Example(d) for d in state.get("demos", [])]
         # Route keys (headers, ...) in the request parameters stay this process's own.
-        own = {k: v for k, v in self.config.items() if _is_route_key(k)}
+        own = {k: v for k, v in self.config.items() if is_route_key(k)}
         saved_config, saved_lm = state.get("config") or {}, state.get("lm")
         if not isinstance(saved_config, Mapping) or not isinstance(saved_lm, Mapping | None):
             raise DataError(
@@ -144,25 +144,12 @@ class Predict(Module, Parameter):
         return f"Predict({self.signature.__name__}({self.signature.signature}))"
 
 
-# Where a request goes and what it carries besides the prompt is the loading process's to
-# decide, never a saved file's (DESIGN.md, Trust boundaries): these keys are not read from one.
-_ROUTE_KEYS = frozenset(
-    {"api_base", "base_url", "transport", "headers", "extra_headers", "default_headers"}
-    | {"extra_query", "custom_llm_provider", "api_version", "http_client", "proxy", "proxies"}
-)
-_ROUTE_SUFFIXES = ("_base", "_url", "_headers", "_endpoint", "_host")
 # What a saved LM config may set when the LM is built afresh (model and operational limits).
 _FRESH_KEYS = ("model", "cache", "num_retries", "timeout", "retry_backoff", "history_size")
 
 
-def _is_route_key(key: str) -> bool:
-    # ``max_completion_tokens`` looks like a credential to is_secret_key but is a parameter.
-    secret = is_secret_key(key) and not key.endswith("_tokens")
-    return secret or key in _ROUTE_KEYS or key.endswith(_ROUTE_SUFFIXES)
-
-
 def _without_route(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if not _is_route_key(str(k))}
+    return {k: v for k, v in params.items() if not is_route_key(str(k))}
 
 
 def _saved_lm(saved: Mapping[str, Any], base: LM | None) -> LM:

@@ -188,12 +188,23 @@ class Module:
             raise
         return self
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: str = "dspex",
+        save_program: bool = False,
+    ) -> Path:
         """Write the program's state as JSON with a sha256 manifest, atomically (a temp file
         and a rename: readers never see half a file).
 
         The file stays readable; its top-level ``"manifest"`` holds the sha256 of the state's
         canonical JSON, which :meth:`load` checks. No API key is ever written.
+
+        ``format="dspy"`` writes DSPy 3.4's saved-program JSON instead (no manifest, no
+        endpoint or credentials), which ``dspy_program.load(path)`` reads. ``save_program``
+        is refused: DSPy's whole-program save is a pickle, which dspex neither writes nor
+        loads; save the state and rebuild the program from its code.
 
         Example:
             >>> import dspex, json, pathlib, tempfile
@@ -203,11 +214,27 @@ class Module:
             'sha256'
         """
         path = Path(path)
+        if save_program:
+            raise UserError(
+                f"save({str(path)!r}, save_program=True): a whole-program save is a pickle, "
+                "which dspex never writes (loading one runs code). Save the state with "
+                "save(path) and rebuild the program from its code before load(path)."
+            )
+        if format not in ("dspex", "dspy"):
+            raise UserError(f"save(format={format!r}): use format='dspex' or format='dspy'.")
         if path.suffix != ".json":
             raise UserError(
                 f"save({str(path)!r}): dspex saves programs as JSON; use a path ending in .json."
             )
-        write_atomic(path, seal(self.dump_state()))
+        if format == "dspy":
+            import json
+
+            from dspex.primitives._dspy_format import to_dspy
+
+            state = to_dspy(self.dump_state(), self.named_predictors())
+            write_atomic(path, json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+        else:
+            write_atomic(path, seal(self.dump_state()))
         return path
 
     def load(
@@ -227,8 +254,13 @@ class Module:
         ``dspex.LM(model)`` on the provider's default endpoint, its key from the provider's
         environment variable (e.g. ``OPENAI_API_KEY``).
 
+        A file saved by DSPy 3.x (``dspy_program.save("p.json")``) loads too: its
+        instructions, field descriptions and prefixes, demos and per-predictor model settings
+        go into this program, matched by predictor name and field position. DSPy writes no
+        manifest, so ``verify`` does not apply to it; ``save()`` it to give it one.
+
         Args:
-            path: a ``.json`` file written by :meth:`save`.
+            path: a ``.json`` file written by :meth:`save` (or by DSPy's ``save``).
             lm: the LM every predictor uses; the file's LM settings are not used.
             verify: ``False`` skips the manifest check. Use it only for a file you edited
                 by hand (or one saved by dspex 0.1.0, which wrote no manifest) and trust;
@@ -249,6 +281,16 @@ class Module:
             '4'
         """
         state = read_program_file(path, verify=verify)
+        from dspex.primitives._dspy_format import from_dspy, is_dspy_state
+
+        if is_dspy_state(state):  # DSPy writes no manifest: there is nothing to verify
+            body = from_dspy(
+                state,
+                self.named_predictors(),
+                path=str(path),
+                program=f"{type(self).__module__}:{type(self).__qualname__}",
+            )
+            return self.load_state(body, lm=lm)
         _check_schema(state)
         if verify:
             verify_manifest(state, path)
