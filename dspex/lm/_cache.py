@@ -93,6 +93,20 @@ def _decode(value: Any) -> RawCompletion | None:
     return RawCompletion(texts, prompt_tokens, completion_tokens, finish, model)
 
 
+class _ThreadConn:
+    """A thread's own connection, closed when the thread ends (its ``threading.local`` goes):
+    LM calls run on any thread's loop, and a thread per ``asyncio.run`` must not leave an open
+    database connection behind each."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        self.conn.close()
+
+
 class _Disk:
     """SQLite storage: per-thread read connections, one batching writer thread."""
 
@@ -100,14 +114,14 @@ class _Disk:
         self.path = path
         self.enabled = True
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: weakref.WeakSet[_ThreadConn] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, str, str] | threading.Event] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._open_checked()
 
-    def _connect(self, *, track: bool = True) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path, timeout=10.0, isolation_level=None, check_same_thread=False
         )
@@ -118,16 +132,21 @@ class _Disk:
         except BaseException:
             conn.close()
             raise
-        if track:
-            with self._conns_lock:
-                self._conns.append(conn)
         return conn
+
+    def _open_here(self) -> sqlite3.Connection:
+        """A new connection for this thread, tracked so ``close`` can reach it."""
+        held = _ThreadConn(self._connect())
+        self._local.held = held
+        with self._conns_lock:
+            self._conns.add(held)
+        return held.conn
 
     def _open_checked(self) -> None:
         """Open the file once; a file that is not a database is set aside and replaced."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._local.conn = self._connect()
+            self._open_here()
             return
         except sqlite3.DatabaseError as exc:
             _log.warning("LM cache %s is unreadable (%s); starting a new one.", self.path, exc)
@@ -143,16 +162,14 @@ class _Disk:
             if old.exists():
                 old.replace(Path(f"{self.path}{suffix}.corrupt-{stamp}"))
         try:
-            self._local.conn = self._connect()
+            self._open_here()
         except (sqlite3.Error, OSError) as exc:
             _log.warning("LM cache %s unusable (%s); caching in memory only.", self.path, exc)
             self.enabled = False
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
+        held: _ThreadConn | None = getattr(self._local, "held", None)
+        return self._open_here() if held is None else held.conn
 
     def get(self, key: str) -> RawCompletion | None:
         if not self.enabled:
@@ -211,9 +228,9 @@ class _Disk:
     def close(self) -> None:
         self.flush()
         with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
+            held, self._conns = list(self._conns), weakref.WeakSet()
+        for item in held:
+            item.conn.close()
         self._local = threading.local()
 
     def _ensure_writer(self) -> None:
@@ -227,7 +244,7 @@ class _Disk:
 
     def _write_loop(self) -> None:
         try:
-            conn = self._connect(track=False)
+            conn = self._connect()
         except sqlite3.Error as exc:
             _log.warning("LM cache writer cannot open %s (%s); writes dropped.", self.path, exc)
             self.enabled = False

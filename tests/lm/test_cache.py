@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -168,3 +171,36 @@ def test_default_cache_follows_env_until_configured(
     configured = configure_cache(tmp_path / "three", memory_max_entries=5)
     assert default_cache() is configured
     monkeypatch.setattr(cache_module, "_configured", False)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
+def test_threads_that_end_leave_no_cache_connection_open(tmp_path: Path) -> None:
+    # LM calls run on whichever thread's loop awaits them (a thread per asyncio.run, say);
+    # each thread reads and commits durable writes on its own connection.
+    cache = Cache(tmp_path, durable=True)
+    raw = RawCompletion(["a"], 1, 1, ["stop"])
+
+    def open_cache_files() -> int:
+        names = []
+        for fd in Path("/proc/self/fd").iterdir():
+            try:
+                names.append(os.readlink(fd))
+            except OSError:
+                pass  # closed meanwhile
+        return sum(1 for name in names if str(tmp_path) in name)
+
+    def work(i: int) -> None:
+        cache.put(f"key-{i}", raw)
+        assert cache.get(f"key-{i}") == raw
+
+    open_after = []
+    for i in range(5):
+        thread = threading.Thread(target=work, args=(i,))
+        thread.start()
+        thread.join(30)
+        gc.collect()
+        open_after.append(open_cache_files())
+    # SQLite may keep one closed connection's file open for reuse while another connection
+    # of the process holds a lock on it; what matters is that nothing piles up per thread.
+    assert len(set(open_after)) == 1, open_after
+    cache.close()
