@@ -1,11 +1,12 @@
-"""One background event loop that every LM call runs on, whichever thread or loop made it.
+"""dspex's background event loop: where sync calls run, and LM calls that must stay on one loop.
 
 dspex's LM client is asyncio-native; the sync API (``predict(...)``, ``lm(...)``) is a thin
-wrapper that submits the coroutine to a shared loop in a daemon thread and waits; an async
-call made on any other loop (a user's ``asyncio.run``) awaits its work on that loop too
-(:func:`run_on_loop`). One loop for the process means one connection pool, one semaphore per
-``ConcurrencyLimit`` and one table of requests in flight, shared by every thread and loop. The
-caller's ``contextvars`` (settings, labels, callbacks) travel with the coroutine.
+wrapper that submits the coroutine to a shared loop in a daemon thread and waits
+(:func:`run_sync`). An async call awaited on any other loop (a user's ``asyncio.run``) runs on
+that loop when what it touches is safe across loops (an LM whose transport says so); an LM
+call whose transport holds loop-bound state awaits its work on the shared loop instead
+(:func:`run_on_loop`). The caller's ``contextvars`` (settings, labels, callbacks) travel with
+the coroutine either way.
 """
 
 from __future__ import annotations
@@ -128,10 +129,10 @@ async def run_on_loop(coro: Coroutine[Any, Any, T]) -> T:
     """Await ``coro`` on the shared loop from a coroutine running on any other loop.
 
     The async twin of :func:`run_sync`: a user's ``asyncio.run(...)`` awaiting an LM call
-    gets its answer from dspex's loop, so every LM call shares one loop (one connection pool,
-    one ``ConcurrencyLimit`` semaphore, one table of requests in flight). The caller's
-    ``contextvars`` travel with the coroutine; cancelling the caller cancels it there. Both
-    hand-overs go through mailboxes, so a burst of calls wakes each loop once per batch.
+    whose transport is bound to one loop (a local transformers model) gets its answer from
+    dspex's loop, where that transport lives. The caller's ``contextvars`` travel with the
+    coroutine; cancelling the caller cancels it there. Both hand-overs go through mailboxes,
+    so a burst of calls wakes each loop once per batch.
     """
     caller = asyncio.get_running_loop()
     loop = get_loop()

@@ -55,6 +55,9 @@ def load_local_model(path: str, adapter: str | None = None, device: str | None =
 class TransformersTransport:
     """A ``Transport`` that generates with a local transformers model (see module docs)."""
 
+    # Its batching queue and worker task belong to one loop: an LM runs it on dspex's.
+    loop_safe = False
+
     def __init__(
         self,
         path: str,

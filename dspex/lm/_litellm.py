@@ -162,6 +162,9 @@ class LiteLLMTransport:
     """
 
     name = "litellm"
+    # litellm keeps process-wide async state (its HTTP clients, its logging worker) that not
+    # every supported version scopes per loop: an LM runs it on dspex's loop only.
+    loop_safe = False
 
     def __init__(
         self, *, api_key: str | None = None, api_base: str | None = None, **credentials: Any

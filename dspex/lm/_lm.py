@@ -1,24 +1,28 @@
 """``LM``: the client every module calls: cache, retries, usage, history, typed errors.
 
-The core is :meth:`LM.aforward` (asyncio-native). Every call runs on dspex's shared
-background loop: the sync API submits it there (:func:`dspex._runtime.run_sync`), and an
-``aforward`` awaited on any other loop hops there (:func:`dspex._runtime.run_on_loop`). So an
-LM works from any thread and any loop, and what it shares (the connection pool, a
-``ConcurrencyLimit``, the table of identical requests in flight, the throttle) lives on one
-loop. What actually talks to a provider is a
-:class:`~dspex.lm.Transport`: the lean OpenAI-compatible client for ``openai/...`` models,
-litellm for every other provider, or any object given as ``transport=`` (the test doubles
-in ``dspex.testing`` pass their own).
+The core is :meth:`LM.aforward` (asyncio-native). The sync API submits it to dspex's shared
+background loop (:func:`dspex._runtime.run_sync`); an ``aforward`` awaited on any other loop
+(a user's ``asyncio.run``, a notebook) runs right there, on that loop. What an LM shares
+between loops is safe across them: a ``ConcurrencyLimit`` counts under a thread lock, the
+table of identical requests in flight hands answers to each waiter's own loop, the OpenAI
+transport keeps one connection pool per loop. A transport that is not safe across loops (one
+that does not set ``loop_safe = True``: the local transformers model, litellm, a custom one)
+still has every call hop onto dspex's loop (:func:`dspex._runtime.run_on_loop`). What
+actually talks to a provider is a :class:`~dspex.lm.Transport`: the lean OpenAI-compatible
+client for ``openai/...`` models, litellm for every other provider, or any object given as
+``transport=`` (the test doubles in ``dspex.testing`` pass their own).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import os
 import random
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -42,9 +46,11 @@ __all__ = ["LM"]
 
 _log = logging.getLogger("dspex.lm")
 
-# Cache key -> the answer of an identical request in flight. Every LM call runs on dspex's one
-# event loop (``aforward`` hops there first), so a plain dict of that loop's futures is safe.
-_IN_FLIGHT: dict[str, asyncio.Future[RawCompletion]] = {}
+# Cache key of a request in flight -> the futures of identical requests waiting for its answer,
+# each on its waiter's own loop (calls run on any loop and thread, so a lock guards it). The
+# caller that put the key there sends the request and hands the answer to every waiter.
+_IN_FLIGHT: dict[str, list[asyncio.Future[RawCompletion | None]]] = {}
+_IN_FLIGHT_LOCK = threading.Lock()
 
 TransportName = Literal["auto", "openai", "litellm", "local"]
 _TRANSPORT_NAMES = ("auto", "openai", "litellm", "local")
@@ -341,12 +347,12 @@ class LM:
             >>> resp.outputs, resp.usage.cost  # doctest: +SKIP
             (['Hello!'], 1.2e-06)
 
-        Awaited on any loop: the call itself runs on dspex's shared loop, with this task's
-        settings, and is cancelled there when this task is cancelled.
+        Awaited on any loop, the call runs on that loop, with this task's settings; with a
+        transport that is not safe across loops it runs on dspex's shared loop instead (and is
+        cancelled there when this task is cancelled).
         """
-        if not in_loop_thread():
-            # A user's own loop (asyncio.run, a notebook, a web app): hop onto dspex's loop so
-            # the limits, the in-flight sharing and the connection pool hold across loops.
+        if not getattr(self._transport, "loop_safe", False) and not in_loop_thread():
+            # This transport's state belongs to one loop: hop onto dspex's.
             return await run_on_loop(
                 self.aforward(messages, rollout_id=rollout_id, cache=cache, **kwargs)
             )
@@ -354,7 +360,7 @@ class LM:
         request, timeout = self._request(messages, rollout_id, kwargs)
         settings = current()
         if settings.lm_limit is not None:
-            async with settings.lm_limit.semaphore():
+            async with settings.lm_limit:
                 return await self._budgeted(request, timeout, cache, start, settings)
         return await self._budgeted(request, timeout, cache, start, settings)
 
@@ -392,60 +398,35 @@ class LM:
     ) -> LMResponse:
         """The cached-or-sent response for a built request."""
         store = self._cache_for(cache)
-        key = None
-        if store is not None:
-            key = request_key(request)
-            hit = store.get(key)
-            if hit is not None and hit.truncated:
-                store.delete(key)  # written before truncated answers were refused: drop it
-                hit = None
-            if hit is not None:
-                return self._record(request, hit, key, start, cache_hit=True)
-            pending = _IN_FLIGHT.get(key)
-            if pending is not None:
-                # The same request is already on its way (two candidates sharing an example,
-                # say): wait for that answer instead of paying for it twice.
-                try:
-                    shared = await asyncio.shield(pending)
-                except (Exception, asyncio.CancelledError):
-                    if not pending.done():
-                        raise  # we were cancelled ourselves
-                    shared = None  # that call failed or was cancelled: make our own
-                if shared is not None:
-                    return self._record(request, shared, key, start, cache_hit=True)
-        if key is None:
+        if store is None:
             raw = await self._send(request, timeout)
-        else:
-            raw = await self._send_once(key, request, timeout)
-        if raw.truncated:
-            _log_truncated(request, raw)
-        # A truncated answer is never cached: a replay would repeat the cut-off text forever.
-        if store is not None and key is not None and raw.texts and not raw.truncated:
-            # Read here, on dspex's loop, in the caller's context: durability is per context.
-            store.put(key, raw, durable=current().lm_cache_durable)
-        else:
-            key = None
-        return self._record(request, raw, key, start, cache_hit=False)
-
-    async def _send_once(self, key: str, request: LMRequest, timeout: float) -> RawCompletion:
-        """``_send``, visible to identical requests made meanwhile (see ``_complete``)."""
-        future: asyncio.Future[RawCompletion] = asyncio.get_running_loop().create_future()
-        _IN_FLIGHT[key] = future
+            if raw.truncated:
+                _log_truncated(request, raw)
+            return self._record(request, raw, None, start, cache_hit=False)
+        key = request_key(request)
+        shared, owner = await _join_in_flight(key)
+        if shared is not None:
+            # The same request was already on its way (two candidates sharing an example,
+            # say): its answer, instead of paying for it twice.
+            return self._record(request, shared, key, start, cache_hit=True)
+        answer: RawCompletion | None = None
         try:
-            raw = await self._send(request, timeout)
-        except BaseException as e:
-            if not future.done():
-                if isinstance(e, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(e)
-                    future.exception()  # retrieved: no "never retrieved" warning if unshared
-            raise
+            # Looked up holding the key: an identical call that ended meanwhile stored first.
+            answer = _cached(store, key)
+            if answer is not None:
+                return self._record(request, answer, key, start, cache_hit=True)
+            answer = await self._send(request, timeout)
+            # A truncated answer is never cached: a replay would repeat the cut-off text.
+            if answer.texts and not answer.truncated:
+                # Durability is per context: read in the caller's.
+                store.put(key, answer, durable=current().lm_cache_durable)
         finally:
-            if _IN_FLIGHT.get(key) is future:
-                del _IN_FLIGHT[key]
-        future.set_result(raw)
-        return raw
+            if owner:
+                _publish_in_flight(key, answer)
+        if answer.truncated:
+            _log_truncated(request, answer)
+        cached = bool(answer.texts) and not answer.truncated
+        return self._record(request, answer, key if cached else None, start, cache_hit=False)
 
     def _request(
         self,
@@ -600,15 +581,76 @@ class LM:
         return text
 
     async def aclose(self) -> None:
-        """Release the transport's connections (on dspex's shared loop, where they live)."""
-        if not in_loop_thread():
+        """Release the transport's connections on the running loop (a transport that is not
+        safe across loops keeps them on dspex's shared loop, and closes them there)."""
+        if not getattr(self._transport, "loop_safe", False) and not in_loop_thread():
             await run_on_loop(self._transport.aclose())
             return
         await self._transport.aclose()
 
     def close(self) -> None:
-        """Release the transport's connections on dspex's shared loop."""
+        """Release the transport's connections on dspex's shared loop (where sync calls run)."""
         run_sync(self.aclose())
+
+
+async def _join_in_flight(key: str) -> tuple[RawCompletion | None, bool]:
+    """Wait for the answer of an identical request in flight, on this task's loop.
+
+    Returns ``(answer, False)`` when there was one. Otherwise ``(None, owner)``: the caller
+    sends the request itself, and when ``owner`` it holds ``key`` in the table and must
+    publish the outcome (``_publish_in_flight``). The answer is also ``None`` when the request
+    waited for failed or was cancelled: each waiter then makes its own call, under its own
+    settings (timeout, retries, throttle), rather than inherit another caller's error.
+    Cancelling a waiter cancels only its own wait, never the shared call.
+    """
+    with _IN_FLIGHT_LOCK:
+        waiters = _IN_FLIGHT.get(key)
+        if waiters is None:
+            _IN_FLIGHT[key] = []
+            return None, True
+        waiter: asyncio.Future[RawCompletion | None] = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
+    shared = await waiter
+    if shared is not None:
+        return shared, False
+    with _IN_FLIGHT_LOCK:  # our own call now: shared, unless another one is already out
+        owner = key not in _IN_FLIGHT
+        if owner:
+            _IN_FLIGHT[key] = []
+    return None, owner
+
+
+def _cached(store: Cache, key: str) -> RawCompletion | None:
+    hit = store.get(key)
+    if hit is not None and hit.truncated:
+        store.delete(key)  # written before truncated answers were refused: drop it
+        return None
+    return hit
+
+
+def _publish_in_flight(key: str, raw: RawCompletion | None) -> None:
+    """Hand the outcome of the request in flight under ``key`` to its waiters and drop it.
+
+    Waiters on this loop get it now; waiters on other loops get it from their own loop's
+    thread (``call_soon_threadsafe``); a waiter whose loop has closed waits no more.
+    """
+    with _IN_FLIGHT_LOCK:
+        waiters = _IN_FLIGHT.pop(key, None)
+    if not waiters:
+        return
+    here = asyncio.get_running_loop()
+    for waiter in waiters:
+        loop = waiter.get_loop()
+        if loop is here:
+            _settle(waiter, raw)
+        else:
+            with contextlib.suppress(RuntimeError):  # that loop closed
+                loop.call_soon_threadsafe(_settle, waiter, raw)
+
+
+def _settle(waiter: asyncio.Future[RawCompletion | None], raw: RawCompletion | None) -> None:
+    if not waiter.done():  # a cancelled waiter stopped waiting
+        waiter.set_result(raw)
 
 
 def _announce_attempt(

@@ -6,21 +6,22 @@ objects, orjson bytes in and out, no cookie jar, no logging. Everything that onl
 on failure (error bodies, ``Retry-After``) is parsed only on failure.
 
 Connections are pooled per event loop: an aiohttp session belongs to the loop it was made
-on. ``LM`` runs every call on dspex's shared background loop (an ``aforward`` awaited on a
-user's loop hops there first), so in practice there is one session, shared by every LM,
-thread and loop; a transport used directly on another loop gets that loop's own session. A
-session is closed when its loop shuts down its async generators (``asyncio.run`` and pytest
-do) or at interpreter exit.
+on. An ``LM`` call runs on the loop that awaits it (sync calls on dspex's shared loop), so each
+loop that makes calls gets one session, shared by every LM and transport on it. A session is
+closed when its loop shuts down its async generators (``asyncio.run``, ``asyncio.Runner`` and
+pytest do), or at interpreter exit; a loop closed without either has its session dropped on
+the next new session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import email.utils
 import os
+import threading
 import time
-import weakref
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,17 +41,17 @@ OPENAI_API_BASE = "https://api.openai.com/v1"
 _POOL_LIMIT = 512
 _KEEPALIVE_S = 60.0
 
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary()
-)
-_guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
-    weakref.WeakKeyDictionary()
-)
-# The most recently used (loop, session): one identity check on the common path.
-_last: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
+# One session per loop, and the async generator that closes it when the loop shuts down.
+# Calls run on many loops in many threads: the lock guards both tables.
+_lock = threading.Lock()
+_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+_guards: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
+# This thread's most recently used (loop, session): one identity check on the common path.
+_local = threading.local()
 _timeouts: dict[float, aiohttp.ClientTimeout] = {}
 # aiohttp loads on the first request, not at ``import dspex`` (it costs ~90 ms).
 _aio: Any = None
+_exit_hook = False
 
 
 def _load_aiohttp() -> Any:
@@ -70,8 +71,10 @@ async def _close_at_loop_shutdown(
     try:
         yield
     finally:
-        if _sessions.get(loop) is session:
-            del _sessions[loop]
+        with _lock:
+            if _sessions.get(loop) is session:
+                del _sessions[loop]
+                _guards.pop(loop, None)
         await session.close()
 
 
@@ -90,54 +93,95 @@ def _new_session() -> aiohttp.ClientSession:
 
 
 async def _session() -> aiohttp.ClientSession:
-    global _last
     loop = asyncio.get_running_loop()
-    last = _last
-    if last is not None and last[0] is loop and not last[1].closed:
-        return last[1]
-    session = _sessions.get(loop)
-    if session is None or session.closed:
-        session = _new_session()
-        _sessions[loop] = session
-        guard = _close_at_loop_shutdown(loop, session)
-        await guard.asend(None)
-        _guards[loop] = guard
-    _last = (loop, session)
+    local = _local
+    session: aiohttp.ClientSession | None = getattr(local, "session", None)
+    if session is None or local.loop is not loop or session.closed:
+        session = _sessions.get(loop)
+        if session is None or session.closed:
+            session = await _open_session(loop)
+        local.loop, local.session = loop, session
     return session
+
+
+async def _open_session(loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+    """A new session for ``loop`` (the running one), closed when the loop shuts down."""
+    session = _new_session()
+    guard = _close_at_loop_shutdown(loop, session)
+    with _lock:
+        _drop_closed_loops()
+        _sessions[loop] = session
+        _guards[loop] = guard
+    _register_exit_hook()
+    # Runs to its ``yield`` without suspending: no other task of this loop gets in meanwhile.
+    await guard.asend(None)
+    return session
+
+
+def _drop_closed_loops() -> None:
+    """Forget the sessions of loops closed without shutting down their async generators (a
+    loop run by hand, then closed): nothing can await their close any more. Under ``_lock``."""
+    for loop in [loop for loop in _sessions if loop.is_closed()]:
+        _abandon(_sessions.pop(loop))
+        _guards.pop(loop, None)
+
+
+def _abandon(session: aiohttp.ClientSession) -> None:
+    """Let go of a session whose loop is closed. Its sockets close when collected; marking
+    its connector closed keeps aiohttp from reporting it through that dead loop."""
+    connector = session.connector
+    session.detach()
+    close = getattr(connector, "_close", None)  # aiohttp's: on a closed loop, only marks it
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
 
 
 async def aclose_sessions() -> None:
     """Close the connection pool of the running loop (a new one opens on the next call)."""
-    global _last
     loop = asyncio.get_running_loop()
-    session = _sessions.pop(loop, None)
-    _guards.pop(loop, None)
-    if _last is not None and _last[0] is loop:
-        _last = None
-    if session is not None:
-        await session.close()
+    with _lock:
+        guard = _guards.pop(loop, None)
+    if getattr(_local, "loop", None) is loop:
+        _local.loop = _local.session = None
+    if guard is not None:
+        await guard.aclose()  # its ``finally`` forgets the session and closes it
+
+
+async def _shut(guard: AsyncGenerator[None, None]) -> None:
+    await guard.aclose()
+
+
+def _register_exit_hook() -> None:
+    # Registered with the first session, so after dspex._runtime's hook, which stops dspex's
+    # loop: atexit runs hooks last-in first-out, so sessions close while that loop still runs.
+    global _exit_hook
+    if not _exit_hook:
+        _exit_hook = True
+        atexit.register(_close_at_exit)
 
 
 def _close_at_exit() -> None:
-    for loop, session in list(_sessions.items()):
-        if session.closed:
+    """Close every loop's session that its loop has not closed yet, on that loop."""
+    with _lock:
+        pairs = [(loop, _sessions[loop], _guards.pop(loop, None)) for loop in list(_sessions)]
+    for loop, session, guard in pairs:
+        if session.closed or guard is None:
             continue
-        if loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(session.close(), loop)
-            try:
-                future.result(2.0)
-            except Exception:  # exiting anyway; a slow close must not hang the process
-                session.detach()
-        elif not loop.is_closed():
-            try:
-                loop.run_until_complete(asyncio.wait_for(session.close(), 2.0))
-            except Exception:
-                session.detach()
-        else:
-            session.detach()
-
-
-atexit.register(_close_at_exit)
+        try:
+            if loop.is_closed():
+                _abandon(session)
+            elif loop.is_running():  # in another thread (dspex's loop, a user's)
+                future = asyncio.run_coroutine_threadsafe(_shut(guard), loop)
+                try:
+                    future.result(2.0)
+                except BaseException:  # exiting anyway: a slow close must not hang exit
+                    future.cancel()
+                    raise
+            else:
+                loop.run_until_complete(asyncio.wait_for(_shut(guard), 2.0))
+        except Exception:
+            _abandon(session)
 
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:
@@ -249,6 +293,8 @@ class OpenAITransport:
     """
 
     name = "openai"
+    # Safe to use from any event loop: each loop gets its own connection pool.
+    loop_safe = True
 
     def __init__(self, *, api_key: str | None = None, api_base: str | None = None) -> None:
         base = (api_base or OPENAI_API_BASE).rstrip("/")
@@ -303,5 +349,6 @@ class OpenAITransport:
         return parse_completion(payload, model)
 
     async def aclose(self) -> None:
-        """Close the connection pool of the running loop, which this transport shares."""
+        """Close the connection pool of the running loop, which this transport shares with
+        every other on that loop."""
         await aclose_sessions()

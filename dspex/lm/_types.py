@@ -91,7 +91,14 @@ class LMResponse:
 
 class Transport(Protocol):
     """Sends a request to a provider. Implementations raise ``dspex.errors.LMError`` subclasses
-    (typed by status) and never put credentials in exception text."""
+    (typed by status) and never put credentials in exception text.
+
+    A transport whose ``complete`` may be awaited on any event loop, from any thread, sets a
+    class attribute ``loop_safe = True`` (``OpenAITransport`` keeps a connection pool per loop);
+    an ``LM`` then runs calls on the loop that awaits them. Without it, an ``LM`` runs every
+    call on dspex's one shared loop, so a transport holding loop-bound state (an asyncio
+    queue, a client made on one loop) is only ever used there.
+    """
 
     async def complete(self, request: LMRequest, *, timeout: float) -> RawCompletion: ...
 

@@ -179,7 +179,7 @@ def test_sync_call_inside_a_running_user_loop(server: ScriptedServer) -> None:
     assert asyncio.run(notebook_cell()) == ["echo 0: from a cell"]
 
 
-def test_async_calls_from_a_user_loop_share_one_pool(server: ScriptedServer) -> None:
+def test_async_calls_from_a_user_loop_share_that_loops_pool(server: ScriptedServer) -> None:
     lm = LM("openai/sim", api_base=server.base, cache=False)
 
     async def main() -> list[Any]:
@@ -187,7 +187,7 @@ def test_async_calls_from_a_user_loop_share_one_pool(server: ScriptedServer) -> 
 
     results = asyncio.run(main())
     assert results == [[f"echo 0: q{i}"] for i in range(20)]
-    # The calls ran on dspex's loop: a second user loop, after the first closed, still works.
+    # The first loop closed its pool on shutdown; a second loop opens its own.
     assert asyncio.run(main()) == results
 
 
