@@ -4,7 +4,10 @@ The hierarchy::
 
     DspexError                      root: catch this to catch everything dspex raises
     ├── UserError                   a mistake in how dspex is called; fix the call, do not retry
-    │   ├── SignatureError          an invalid signature (raised when it is defined)
+    │   │                           (also a ``ValueError``, as DSPy raises for these)
+    │   ├── SignatureError          an invalid signature (raised when it is defined; also a
+    │   │                           ``TypeError``, which DSPy raises for a field without
+    │   │                           ``InputField``/``OutputField``)
     │   ├── ConfigurationError      missing or contradictory settings (no LM configured, ...)
     │   ├── DataError               data that does not fit: a dataset, an example, a saved file
     │   │   └── ProgramIntegrityError  a saved program that does not match its sha256 manifest
@@ -21,6 +24,10 @@ The hierarchy::
     ├── EvaluationError             an evaluation stopped, e.g. it reached ``max_errors``
     ├── BudgetExceededError         a run reached its cap on LM calls, tokens or cost
     └── ScriptExhaustedError        a scripted test LM ran out of answers
+
+User mistakes also subclass the builtin that DSPy raises for the same mistake, so the
+``except ValueError`` / ``except TypeError`` clauses of code written for DSPy keep working
+(the pattern of Prefect's ``ParameterBindError(TypeError, PrefectException)``).
 
 Messages say what to do next. They never contain secrets: LM errors pass provider text
 through :func:`dspex._redact.redact_text` before it reaches a message.
@@ -58,12 +65,20 @@ class DspexError(Exception):
     """Root of every error dspex raises."""
 
 
-class UserError(DspexError):
-    """dspex was called in a way that cannot work; the message says how to fix the call."""
+class UserError(DspexError, ValueError):
+    """dspex was called in a way that cannot work; the message says how to fix the call.
+
+    Also a ``ValueError``: DSPy raises ``ValueError`` for these mistakes (no LM configured,
+    positional arguments to a predictor, ``inputs()`` before ``with_inputs``...).
+    """
 
 
-class SignatureError(UserError):
-    """A signature is invalid: no inputs, no outputs, a bad field name or an unknown type."""
+class SignatureError(UserError, TypeError):
+    """A signature is invalid: no outputs, a bad field name, an unknown type.
+
+    Both a ``ValueError`` and a ``TypeError``, the two builtins DSPy raises for an invalid
+    signature (a string it cannot parse; a field declared without ``InputField``).
+    """
 
 
 class ConfigurationError(UserError):
@@ -207,7 +222,7 @@ class ContextWindowExceededError(LMBadRequestError):
     """The prompt does not fit the model's context window."""
 
 
-class MetricError(UserError, TypeError, ValueError):
+class MetricError(UserError, TypeError):
     """A metric returned something that is not a score: NaN, a non-number, or a value outside
     [0, 1] from a metric annotated ``-> bool``. Also a ``TypeError``/``ValueError``, which is
     what DSPy code may catch around a broken metric.
