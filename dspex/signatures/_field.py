@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import enum
+import pathlib
+import re
 import types
 import typing
+import uuid
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union
 
 import pydantic
+from pydantic_core import PydanticUndefined
 
 from dspex.errors import SignatureError
 
-__all__ = ["Field", "FieldKind", "InputField", "OutputField", "check_type", "type_name"]
+__all__ = [
+    "Field",
+    "FieldKind",
+    "InputField",
+    "OutputField",
+    "allows_none",
+    "check_type",
+    "infer_prefix",
+    "type_name",
+]
 
 FieldKind = Literal["input", "output"]
 
@@ -35,6 +51,11 @@ _CONSTRAINTS = frozenset(
 )
 
 
+# Arguments DSPy's InputField/OutputField accept that have no effect there (DSPy warns that
+# they are deprecated); accepted and ignored here too, with the same warning.
+_DEPRECATED = ("format", "parser")
+
+
 @dataclass(frozen=True)
 class _FieldMarker:
     """What ``InputField(...)``/``OutputField(...)`` return in a class body."""
@@ -43,40 +64,81 @@ class _FieldMarker:
     desc: str | None = None
     prefix: str | None = None
     constraints: dict[str, Any] = field(default_factory=dict)
+    default: Any = PydanticUndefined
+    annotation: Any = None
 
 
 def _marker(kind: FieldKind, desc: str | None, prefix: str | None, kw: dict[str, Any]) -> Any:
+    default = kw.pop("default", PydanticUndefined)
+    description = kw.pop("description", None)
+    annotation = kw.pop("annotation", None)
+    for name in _DEPRECATED:
+        if kw.pop(name, None) is not None:
+            warnings.warn(
+                f"{kind.capitalize()}Field({name}=...) has no effect (DSPy deprecated it too).",
+                DeprecationWarning,
+                stacklevel=3,
+            )
     unknown = sorted(set(kw) - _CONSTRAINTS)
     if unknown:
         raise SignatureError(
-            f"{kind.capitalize()}Field got unknown argument(s) {unknown}; accepted: desc, prefix "
-            f"and the pydantic constraints {sorted(_CONSTRAINTS)}."
+            f"{kind.capitalize()}Field got unknown argument(s) {unknown}; accepted: desc, prefix, "
+            f"default, description and the pydantic constraints {sorted(_CONSTRAINTS)}."
         )
-    return _FieldMarker(kind=kind, desc=desc, prefix=prefix, constraints=dict(kw))
+    return _FieldMarker(
+        kind=kind,
+        desc=desc if desc is not None else description,
+        prefix=prefix,
+        constraints=dict(kw),
+        default=default,
+        annotation=annotation,
+    )
 
 
-def InputField(*, desc: str | None = None, prefix: str | None = None, **constraints: Any) -> Any:
+def InputField(*, desc: str | None = None, prefix: str | None = None, **kwargs: Any) -> Any:
     """Declare an input field in a class-based signature.
+
+    Args:
+        desc: what the field holds, shown to the LM (``description=`` is accepted too).
+        prefix: the field's label in prompts that use one.
+        **kwargs: ``default=`` (the value used when a call leaves the input out) and the
+            pydantic constraints (``ge``, ``max_length``, ...), which are validated.
+
+    An input without a default may still be left out of a call when its type allows
+    ``None`` (``Optional[str]``); any other missing input fails before the LM is called.
 
     Example:
         >>> import dspex
         >>> class QA(dspex.Signature):
         ...     question: str = dspex.InputField(desc="a question about arithmetic")
+        ...     style: str = dspex.InputField(default="terse")
         ...     answer: int = dspex.OutputField(ge=0)
-        >>> list(QA.input_fields), list(QA.output_fields)
-        (['question'], ['answer'])
+        >>> list(QA.input_fields), QA.input_fields["style"].default
+        (['question', 'style'], 'terse')
     """
-    return _marker("input", desc, prefix, constraints)
+    return _marker("input", desc, prefix, kwargs)
 
 
-def OutputField(*, desc: str | None = None, prefix: str | None = None, **constraints: Any) -> Any:
-    """Declare an output field; ``constraints`` (``ge``, ``max_length``, ...) are validated."""
-    return _marker("output", desc, prefix, constraints)
+def OutputField(*, desc: str | None = None, prefix: str | None = None, **kwargs: Any) -> Any:
+    """Declare an output field; ``constraints`` (``ge``, ``max_length``, ...) are validated
+    and ``default=`` fills the field when an answer leaves it out."""
+    return _marker("output", desc, prefix, kwargs)
 
 
 @dataclass(frozen=True)
 class Field:
-    """A resolved signature field."""
+    """A resolved signature field.
+
+    Attributes:
+        name: the field's name.
+        annotation: its type (``str`` when the class body gave none).
+        kind: ``"input"`` or ``"output"``.
+        desc: its description, or ``None``.
+        prefix: its label, or ``None``.
+        constraints: pydantic constraints (``ge``, ``max_length``, ...).
+        default: the value used when it is left out; ``PydanticUndefined`` (as in pydantic,
+            and so in DSPy) when it has none.
+    """
 
     name: str
     annotation: Any
@@ -84,6 +146,7 @@ class Field:
     desc: str | None = None
     prefix: str | None = None
     constraints: dict[str, Any] = field(default_factory=dict)
+    default: Any = PydanticUndefined
 
     def with_(self, **changes: Any) -> Field:
         return replace(self, **changes)
@@ -92,30 +155,122 @@ class Field:
     def type_name(self) -> str:
         return type_name(self.annotation)
 
+    @property
+    def has_default(self) -> bool:
+        return self.default is not PydanticUndefined
+
+    def is_required(self) -> bool:
+        """Whether a call must pass this (input) field: no default, and ``None`` not allowed."""
+        return not self.has_default and not allows_none(self.annotation)
+
+    @property
+    def json_schema_extra(self) -> dict[str, Any]:
+        """The field as DSPy describes it (``fields[name].json_schema_extra["desc"]``), with
+        DSPy's defaults for a missing prefix (``"Question:"``) and desc (``"${question}"``)."""
+        extra: dict[str, Any] = {
+            "__dspy_field_type": self.kind,
+            "prefix": self.prefix if self.prefix is not None else infer_prefix(self.name) + ":",
+            "desc": self.desc if self.desc is not None else f"${{{self.name}}}",
+        }
+        if self.constraints:
+            extra["constraints"] = ", ".join(
+                f"{_CONSTRAINT_WORDS.get(k, k + ': ')}{v}" for k, v in self.constraints.items()
+            )
+        return extra
+
+    @property
+    def description(self) -> str | None:
+        return self.desc
+
     def pydantic_field(self) -> tuple[Any, Any]:
         """The ``(type, FieldInfo)`` pair for ``pydantic.create_model``."""
-        return (self.annotation, pydantic.Field(description=self.desc, **self.constraints))
+        return (
+            self.annotation,
+            pydantic.Field(self.default, description=self.desc, **self.constraints),
+        )
+
+
+_CONSTRAINT_WORDS = {
+    "gt": "greater than: ",
+    "ge": "greater than or equal to: ",
+    "lt": "less than: ",
+    "le": "less than or equal to: ",
+    "min_length": "minimum length: ",
+    "max_length": "maximum length: ",
+    "multiple_of": "a multiple of the given number: ",
+    "allow_inf_nan": "allow 'inf', '-inf', 'nan' values: ",
+}
+
+
+def allows_none(annotation: Any) -> bool:
+    """Whether ``None`` is a valid value of ``annotation`` (``Optional[...]``, ``Any``...)."""
+    if annotation is Any or annotation is None or annotation is type(None):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(allows_none(a) for a in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return allows_none(typing.get_args(annotation)[0])
+    if origin is Literal:
+        return None in typing.get_args(annotation)
+    return False
+
+
+def infer_prefix(name: str) -> str:
+    """A field's label from its name, as DSPy infers it: ``question_text`` and
+    ``questionText`` become ``Question Text``; acronyms stay (``URLAddress``: ``URL Address``).
+    """
+    spaced = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", spaced)
+    spaced = re.sub(r"([a-zA-Z])(\d)", r"\1_\2", spaced)
+    spaced = re.sub(r"(\d)([a-zA-Z])", r"\1_\2", spaced)
+    return " ".join(w if w.isupper() else w.capitalize() for w in spaced.split("_"))
 
 
 _PRIMITIVES: tuple[type, ...] = (str, int, float, bool, type(None))
+# Value types pydantic validates from JSON strings, which prompts and answers can carry.
+_VALUE_TYPES: tuple[type, ...] = (
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    pathlib.PurePath,
+    uuid.UUID,
+    decimal.Decimal,
+)
+
+
+def _pydantic_can_validate(annotation: type) -> bool:
+    """Whether pydantic builds a validator for ``annotation`` (a dataclass, a TypedDict, a
+    class with ``__get_pydantic_core_schema__``, ...)."""
+    try:
+        pydantic.TypeAdapter(annotation)
+    except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError):
+        return False
+    return True
 
 
 def check_type(annotation: Any, where: str) -> None:
     """Raise ``SignatureError`` unless ``annotation`` is a type dspex can render and validate.
 
     Accepted: str/int/float/bool, ``Literal``, ``Enum``, ``list[...]``, ``dict[str, ...]``,
-    ``tuple[...]``, ``Optional``/unions of these, ``Any``, and pydantic models.
+    ``tuple[...]``, ``Optional``/unions of these, ``Any``, pydantic models, ``datetime``,
+    ``date``, ``time``, ``timedelta``, ``Path``, ``UUID``, ``Decimal``, and other classes
+    pydantic validates (dataclasses, TypedDicts, ...).
     """
     if annotation is Any or annotation in _PRIMITIVES:
         return
     if isinstance(annotation, type):
-        if issubclass(annotation, enum.Enum | pydantic.BaseModel):
+        if issubclass(annotation, (enum.Enum, pydantic.BaseModel, *_VALUE_TYPES)):
             return
-        if annotation in (list, dict, tuple):
+        if annotation in (list, dict, tuple, set, frozenset):
+            return
+        if _pydantic_can_validate(annotation):
             return
         raise SignatureError(
-            f"{where}: type {annotation.__name__!r} is not supported. Use str, int, float, bool, "
-            "Literal[...], an Enum, list[...], dict[str, ...], Optional[...] or a pydantic model."
+            f"{where}: type {annotation.__name__!r} is not supported: pydantic cannot validate "
+            "it. Use str, int, float, bool, Literal[...], an Enum, list[...], dict[str, ...], "
+            "Optional[...], datetime/date/Path, a dataclass or a pydantic model."
         )
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)

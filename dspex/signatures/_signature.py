@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
 import sys
+import typing
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -12,7 +15,7 @@ import pydantic
 
 from dspex.errors import SignatureError
 from dspex.signatures._field import Field, FieldKind, _FieldMarker, check_type
-from dspex.signatures._parse import parse_signature_string, resolve_annotations
+from dspex.signatures._parse import caller_names, parse_signature_string, resolve_annotations
 
 __all__ = ["Signature", "ensure_signature", "make_signature"]
 
@@ -23,28 +26,6 @@ def _default_instructions(inputs: list[str], outputs: list[str]) -> str:
     return f"Given the fields {ins}, produce the fields {outs}."
 
 
-# Methods and properties of Example/Prediction that a field of the same name would shadow.
-_RESERVED = frozenset(
-    {
-        "completions",
-        "copy",
-        "get",
-        "inputs",
-        "input_keys",
-        "items",
-        "keys",
-        "labels",
-        "to_dict",
-        "toDict",
-        "usage",
-        "values",
-        "with_inputs",
-        "with_usage",
-        "without",
-    }
-)
-
-
 def _check_name(name: str, where: str) -> None:
     if not name.isidentifier() or keyword.iskeyword(name):
         raise SignatureError(
@@ -53,11 +34,18 @@ def _check_name(name: str, where: str) -> None:
         )
     if name.startswith("_"):
         raise SignatureError(f"{where}: field name {name!r} must not start with '_'.")
-    if name in _RESERVED:
+    if name in _signature_attributes():
         raise SignatureError(
-            f"{where}: field name {name!r} would hide Prediction.{name}; choose another name "
-            f"(reserved: {sorted(_RESERVED)})."
+            f"{where}: field name {name!r} collides with the reserved Signature attribute "
+            f"Signature.{name}; choose another name."
         )
+
+
+@functools.cache
+def _signature_attributes() -> frozenset[str]:
+    """Public attributes of ``Signature`` (``instructions``, ``fields``, ``append``...), which a
+    field of the same name would shadow."""
+    return frozenset(n for n in dir(Signature) if not n.startswith("_"))
 
 
 class _classproperty:
@@ -94,9 +82,14 @@ class Signature:
     instructions: ClassVar[str] = ""
     fields: ClassVar[dict[str, Field]] = {}
 
-    def __new__(cls, spec: str | None = None, instructions: str | None = None, **kw: Any) -> Any:
-        # DSPy compatibility: Signature("q -> a") builds a signature *class*.
-        if cls is Signature and isinstance(spec, str):
+    def __new__(
+        cls,
+        spec: str | Mapping[str, Any] | None = None,
+        instructions: str | None = None,
+        **kw: Any,
+    ) -> Any:
+        # DSPy compatibility: Signature("q -> a") and Signature({...}) build a signature *class*.
+        if cls is Signature and isinstance(spec, str | Mapping):
             return make_signature(spec, instructions, **kw)
         raise SignatureError(
             "Signatures are classes and are not instantiated; pass the class itself to a "
@@ -107,44 +100,46 @@ class Signature:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("_dspex_prebuilt"):
             return  # made by _build from already-validated fields
-        own = dict(inspect.get_annotations(cls))
-        own = {k: v for k, v in own.items() if k not in ("instructions", "fields")}
-        # The frame defining the class, so that string annotations naming local types resolve.
-        defining = sys._getframe(1).f_locals if own else None
-        resolved = resolve_annotations(cls, own, defining) if own else {}
-        fields: dict[str, Field] = dict(cls.fields)  # inherited, in order
-        for name, annotation in resolved.items():
-            marker = cls.__dict__.get(name)
-            if not isinstance(marker, _FieldMarker):
+        markers = {n: v for n, v in cls.__dict__.items() if isinstance(v, _FieldMarker)}
+        annotated = {
+            k: v
+            for k, v in inspect.get_annotations(cls).items()
+            if k not in ("instructions", "fields") or k in markers
+        }
+        for name in annotated:
+            if name not in markers and not _is_classvar(annotated[name]):
                 raise SignatureError(
                     f"Signature {cls.__name__}: field {name!r} must be declared as "
                     f"`{name}: type = dspex.InputField()` or `dspex.OutputField()`."
                 )
+        typed = {n: a for n, a in annotated.items() if n in markers}
+        # The frame defining the class, so that string annotations naming local types resolve.
+        defining = sys._getframe(1).f_locals if typed else None
+        resolved = resolve_annotations(cls, typed, defining) if typed else {}
+        for name in markers:
             _check_name(name, f"Signature {cls.__name__}")
+        inherited = next(b.__dict__["fields"] for b in cls.__mro__[1:] if "fields" in b.__dict__)
+        fields: dict[str, Field] = dict(inherited)  # in order
+        for name, marker in markers.items():  # declaration order, typed or not (as DSPy)
+            # As in DSPy, a field declared without a type is a str.
+            annotation = resolved.get(name, marker.annotation or str)
             check_type(annotation, f"Signature {cls.__name__}, field {name!r}")
-            fields[name] = Field(
-                name=name,
-                annotation=annotation,
-                kind=marker.kind,
-                desc=marker.desc,
-                prefix=marker.prefix,
-                constraints=dict(marker.constraints),
-            )
+            fields[name] = _resolve(name, annotation, marker)
             delattr(cls, name)  # the marker is not a class attribute of the signature
-        for name, value in cls.__dict__.items():
-            if isinstance(value, _FieldMarker):
-                raise SignatureError(
-                    f"Signature {cls.__name__}: field {name!r} has no type annotation; write "
-                    f"`{name}: str = dspex.{value.kind.capitalize()}Field()`."
-                )
         cls.fields = _ordered(fields)
         _validate(cls.__name__, cls.fields)
         doc = cls.__dict__.get("__doc__")
         if doc is not None:
             cls.instructions = _clean_doc(doc)
         elif "instructions" not in cls.__dict__ or not cls.instructions:
-            cls.instructions = _default_instructions(
-                list(cls.input_fields), list(cls.output_fields)
+            # As in DSPy: a subclass without a docstring keeps its parent's instructions.
+            parent: type[Signature] | None = next(
+                (b for b in cls.__mro__[1:] if _is_signature(b)), None
+            )
+            cls.instructions = (
+                parent.instructions
+                if parent is not None
+                else _default_instructions(list(cls.input_fields), list(cls.output_fields))
             )
 
     # -- views -----------------------------------------------------------------------------
@@ -194,19 +189,38 @@ class Signature:
         return _build(cls.__name__, dict(cls.fields), instructions)
 
     @classmethod
-    def with_updated_fields(cls, name: str, **changes: Any) -> type[Signature]:
-        """A copy with field ``name`` changed (``desc=``, ``prefix=``, ``annotation=``)."""
+    def append_instructions(cls, instructions: str) -> type[Signature]:
+        """A copy whose instructions are these ones after a blank line, as DSPy's."""
+        return _build(cls.__name__, dict(cls.fields), f"{cls.instructions}\n\n{instructions}")
+
+    @classmethod
+    def with_updated_fields(cls, name: str, type_: Any = None, **changes: Any) -> type[Signature]:
+        """A copy with field ``name`` changed: its type (``type_``, or ``annotation=``), and
+        ``desc=``/``description=``, ``prefix=``, ``default=`` or pydantic constraints."""
         if name not in cls.fields:
             raise SignatureError(
                 f"{cls.__name__} has no field {name!r}; fields: {list(cls.fields)}."
             )
+        current = cls.fields[name]
+        if "description" in changes:
+            changes.setdefault("desc", changes.pop("description"))
+        if type_ is not None:
+            changes["annotation"] = type_
+        known = {"desc", "prefix", "annotation", "default"}
+        constraints = {k: changes.pop(k) for k in list(changes) if k not in known}
+        marker = _marker_for(current.kind, constraints)  # checks the constraint names
+        if "annotation" in changes:
+            check_type(changes["annotation"], f"{cls.__name__}, field {name!r}")
         fields = dict(cls.fields)
-        fields[name] = fields[name].with_(**changes)
+        fields[name] = current.with_(
+            constraints={**current.constraints, **marker.constraints}, **changes
+        )
         return cls._derive(fields)
 
     @classmethod
-    def insert(cls, index: int, name: str, field: Any, type_: Any = str) -> type[Signature]:
-        """A copy with a new field at ``index`` among the fields of its kind."""
+    def insert(cls, index: int, name: str, field: Any, type_: Any = None) -> type[Signature]:
+        """A copy with a new field at ``index`` among the fields of its kind (negative indices
+        count from the end, ``-1`` appends). Without ``type_`` the field is a ``str``."""
         if not isinstance(field, _FieldMarker):
             raise SignatureError(
                 f"insert({name!r}, ...): pass dspex.InputField(...) or dspex.OutputField(...)."
@@ -214,31 +228,33 @@ class Signature:
         if name in cls.fields:
             raise SignatureError(f"{cls.__name__} already has a field {name!r}.")
         _check_name(name, cls.__name__)
-        check_type(type_, f"{cls.__name__}, field {name!r}")
-        new = Field(name, type_, field.kind, field.desc, field.prefix, dict(field.constraints))
+        annotation = type_ if type_ is not None else field.annotation or str
+        check_type(annotation, f"{cls.__name__}, field {name!r}")
+        new = _resolve(name, annotation, field)
         same = [f for f in cls.fields.values() if f.kind == field.kind]
         other = [f for f in cls.fields.values() if f.kind != field.kind]
-        pos = index if index >= 0 else len(same) + 1 + index
-        same.insert(max(0, min(pos, len(same))), new)
+        pos = index + len(same) + 1 if index < 0 else index
+        if not 0 <= pos <= len(same):
+            raise SignatureError(
+                f"Invalid index to insert: {index}; for the {len(same)} {field.kind} field(s) "
+                f"of {cls.__name__} it must be in [{-len(same) - 1}, {len(same)}]."
+            )
+        same.insert(pos, new)
         return cls._derive({f.name: f for f in (*same, *other)})
 
     @classmethod
-    def prepend(cls, name: str, field: Any, type_: Any = str) -> type[Signature]:
+    def prepend(cls, name: str, field: Any, type_: Any = None) -> type[Signature]:
         """A copy with a new field first among the fields of its kind."""
         return cls.insert(0, name, field, type_)
 
     @classmethod
-    def append(cls, name: str, field: Any, type_: Any = str) -> type[Signature]:
+    def append(cls, name: str, field: Any, type_: Any = None) -> type[Signature]:
         """A copy with a new field last among the fields of its kind."""
         return cls.insert(-1, name, field, type_)
 
     @classmethod
     def delete(cls, name: str) -> type[Signature]:
-        """A copy without field ``name``."""
-        if name not in cls.fields:
-            raise SignatureError(
-                f"{cls.__name__} has no field {name!r}; fields: {list(cls.fields)}."
-            )
+        """A copy without field ``name`` (unchanged, as in DSPy, when it has no such field)."""
         return cls._derive({n: f for n, f in cls.fields.items() if n != name})
 
     # -- state ------------------------------------------------------------------------------
@@ -278,11 +294,43 @@ class Signature:
         return cls._derive(fields, state.get("instructions") or cls.instructions)
 
     @classmethod
-    def equals(cls, other: type[Signature]) -> bool:
-        return cls.dump_state() == other.dump_state()
+    def equals(cls, other: Any) -> bool:
+        """Same instructions and the same fields (names, kinds, types, descs, prefixes);
+        ``False`` for anything that is not a signature."""
+        return _is_signature(other) and cls.dump_state() == other.dump_state()
 
     def __class_getitem__(cls, item: Any) -> Any:  # pragma: no cover - guard against misuse
         raise SignatureError("Signatures are not generic; declare fields in the class body.")
+
+
+def _is_signature(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, Signature) and obj is not Signature
+
+
+def _is_classvar(annotation: Any) -> bool:
+    if isinstance(annotation, str):
+        return annotation.startswith(("ClassVar", "typing.ClassVar"))
+    return typing.get_origin(annotation) is ClassVar or annotation is ClassVar
+
+
+def _resolve(name: str, annotation: Any, marker: _FieldMarker) -> Field:
+    return Field(
+        name=name,
+        annotation=annotation,
+        kind=marker.kind,
+        desc=marker.desc,
+        prefix=marker.prefix,
+        constraints=dict(marker.constraints),
+        default=marker.default,
+    )
+
+
+def _marker_for(kind: FieldKind, constraints: Mapping[str, Any]) -> _FieldMarker:
+    from dspex.signatures._field import InputField, OutputField
+
+    make = InputField if kind == "input" else OutputField
+    marker: _FieldMarker = make(**constraints)
+    return marker
 
 
 def _clean_doc(doc: str) -> str:
@@ -297,11 +345,9 @@ def _ordered(fields: dict[str, Field]) -> dict[str, Field]:
 
 
 def _validate(name: str, fields: Mapping[str, Field]) -> None:
+    # A signature may have no inputs (as in DSPy: "write a haiku"), but one without outputs
+    # asks the LM for nothing, which is always a mistake.
     kinds = [f.kind for f in fields.values()]
-    if "input" not in kinds:
-        raise SignatureError(
-            f"Signature {name} has no input fields; declare at least one with dspex.InputField()."
-        )
     if "output" not in kinds:
         raise SignatureError(
             f"Signature {name} has no output fields; declare at least one with dspex.OutputField()."
@@ -320,43 +366,94 @@ def _build(name: str, fields: Mapping[str, Field], instructions: str) -> type[Si
 
 def _output_model(sig: type[Signature]) -> type[pydantic.BaseModel]:
     definitions: dict[str, Any] = {n: f.pydantic_field() for n, f in sig.output_fields.items()}
-    return pydantic.create_model(f"{sig.__name__}Outputs", **definitions)
+    config = pydantic.ConfigDict(protected_namespaces=())  # an output may be `model_name`
+    with warnings.catch_warnings():
+        # An output named `copy` or `json` shadows a BaseModel method; its value is still
+        # what getattr(model, name) returns, which is all this model is read with.
+        warnings.filterwarnings("ignore", message="Field name .* shadows an attribute")
+        return pydantic.create_model(f"{sig.__name__}Outputs", __config__=config, **definitions)
 
 
 def make_signature(
-    spec: str | Mapping[str, tuple[Any, Any]],
+    spec: str | Mapping[str, Any],
     instructions: str | None = None,
     *,
-    name: str = "StringSignature",
+    name: str | None = None,
+    signature_name: str = "StringSignature",
     custom_types: Mapping[str, Any] | None = None,
 ) -> type[Signature]:
-    """Build a signature from ``"a, b: int -> c"`` or a ``{name: (type, Field)}`` mapping."""
-    fields: dict[str, Field] = {}
+    """Build a signature from ``"a, b: int -> c"`` or a mapping of fields.
+
+    Args:
+        spec: the string form, or ``{name: value}`` where a value is ``(type, InputField())``,
+            an ``InputField()``/``OutputField()`` alone (a ``str`` field), or a field of
+            another signature (``Signature(other.fields, "New instructions.")``).
+        instructions: the instructions; by default they name the fields.
+        name: the class name (``signature_name=`` as in DSPy works too).
+        custom_types: names of types the string form uses. Without it, a name that is not
+            built in (``int``, ``list``, ``Optional``...) is looked up where the signature is
+            made, as DSPy does: ``Signature("when: datetime -> day: date")`` finds the
+            caller's imported ``datetime`` and ``date``.
+
+    Example:
+        >>> import dspex
+        >>> from datetime import date
+        >>> dspex.make_signature("text -> when: date").output_fields["when"].annotation
+        <class 'datetime.date'>
+    """
+    name = name or signature_name
     if isinstance(spec, str):
-        inputs, outputs = parse_signature_string(spec, custom_types)
-        pairs = [(n, t, "input") for n, t in inputs] + [(n, t, "output") for n, t in outputs]
-        for fname, ftype, kind in pairs:
-            if fname in fields:
-                raise SignatureError(f"Signature {spec!r} declares field {fname!r} twice.")
-            _check_name(fname, f"Signature {spec!r}")
-            check_type(ftype, f"Signature {spec!r}, field {fname!r}")
-            fields[fname] = Field(fname, ftype, kind)  # type: ignore[arg-type]
+        lookup = None if custom_types else caller_names()
+        fields = _string_fields(spec, custom_types, lookup)
+        where = f"Signature {spec!r}"
     else:
-        for fname, (ftype, marker) in spec.items():
-            _check_name(fname, name)
-            check_type(ftype, f"{name}, field {fname!r}")
-            if not isinstance(marker, _FieldMarker):
-                raise SignatureError(f"{name}: field {fname!r} needs InputField()/OutputField().")
-            fields[fname] = Field(
-                fname, ftype, marker.kind, marker.desc, marker.prefix, dict(marker.constraints)
-            )
-    _validate(repr(spec) if isinstance(spec, str) else name, fields)
+        fields = {n: _mapping_field(n, v, name) for n, v in spec.items()}
+        where = name
+    _validate(where, fields)
     ordered = _ordered(fields)
     text = instructions or _default_instructions(
         [n for n, f in ordered.items() if f.kind == "input"],
         [n for n, f in ordered.items() if f.kind == "output"],
     )
     return _build(name, ordered, text)
+
+
+def _string_fields(
+    spec: str, custom_types: Mapping[str, Any] | None, lookup: Any
+) -> dict[str, Field]:
+    inputs, outputs = parse_signature_string(spec, custom_types, lookup)
+    pairs = [(n, t, "input") for n, t in inputs] + [(n, t, "output") for n, t in outputs]
+    fields: dict[str, Field] = {}
+    for fname, ftype, kind in pairs:
+        if fname in fields:
+            raise SignatureError(
+                f"Signature {spec!r} declares field {fname!r} twice; input and output fields "
+                "must have distinct names."
+            )
+        _check_name(fname, f"Signature {spec!r}")
+        check_type(ftype, f"Signature {spec!r}, field {fname!r}")
+        fields[fname] = Field(fname, ftype, kind)  # type: ignore[arg-type]
+    return fields
+
+
+def _mapping_field(fname: str, value: Any, where: str) -> Field:
+    if not isinstance(fname, str):
+        raise SignatureError(f"{where}: field names must be strings, got {fname!r}.")
+    _check_name(fname, where)
+    ftype: Any = None
+    if isinstance(value, tuple) and len(value) == 2:
+        ftype, value = value
+    if isinstance(value, Field):
+        field = value.with_(name=fname, annotation=ftype or value.annotation)
+    elif isinstance(value, _FieldMarker):
+        field = _resolve(fname, ftype or value.annotation or str, value)
+    else:
+        raise SignatureError(
+            f"{where}: field {fname!r} must be (type, dspex.InputField()/OutputField()) or a "
+            f"field, got {value!r}."
+        )
+    check_type(field.annotation, f"{where}, field {fname!r}")
+    return field
 
 
 def ensure_signature(
