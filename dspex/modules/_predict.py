@@ -10,6 +10,7 @@ from dspex._runtime import run_sync
 from dspex._settings import current
 from dspex.errors import DataError, UserError
 from dspex.primitives import Example, Module, Parameter, Prediction
+from dspex.primitives._usage import record_usage
 from dspex.signatures import Signature, ensure_signature
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class Predict(Module, Parameter):
     ) -> None:
         super().__init__()
         self.signature = ensure_signature(signature)
+        _check_input_names(self.signature)
         self.lm = lm
         self.adapter = adapter
         self.config: dict[str, Any] = dict(config)
@@ -59,8 +61,11 @@ class Predict(Module, Parameter):
         self.demos = []
 
     def _inputs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The call's inputs, with defaults filled in. An input may be left out when it has a
+        default or its type allows ``None``; any other missing input fails here, before the
+        LM is called (DSPy only logs a warning and calls the LM anyway)."""
         sig = self.signature
-        missing = [n for n in sig.input_fields if n not in kwargs]
+        missing = [n for n, f in sig.input_fields.items() if n not in kwargs and f.is_required()]
         if missing:
             raise DataError(
                 f"{sig.__name__}({sig.signature}) is missing input(s) {missing}; "
@@ -72,7 +77,10 @@ class Predict(Module, Parameter):
                 f"{sig.__name__}({sig.signature}) got unexpected argument(s) {unknown}; its "
                 f"inputs are {list(sig.input_fields)}."
             )
-        return dict(kwargs)
+        defaults = {
+            n: f.default for n, f in sig.input_fields.items() if n not in kwargs and f.has_default
+        }
+        return {**kwargs, **defaults}
 
     async def aforward(
         self,
@@ -88,25 +96,43 @@ class Predict(Module, Parameter):
         from dspex.adapters import ChatAdapter
 
         adapter = self.adapter or settings.adapter or ChatAdapter()
-        completions, usage = await adapter.acall(
+        # ``acall_with_usage`` where the adapter has it (``acall`` is DSPy's, outputs only).
+        call: Any = getattr(adapter, "acall_with_usage", None) or adapter.acall
+        completions, usage = await call(
             lm,
             {**self.config, **(config or {})},
             self.signature,
             self.demos if demos is None else demos,
             inputs,
         )
-        return Prediction.from_completions(completions, usage)
+        pred = Prediction.from_completions(completions, usage, signature=self.signature)
+        model = str(getattr(lm, "model", type(lm).__name__))
+        pred.set_lm_usage({model: usage})
+        record_usage(model, usage)  # to the module calls around this one
+        return pred
 
     def forward(self, **kwargs: Any) -> Prediction:
         return run_sync(self.aforward(**kwargs))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
         if args:
-            raise UserError(
-                f"Predict takes keyword arguments only, e.g. "
-                f"predict({', '.join(f'{n}=...' for n in self.signature.input_fields)})."
-            )
+            raise UserError(self._positional_args_message())
         return super().__call__(**kwargs)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
+        if args:
+            raise UserError(self._positional_args_message())
+        return await super().acall(**kwargs)
+
+    def _positional_args_message(self) -> str:
+        # DSPy's wording, so code and docs that match on it keep working.
+        names = list(self.signature.input_fields)
+        example = f"predict({names[0]}=input_value, ...)" if names else "predict()"
+        return (
+            "Positional arguments are not allowed when calling `dspex.Predict`, must use keyword "
+            f"arguments that match your signature input fields: '{', '.join(names)}'. For "
+            f"example: `{example}`."
+        )
 
     # -- state ---------------------------------------------------------------------------
     def dump_predictor_state(self) -> dict[str, Any]:
@@ -142,6 +168,20 @@ class Predict(Module, Parameter):
 
     def __repr__(self) -> str:
         return f"Predict({self.signature.__name__}({self.signature.signature}))"
+
+
+# Keyword arguments of a call that are not inputs: an input field of the same name could
+# never be passed.
+_CALL_KEYWORDS = ("lm", "config", "demos")
+
+
+def _check_input_names(signature: type[Signature]) -> None:
+    clash = [n for n in _CALL_KEYWORDS if n in signature.input_fields]
+    if clash:
+        raise UserError(
+            f"Input field(s) {clash} of {signature.__name__} collide with the reserved keyword "
+            f"arguments of a predictor call ({', '.join(_CALL_KEYWORDS)}); rename the field(s)."
+        )
 
 
 # What a saved LM config may set when the LM is built afresh (model and operational limits).

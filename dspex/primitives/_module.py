@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from dspex.callbacks import Observation, active, current_span, observed
 from dspex.errors import DataError, UserError
+from dspex.primitives._prediction import Prediction
 from dspex.primitives._program_file import (
     MANIFEST_KEY,
     read_program_file,
@@ -25,15 +28,18 @@ from dspex.primitives._program_file import (
     verify_manifest,
     write_atomic,
 )
+from dspex.primitives._usage import UsageSink, collect_usage
 
 if TYPE_CHECKING:
     from dspex.lm import LM
     from dspex.modules import Predict
-    from dspex.primitives._prediction import Prediction
+    from dspex.primitives._example import Example
 
 __all__ = ["STATE_SCHEMA_VERSION", "Module", "Parameter"]
 
 STATE_SCHEMA_VERSION = 1
+
+_log = logging.getLogger("dspex.module")
 
 
 class Parameter:
@@ -74,6 +80,22 @@ class Module:
         return await asyncio.to_thread(self.forward, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
+        if self._leaf:  # a predictor reports its own usage
+            return self._call(args, kwargs)
+        with collect_usage() as sink:
+            outputs = self._call(args, kwargs)
+        _attach_usage(outputs, sink)
+        return outputs
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
+        if self._leaf:
+            return await self._acall(args, kwargs)
+        with collect_usage() as sink:
+            outputs = await self._acall(args, kwargs)
+        _attach_usage(outputs, sink)
+        return outputs
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Prediction:
         callbacks = active()
         if not callbacks:
             return self.forward(*args, **kwargs)
@@ -81,7 +103,7 @@ class Module:
             done.result = outputs = self.forward(*args, **kwargs)
         return outputs
 
-    async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
+    async def _acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Prediction:
         callbacks = active()
         if not callbacks:
             return await self.aforward(*args, **kwargs)
@@ -90,38 +112,84 @@ class Module:
         return outputs
 
     # -- structure -----------------------------------------------------------------------
-    def named_sub_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """Every module in the tree, depth first, with its dotted path (``self`` is ``""``)."""
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        """Every learnable part (predictor) with its path, as DSPy names them: ``"self"`` for
+        a predictor itself, ``answer.predict``, ``hops[0]``, ``tools['search']``.
+
+        Attributes, list and tuple items and dict values are searched; a sub-module marked
+        compiled (``_compiled = True``) is kept frozen and left out; a predictor reachable
+        by two paths is listed once.
+        """
         seen: set[int] = set()
+        found: list[tuple[str, Parameter]] = []
 
-        def walk(obj: Any, path: str) -> Iterator[tuple[str, Module]]:
-            if isinstance(obj, Module):
-                if id(obj) in seen:
+        def add(name: str, value: Any) -> None:
+            if isinstance(value, Parameter):
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    found.append((name, value))
+            elif isinstance(value, Module):
+                if getattr(value, "_compiled", False) or id(value) in seen:
                     return
-                seen.add(id(obj))
-                yield path, obj
-                if obj._leaf:
-                    return
-                for name, value in vars(obj).items():
-                    if name.startswith("_"):
-                        continue
-                    yield from walk(value, f"{path}.{name}" if path else name)
-            elif isinstance(obj, list | tuple):
-                for i, item in enumerate(obj):
-                    yield from walk(item, f"{path}[{i}]")
-            elif isinstance(obj, dict):
-                for key, item in obj.items():
-                    yield from walk(item, f"{path}[{key!r}]")
+                seen.add(id(value))
+                for attr, item in vars(value).items():
+                    add(f"{name}.{attr}", item)
+            elif isinstance(value, list | tuple):
+                for i, item in enumerate(value):
+                    add(f"{name}[{i}]", item)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    add(f"{name}['{key}']", item)
 
-        yield from walk(self, prefix)
+        if isinstance(self, Parameter):
+            add("self", self)
+            return found
+        seen.add(id(self))
+        for attr, value in vars(self).items():
+            add(attr, value)
+        return found
+
+    def parameters(self) -> list[Parameter]:
+        """The learnable parts of :meth:`named_parameters`, without their names."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_sub_modules(
+        self, type_: type | None = None, skip_compiled: bool = False
+    ) -> Iterator[tuple[str, Module]]:
+        """Every module in the tree, breadth first, named as DSPy names them: ``"self"``,
+        ``"self.draft"``, ``"self.hops[0]"``, ``"self.tools[search]"``; each once.
+
+        Args:
+            type_: only modules of this type (default: every ``Module``).
+            skip_compiled: do not look inside modules marked compiled.
+        """
+        want = type_ or Module
+        queue: deque[tuple[str, Any]] = deque([("self", self)])
+        seen = {id(self)}
+        while queue:
+            name, item = queue.popleft()
+            if isinstance(item, want):
+                yield name, cast(Module, item)
+            if isinstance(item, Module):
+                if skip_compiled and getattr(item, "_compiled", False):
+                    continue
+                children: Iterable[tuple[str, Any]] = (
+                    (f"{name}.{k}", v) for k, v in vars(item).items()
+                )
+            elif isinstance(item, list | tuple):
+                children = ((f"{name}[{i}]", v) for i, v in enumerate(item))
+            elif isinstance(item, dict):
+                children = ((f"{name}[{k}]", v) for k, v in item.items())
+            else:
+                continue
+            for child_name, child in children:
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    queue.append((child_name, child))
 
     def named_predictors(self) -> list[tuple[str, Predict]]:
-        """Every predictor in the program with its dotted path, e.g. ``answer.predict``."""
-        return [
-            (name or "self", cast("Predict", m))
-            for name, m in self.named_sub_modules()
-            if isinstance(m, Parameter)
-        ]
+        """Every predictor in the program with its path (:meth:`named_parameters`' names)."""
+        return [(n, cast("Predict", p)) for n, p in self.named_parameters()]
 
     def predictors(self) -> list[Predict]:
         return [p for _, p in self.named_predictors()]
@@ -132,20 +200,105 @@ class Module:
             if not (only_unset and p.lm is not None):
                 p.lm = lm
 
-    def deepcopy(self) -> Module:
-        """A deep copy. LM clients are shared, not copied (they hold connection pools)."""
-        memo: dict[int, Any] = {}
-        for p in self.predictors():
-            if p.lm is not None:
-                memo[id(p.lm)] = p.lm
-        return copy.deepcopy(self, memo)
+    def get_lm(self) -> LM | None:
+        """The LM every predictor uses (``None`` when none has one of its own).
 
-    def reset_copy(self) -> Module:
+        Raises:
+            UserError: (a ``ValueError``) the predictors use different LMs.
+        """
+        lms = {id(p.lm): p.lm for p in self.predictors()}
+        if len(lms) == 1:
+            return next(iter(lms.values()))
+        if not lms:
+            return None
+        raise UserError(
+            "Multiple LMs are being used in the module. There's no unique LM to return; "
+            "read each predictor's .lm from named_predictors(), or call set_lm(lm) first."
+        )
+
+    def deepcopy(self) -> Self:
+        """A deep copy. LM clients are shared, not copied (they hold connection pools); an
+        attribute that cannot be deep-copied (a lock, a client) is copied shallowly, or
+        shared, as DSPy's ``deepcopy`` does."""
+        try:
+            return copy.deepcopy(self, self._shared_lms())
+        except Exception:
+            return self._copy_by_attribute(self._shared_lms())
+
+    def _shared_lms(self) -> dict[int, Any]:
+        """A deepcopy memo that maps each predictor's LM to itself, so copies share it."""
+        return {id(p.lm): p.lm for p in self.predictors() if p.lm is not None}
+
+    def _copy_by_attribute(self, memo: dict[int, Any]) -> Self:
+        new = self.__class__.__new__(self.__class__)
+        for attr, value in vars(self).items():
+            if isinstance(value, Module):
+                copied: Any = value.deepcopy()
+            else:
+                try:
+                    copied = copy.deepcopy(value, memo)
+                except Exception:
+                    try:
+                        copied = copy.copy(value)
+                    except Exception:
+                        copied = value
+                    _log.warning(
+                        "deepcopy: attribute %r of %s cannot be deep-copied; the copy %s it.",
+                        attr,
+                        type(self).__name__,
+                        "shares" if copied is value else "holds a shallow copy of",
+                    )
+            object.__setattr__(new, attr, copied)
+        return new
+
+    def reset_copy(self) -> Self:
         """A deep copy with every predictor's demos cleared."""
         new = self.deepcopy()
         for p in new.predictors():
             p.reset()
         return new
+
+    def batch(
+        self,
+        examples: Sequence[Example],
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        return_failed_examples: bool = False,
+        provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False,
+        timeout: int = 120,
+        straggler_limit: int = 3,
+    ) -> Any:
+        """Run the program on every example's inputs in parallel threads, as DSPy's ``batch``.
+
+        Each thread sees this thread's ``dspex.context`` settings. An example whose call
+        raises gets ``None`` as its result; when ``max_errors`` calls have failed the batch
+        stops and raises ``RuntimeError`` (from the last error).
+
+        Args:
+            examples: examples with declared inputs (``with_inputs``).
+            num_threads: threads to use (default: 8, at most one per example).
+            max_errors: failures tolerated before stopping (default: 10).
+            return_failed_examples: also return the failed examples and their exceptions.
+            provide_traceback: log each failure with its traceback.
+            disable_progress_bar, timeout, straggler_limit: accepted for DSPy compatibility;
+                dspex shows no progress bar and does not re-submit slow calls (the LM layer
+                has its own timeouts and retries).
+
+        Returns:
+            The results in the examples' order; with ``return_failed_examples``, the tuple
+            ``(results, failed_examples, exceptions)``.
+        """
+        from dspex.primitives._batch import run_batch
+
+        return run_batch(
+            self,
+            examples,
+            num_threads=num_threads,
+            max_errors=max_errors,
+            return_failed_examples=return_failed_examples,
+            provide_traceback=bool(provide_traceback),
+        )
 
     # -- state ---------------------------------------------------------------------------
     def dump_state(self) -> dict[str, Any]:
@@ -302,6 +455,14 @@ class Module:
         return f"{type(self).__name__}({inner})"
 
 
+def _attach_usage(outputs: Any, sink: UsageSink) -> None:
+    """Give a module's output the usage of every LM call made inside it, as DSPy does
+    (``pred.get_lm_usage()``); a ``(prediction, trace)`` pair gets it on the prediction."""
+    pred = outputs[0] if isinstance(outputs, tuple) and outputs else outputs
+    if isinstance(pred, Prediction) and sink.by_model:
+        pred.set_lm_usage(dict(sink.by_model))
+
+
 def _check_schema(state: dict[str, Any]) -> None:
     version = state.get("schema_version")
     if version != STATE_SCHEMA_VERSION:
@@ -320,7 +481,7 @@ def _observed(
     path = paths.get(id(module))
     if path is None:  # a top-level call, or a module created on the fly inside forward()
         prefix = parent.name if parent is not None and parent.kind == "module" else ""
-        paths = {id(m): p for p, m in module.named_sub_modules(prefix)}
+        paths = {id(m): p for p, m in _module_paths(module, prefix)}
         path = paths[id(module)]
     return observed(
         callbacks,
@@ -331,3 +492,29 @@ def _observed(
         root_paths=paths,
         module_class=type(module).__name__,
     )
+
+
+def _module_paths(root: Module, prefix: str) -> Iterator[tuple[str, Module]]:
+    """Every module under ``root``, depth first, by the dotted path that names its spans and
+    trace rows (``draft.predict``; ``root`` itself is ``prefix``)."""
+    seen: set[int] = set()
+
+    def walk(obj: Any, path: str) -> Iterator[tuple[str, Module]]:
+        if isinstance(obj, Module):
+            if id(obj) in seen:
+                return
+            seen.add(id(obj))
+            yield path, obj
+            if obj._leaf:
+                return
+            for name, value in vars(obj).items():
+                if not name.startswith("_"):
+                    yield from walk(value, f"{path}.{name}" if path else name)
+        elif isinstance(obj, list | tuple):
+            for i, item in enumerate(obj):
+                yield from walk(item, f"{path}[{i}]")
+        elif isinstance(obj, dict):
+            for key, item in obj.items():
+                yield from walk(item, f"{path}[{key!r}]")
+
+    yield from walk(root, prefix)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Usage"]
+__all__ = ["Usage", "UsageSink", "collect_usage", "record_usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +53,37 @@ class Usage:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class UsageSink:
+    """The LM usage of one module call, per model, summed as its predictors report it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_model: dict[str, Usage] = {}
+
+    def add(self, model: str, usage: Usage) -> None:
+        with self._lock:
+            self.by_model[model] = self.by_model.get(model, Usage()) + usage
+
+
+# The sinks of the module calls in progress here (innermost last). A context variable, so
+# threads and asyncio tasks started inside a call (which copy the context) report to it too.
+_sinks: ContextVar[tuple[UsageSink, ...]] = ContextVar("dspex_usage_sinks", default=())
+
+
+@contextmanager
+def collect_usage() -> Iterator[UsageSink]:
+    """Collect the usage every predictor reports inside the block (nested blocks see it too)."""
+    sink = UsageSink()
+    token = _sinks.set((*_sinks.get(), sink))
+    try:
+        yield sink
+    finally:
+        _sinks.reset(token)
+
+
+def record_usage(model: str, usage: Usage) -> None:
+    """Report one predictor call's usage to every module call in progress around it."""
+    for sink in _sinks.get():
+        sink.add(model, usage)

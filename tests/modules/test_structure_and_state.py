@@ -73,7 +73,7 @@ def test_predict_rejects_bad_inputs_before_any_lm_call() -> None:
         qa(question="q")
     with pytest.raises(dspex.UserError, match="unexpected argument"):
         qa(question="q", context="c", extra=1)
-    with pytest.raises(dspex.UserError, match="keyword arguments only"):
+    with pytest.raises(dspex.UserError, match="Positional arguments are not allowed"):
         qa("q")
     with pytest.raises(dspex.ConfigurationError, match="No LM is configured"):
         qa(question="q", context="c")
