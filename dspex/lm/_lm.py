@@ -404,11 +404,15 @@ class LM:
                 _log_truncated(request, raw)
             return self._record(request, raw, None, start, cache_hit=False)
         key = request_key(request)
-        shared, owner = await _join_in_flight(key)
-        if shared is not None:
-            # The same request was already on its way (two candidates sharing an example,
+        waiter = _join_in_flight(key)
+        owner = waiter is None
+        if waiter is not None:
+            # The same request is already on its way (two candidates sharing an example,
             # say): its answer, instead of paying for it twice.
-            return self._record(request, shared, key, start, cache_hit=True)
+            shared = await waiter
+            if shared is not None:
+                return self._record(request, shared, key, start, cache_hit=True)
+            owner = _retake_in_flight(key)
         answer: RawCompletion | None = None
         try:
             # Looked up holding the key: an identical call that ended meanwhile stored first.
@@ -593,31 +597,33 @@ class LM:
         run_sync(self.aclose())
 
 
-async def _join_in_flight(key: str) -> tuple[RawCompletion | None, bool]:
-    """Wait for the answer of an identical request in flight, on this task's loop.
+def _join_in_flight(key: str) -> asyncio.Future[RawCompletion | None] | None:
+    """Take ``key`` in the table of requests in flight, or join the identical request there.
 
-    Returns ``(answer, False)`` when there was one. Otherwise ``(None, owner)``: the caller
-    sends the request itself, and when ``owner`` it holds ``key`` in the table and must
-    publish the outcome (``_publish_in_flight``). The answer is also ``None`` when the request
-    waited for failed or was cancelled: each waiter then makes its own call, under its own
-    settings (timeout, retries, throttle), rather than inherit another caller's error.
-    Cancelling a waiter cancels only its own wait, never the shared call.
+    ``None``: the caller holds ``key`` now; it sends the request and publishes the outcome
+    (``_publish_in_flight``). Otherwise a future, on the running loop, for that request's
+    answer: ``None`` if it failed or was cancelled, and each waiter then makes its own call
+    under its own settings (timeout, retries, throttle) rather than inherit another caller's
+    error (``_retake_in_flight``). Cancelling a waiter cancels only its own wait.
     """
     with _IN_FLIGHT_LOCK:
         waiters = _IN_FLIGHT.get(key)
         if waiters is None:
             _IN_FLIGHT[key] = []
-            return None, True
+            return None
         waiter: asyncio.Future[RawCompletion | None] = asyncio.get_running_loop().create_future()
         waiters.append(waiter)
-    shared = await waiter
-    if shared is not None:
-        return shared, False
-    with _IN_FLIGHT_LOCK:  # our own call now: shared, unless another one is already out
-        owner = key not in _IN_FLIGHT
-        if owner:
-            _IN_FLIGHT[key] = []
-    return None, owner
+        return waiter
+
+
+def _retake_in_flight(key: str) -> bool:
+    """After the request waited for failed: take ``key`` for our own call, unless another
+    caller already has (our call then goes unshared)."""
+    with _IN_FLIGHT_LOCK:
+        if key in _IN_FLIGHT:
+            return False
+        _IN_FLIGHT[key] = []
+        return True
 
 
 def _cached(store: Cache, key: str) -> RawCompletion | None:
