@@ -10,6 +10,11 @@ has not been touched for ``STALE_AFTER_S``) is failed and its index is taken aga
 The study also stores the search's progress beside its trials, as study attributes: the
 score of each full evaluation (``full:<config>``) and the configuration evaluated at each
 reached checkpoint (``checkpoint:<n>``). Only Optuna's public API is used.
+
+Optuna's RDB storage keeps parameters, distributions and attributes as JSON and values as
+numbers: nothing in a study is unpickled. A study edited or damaged on disk (a value that is
+no JSON or no number, a file that is no database) is refused when it is opened, with a
+``DataError`` naming it, instead of failing later inside Optuna.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dspex.errors import DataError
 from dspex.flows._locks import advisory_lock, file_lock
 from dspex.optimize._mipro_search import TrialOutcome
 
@@ -71,6 +77,36 @@ def sqlite_storage(runs: Path, key: str) -> str:
     return f"sqlite:///{runs / 'optuna' / f'{key}.db'}"
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@contextlib.contextmanager
+def _refused_if_unreadable(url: str) -> Iterator[None]:
+    """A study that cannot be read as Optuna's JSON and numbers is a ``DataError`` naming
+    it (a busy database is not: that error stays Optuna's)."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DatabaseError, OperationalError
+
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, DatabaseError, StorageInternalError) as e:
+        # Optuna wraps a failed commit: where a storage opened before meets a damaged file.
+        cause = e.__cause__ if isinstance(e, StorageInternalError) else e
+        damaged = ValueError | TypeError | KeyError | DatabaseError
+        if not isinstance(cause, damaged) or isinstance(cause, OperationalError):
+            raise
+        where = make_url(url).render_as_string(hide_password=True)
+        why = (str(cause).splitlines() or [""])[0][:200]
+        raise DataError(
+            f"The Optuna study at {where} cannot be read ({type(cause).__name__}: {why}): it "
+            "was edited or damaged. dspex reads a study as JSON and numbers only; nothing in "
+            "it is unpickled or imported. Move the database aside (or delete the study) to "
+            "start the search again: the run's finished tasks are reused."
+        ) from cause
+
+
 @functools.cache
 def _rdb(url: str) -> optuna.storages.RDBStorage:
     """One storage (one engine) per URL for the life of the process."""
@@ -89,7 +125,7 @@ class SharedStudy:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url = url
-        with lock(url):
+        with lock(url), _refused_if_unreadable(url):
             # Creating the storage stamps a fresh database's schema version: two workers
             # doing that at once collide (UNIQUE constraint on alembic_version).
             self._storage = _rdb(url)
@@ -101,11 +137,26 @@ class SharedStudy:
                 sampler=optuna.samplers.TPESampler(seed=seed),
             )
             self._id = self._storage.get_study_id_from_name(name)
+            self._check_readable()
             self._fail_stale()
 
     @property
     def name(self) -> str:
         return self.study.study_name
+
+    def _check_readable(self) -> None:
+        """Read the study once as the search will: every trial (its parameters through
+        their stored distributions, its attributes), the study's attributes, and values
+        that are numbers. Optuna decodes JSON here, so an edited entry fails now."""
+        trials = self._storage.get_all_trials(self._id, deepcopy=False)
+        self._storage.get_study_system_attrs(self._id)
+        attrs = self._storage.get_study_user_attrs(self._id)
+        for t in trials:
+            if not all(_number(v) for v in t.values or ()):
+                raise ValueError(f"trial {t.number} has a value that is not a number")
+        for key, value in attrs.items():
+            if key.startswith("full:") and not (value is None or _number(value)):
+                raise ValueError(f"the study attribute {key!r} is not a score")
 
     def _read(self, states: Sequence[TrialState]) -> list[FrozenTrial]:
         return self._storage.get_all_trials(self._id, deepcopy=False, states=tuple(states))
