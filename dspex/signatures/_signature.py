@@ -196,7 +196,8 @@ class Signature:
     @classmethod
     def with_updated_fields(cls, name: str, type_: Any = None, **changes: Any) -> type[Signature]:
         """A copy with field ``name`` changed: its type (``type_``, or ``annotation=``), and
-        ``desc=``/``description=``, ``prefix=``, ``default=`` or pydantic constraints."""
+        ``desc=``/``description=``, ``prefix=``, ``default=``, pydantic constraints (``ge=0``)
+        or all of them at once (``constraints={...}``, which replaces the field's)."""
         if name not in cls.fields:
             raise SignatureError(
                 f"{cls.__name__} has no field {name!r}; fields: {list(cls.fields)}."
@@ -206,15 +207,14 @@ class Signature:
             changes.setdefault("desc", changes.pop("description"))
         if type_ is not None:
             changes["annotation"] = type_
+        base = dict(changes.pop("constraints", current.constraints))  # replaced when given
         known = {"desc", "prefix", "annotation", "default"}
-        constraints = {k: changes.pop(k) for k in list(changes) if k not in known}
-        marker = _marker_for(current.kind, constraints)  # checks the constraint names
+        extra = {k: changes.pop(k) for k in list(changes) if k not in known}
+        marker = _marker_for(current.kind, {**base, **extra})  # checks the constraint names
         if "annotation" in changes:
             check_type(changes["annotation"], f"{cls.__name__}, field {name!r}")
         fields = dict(cls.fields)
-        fields[name] = current.with_(
-            constraints={**current.constraints, **marker.constraints}, **changes
-        )
+        fields[name] = current.with_(constraints=dict(marker.constraints), **changes)
         return cls._derive(fields)
 
     @classmethod

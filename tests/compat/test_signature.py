@@ -374,3 +374,13 @@ def test_deprecated_field_arguments_warn_and_description_is_desc() -> None:
     assert Signature({"q": InputField(description="the q"), "a": OutputField()}).fields[
         "q"
     ].desc == ("the q")
+
+
+def test_with_updated_fields_sets_constraints() -> None:
+    sig = Signature("q -> n: int").with_updated_fields("n", ge=0)
+    assert sig.output_fields["n"].constraints == {"ge": 0}
+    assert sig.with_updated_fields("n", constraints={"le": 9}).output_fields["n"].constraints == {
+        "le": 9
+    }
+    with pytest.raises(ValueError, match="unknown argument"):
+        sig.with_updated_fields("n", bogus=1)
