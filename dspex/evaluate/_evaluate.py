@@ -198,7 +198,8 @@ class Evaluate:
         DataError: (before any LM call) rows without declared inputs, without an input the
             program needs, or without a label the metric declares in ``required_labels``.
         MetricError: the metric returned NaN, a non-number, or a value outside [0, 1] from a
-            metric annotated ``-> bool``; the message names the row.
+            metric annotated ``-> bool``; the message names the row. A ``MetricError`` the
+            metric raises itself stops the evaluation too.
         EvaluationError: more than ``max_errors`` examples failed; it names the failed rows
             and their error types and keeps the scores computed before the stop.
 
@@ -336,6 +337,8 @@ async def _evaluate_row(
         score = metric(example, pred, None)
         if inspect.isawaitable(score):
             score = await score
+    except MetricError:
+        raise  # the metric says it is broken (as the flows' metric does on a TypeError): stop
     except Exception as e:
         return EvaluationRow.failed(row_id, example, e, time.perf_counter() - started, pred)
     # A metric that returns no score is broken for every row: stop, naming this one.

@@ -27,6 +27,7 @@ from typing import Any, cast
 
 from dspex.errors import UserError
 from dspex.optimize._demos import dataset_fingerprint, program_fingerprint, stable_json
+from dspex.optimize._metric import stop_on_programming_errors
 from dspex.primitives import Example, Module
 
 __all__ = [
@@ -164,10 +165,12 @@ def resolve_program(ref: str) -> Module:
 
 
 def resolve_metric(ref: str) -> Callable[..., Any]:
+    """The metric a flow's tasks call: a programming error it raises stops the run
+    (:func:`~dspex.optimize._metric.stop_on_programming_errors`)."""
     metric = resolve(ref)
     if not callable(metric):
         raise UserError(f"Metric {ref!r} is not callable; it must be metric(example, pred, trace).")
-    return cast("Callable[..., Any]", metric)
+    return stop_on_programming_errors(cast("Callable[..., Any]", metric))
 
 
 def resolve_examples(ref: str) -> Sequence[Example]:
