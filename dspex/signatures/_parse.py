@@ -7,6 +7,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from dspex.errors import SignatureError
@@ -137,13 +138,19 @@ class _Names(dict[str, Any]):
         return True
 
 
-def caller_names(skip_prefix: str = "dspex.") -> Lookup:
+# Frames running code from this package are skipped: the names wanted are the caller's.
+_PACKAGE_DIRS = tuple(
+    {str(Path(__file__).parent.parent), str(Path(__file__).resolve().parent.parent)}
+)
+
+
+def caller_names() -> Lookup:
     """A lookup of names in the frames that called into dspex (locals, then globals, up to
     100 frames out), so ``Signature("when: datetime -> ...")`` finds the caller's
     ``datetime`` as DSPy's does. Only types, typing constructs and modules are returned;
     nothing is imported or called."""
     frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(skip_prefix):
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIRS):
         frame = frame.f_back
     start = frame
 
