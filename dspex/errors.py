@@ -13,7 +13,8 @@ The hierarchy::
     │   │   └── ProgramIntegrityError  a saved program that does not match its sha256 manifest
     │   └── MetricError             a metric returned NaN, a non-number, or an out-of-range value
     ├── ParseError                  the LM's output could not be parsed into the declared fields,
-    │                               or was cut off at the token limit (``truncated``)
+    │   │                           or was cut off at the token limit (``truncated``)
+    │   └── AdapterParseError       DSPy's name and arguments: what an adapter raises
     ├── LMError                     the LM call failed; ``retryable`` says whether to try again
     │   ├── LMRateLimitError        HTTP 429 (retryable, honours ``retry_after``)
     │   ├── LMServerError           HTTP 5xx or a dropped connection (retryable)
@@ -39,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "AdapterParseError",
     "BudgetExceededError",
     "ConfigurationError",
     "ContextWindowExceededError",
@@ -164,6 +166,58 @@ class ParseError(DspexError):
                 "the expected format, or use a more capable model."
             )
         super().__init__(msg)
+
+
+class AdapterParseError(ParseError):
+    """An adapter could not parse an LM response; DSPy's ``AdapterParseError``, arguments included.
+
+    Every parse failure dspex raises is one, so ``except AdapterParseError`` (DSPy's clause) and
+    ``except dspex.ParseError`` both catch it. What went wrong underneath (a pydantic
+    ``ValidationError``, a ``JSONDecodeError``) is its ``__cause__``.
+
+    Attributes:
+        adapter_name: the adapter that failed (``"ChatAdapter"``, ``"JSONAdapter"``).
+        signature: the signature class whose output fields were expected.
+        lm_response: the raw completion text (also ``raw``).
+        parsed_result: the fields parsed before the failure, when any.
+    """
+
+    def __init__(
+        self,
+        adapter_name: str,
+        signature: Any,
+        lm_response: str,
+        message: str | None = None,
+        parsed_result: Mapping[str, Any] | None = None,
+        *,
+        field: str | None = None,
+        fallback_raw: str | None = None,
+        truncated: bool = False,
+        model: str | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        expected = list(getattr(signature, "output_fields", {}) or {})
+        if message is None:
+            got = list(parsed_result or {})
+            missing = [n for n in expected if n not in got]
+            message = f"the answer has no value for field(s) {missing}" if missing else "unknown"
+        name = getattr(signature, "__name__", None)
+        short = getattr(signature, "signature", None)
+        super().__init__(
+            signature=f"{name}({short})" if name and isinstance(short, str) else str(signature),
+            field=field,
+            reason=message,
+            raw=lm_response,
+            adapter=adapter_name,
+            fallback_raw=fallback_raw,
+            truncated=truncated,
+            model=model,
+            max_tokens=max_tokens,
+        )
+        self.signature: Any = signature  # the class, as in DSPy
+        self.adapter_name = adapter_name
+        self.lm_response = lm_response
+        self.parsed_result = dict(parsed_result) if parsed_result is not None else None
 
 
 class LMError(DspexError):
