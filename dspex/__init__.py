@@ -11,7 +11,7 @@ import typing as _typing
 
 from dspex._settings import configure, context
 from dspex._version import __version__
-from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
+from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
 from dspex.callbacks import Callback, track_usage
 from dspex.errors import (
     ConfigurationError,
@@ -87,6 +87,7 @@ __all__ = [
     "EvaluationError",
     "EvaluationResult",
     "Example",
+    "History",
     "InputField",
     "JSONAdapter",
     "LMError",

@@ -3,5 +3,6 @@
 from dspex.adapters._base import Adapter
 from dspex.adapters._chat import ChatAdapter
 from dspex.adapters._json import JSONAdapter
+from dspex.adapters._types import History
 
-__all__ = ["Adapter", "ChatAdapter", "JSONAdapter"]
+__all__ = ["Adapter", "ChatAdapter", "History", "JSONAdapter"]

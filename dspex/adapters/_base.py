@@ -1,29 +1,38 @@
 """``Adapter``: turns a signature, demos and inputs into messages, and LM text back into fields.
 
-The call protocol shared by every adapter lives here: format, call the LM, parse and validate;
-on a parse or validation failure, evict the bad response from the cache and re-ask once in
-JSON mode with a fresh rollout (never a cached replay); if that fails too, raise a
-``ParseError`` that names the field, the failure, and the raw text of the *first* attempt.
+The messages are DSPy 3.4's, byte for byte (``tests/adapters/test_golden_prompts.py``): the
+method names below are DSPy's too, so an adapter subclass written for DSPy overrides the same
+hooks. The layout, from :meth:`Adapter.format`::
+
+    system     field descriptions, field structure, task description (the instructions)
+    user/asst  each demo: incomplete ones (a field missing or None) first, then complete ones
+    user/asst  each message of a ``History`` input, when the signature has one
+    user       the inputs, then a reminder of the output format
+
+The call protocol shared by every adapter lives here too: format, call the LM, parse. On a
+parse failure the bad response is evicted from the cache; an adapter with a :meth:`fallback`
+(``ChatAdapter``: ``JSONAdapter``) re-asks once with a fresh rollout (never a cached replay);
+if that fails too, or there is no fallback, it raises ``AdapterParseError`` (a ``ParseError``)
+that names the field, the failure, and the raw text of the *first* attempt.
 
 A completion cut off at the token limit (finish reason ``"length"``) is never accepted, even
 when its text happens to parse: a cut-off answer is a wrong answer that looks right. When no
-completion is left, the adapter raises ``ParseError(truncated=True)`` at once, without the
-re-ask, which the same limit would cut off too. (The LM never caches such an answer.)
+completion is left, the adapter raises ``AdapterParseError(truncated=True)`` at once, without
+the re-ask, which the same limit would cut off too. (The LM never caches such an answer.)
 """
 
 from __future__ import annotations
 
-import enum
-import json
-import typing
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from dspex._jsonable import json_default
+from dspex._runtime import run_sync
+from dspex.adapters._format import field_descriptions, format_field_value
+from dspex.adapters._types import History
 from dspex.callbacks import active, current_span, emit
-from dspex.errors import ParseError
+from dspex.errors import AdapterParseError
 from dspex.lm._types import token_limit
 from dspex.primitives._usage import Usage
 
@@ -31,102 +40,65 @@ if TYPE_CHECKING:
     from dspex.lm import LM
     from dspex.signatures import Field, Signature
 
-__all__ = ["Adapter", "FieldParseFailure", "format_value", "parse_value"]
+__all__ = ["Adapter", "FieldParseFailure"]
+
+INCOMPLETE_DEMO_PREFIX = (
+    "This is an example of the task, though some input or output fields are not supplied."
+)
+NOT_SUPPLIED = "Not supplied for this particular example. "
+NOT_SUPPLIED_HISTORY = "Not supplied for this conversation history message. "
 
 
-class FieldParseFailure(Exception):
-    """Internal: one completion could not be parsed; becomes a ``ParseError`` at the end."""
+class FieldParseFailure(AdapterParseError):
+    """One completion could not be parsed: what :meth:`Adapter.parse` raises.
 
-    def __init__(self, field: str | None, reason: str, *, truncated: bool = False) -> None:
-        super().__init__(reason)
-        self.field = field
-        self.reason = reason
-        self.truncated = truncated
-
-
-def format_value(value: Any) -> str:
-    """Render an input or demo value for a prompt: strings as-is, everything else as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, pydantic.BaseModel):
-        return value.model_dump_json()
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    try:
-        return json.dumps(value, ensure_ascii=False, default=json_default)
-    except TypeError:
-        return str(value)
-
-
-def _strip_fences(text: str) -> str:
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        if text.rstrip().endswith("```"):
-            text = text.rstrip()[:-3]
-    return text.strip()
-
-
-def parse_value(text: str, annotation: Any) -> Any:
-    """Turn a field's raw text into a value pydantic can validate against ``annotation``."""
-    if annotation is str:
-        return text.strip()
-    text = _strip_fences(text)
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal or (
-        isinstance(annotation, type) and issubclass(annotation, enum.Enum)
-    ):
-        return text.strip().strip("'\"`")
-    if annotation in (int, float, bool):
-        return text.strip().strip("'\"`").rstrip(".")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        import ast
-
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-
-
-def validate_outputs(signature: type[Signature], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate raw values into the declared types; raise ``FieldParseFailure`` naming the field.
-
-    A wrong value is reported before a missing one: it says more about what went wrong.
+    ``field`` names the output field at fault (``None`` when the whole answer was unreadable);
+    the pydantic or JSON error underneath is the ``__cause__``.
     """
-    try:
-        model = signature.output_model().model_validate(dict(values))
-    except pydantic.ValidationError as e:
-        errors = e.errors()
-        err = next((x for x in errors if x.get("type") != "missing"), errors[0])
-        name = str((err.get("loc") or ("?",))[0])
-        if err.get("type") == "missing":
-            raise FieldParseFailure(name, f"the answer has no value for field {name!r}") from None
-        raise FieldParseFailure(name, f"{err.get('msg')} (got {err.get('input')!r:.200})") from None
-    return {n: getattr(model, n) for n in signature.output_fields}
+
+
+def validation_reason(error: pydantic.ValidationError) -> str:
+    """The first error of a validation, as one line: a wrong value before a missing one."""
+    errors = error.errors()
+    err = next((x for x in errors if x.get("type") != "missing"), errors[0])
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    where = f" at {loc}" if loc else ""
+    if err.get("type") == "missing":
+        return f"a required value is missing{where}"
+    return f"{err.get('msg')}{where} (got {err.get('input')!r:.200})"
 
 
 class Adapter:
-    """Base adapter. Subclasses implement ``format``, ``parse`` and optionally ``lm_kwargs``."""
+    """Base adapter. Subclasses implement the ``format_*`` hooks and :meth:`parse`.
+
+    Args:
+        callbacks: ``dspex.Callback`` objects told of this adapter's ``format`` and ``parse``
+            steps (``on_adapter_format``/``on_adapter_parse``), besides those in
+            ``dspex.context(callbacks=...)``.
+
+    An adapter is called as DSPy's is, ``adapter(lm, lm_kwargs, signature, demos, inputs)``
+    (or ``await adapter.acall(...)``), and returns one dict of output values per completion.
+    """
 
     name = "Adapter"
 
-    def format(
+    def __init__(self, callbacks: Sequence[Any] | None = None) -> None:
+        self.callbacks: list[Any] = list(callbacks or [])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # -- calling -------------------------------------------------------------------------
+    def __call__(
         self,
+        lm: LM,
+        lm_kwargs: Mapping[str, Any],
         signature: type[Signature],
         demos: Sequence[Mapping[str, Any]],
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def parse(self, signature: type[Signature], text: str) -> dict[str, Any]:
-        """Parse and validate one completion; raise ``FieldParseFailure`` on failure."""
-        raise NotImplementedError
-
-    def lm_kwargs(self, signature: type[Signature]) -> dict[str, Any]:
-        """Extra request parameters this adapter needs (e.g. JSON mode)."""
-        return {}
+        """Format, call ``lm`` and parse: one dict of output values per completion."""
+        return run_sync(self.acall(lm, lm_kwargs, signature, demos, inputs))
 
     async def acall(
         self,
@@ -135,36 +107,38 @@ class Adapter:
         signature: type[Signature],
         demos: Sequence[Mapping[str, Any]],
         inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """The async form of calling the adapter."""
+        outputs, _ = await self.acall_with_usage(lm, lm_kwargs, signature, demos, inputs)
+        return outputs
+
+    async def acall_with_usage(
+        self,
+        lm: LM,
+        lm_kwargs: Mapping[str, Any],
+        signature: type[Signature],
+        demos: Sequence[Mapping[str, Any]],
+        inputs: Mapping[str, Any],
     ) -> tuple[list[dict[str, Any]], Usage]:
         """Call ``lm`` and return the parsed completions and the usage of every request."""
-        callbacks = active()
+        callbacks = (*active(), *self.callbacks)
         messages = self.format(signature, demos, inputs)
         if callbacks:
             emit(callbacks, "on_adapter_format", current_span(), self, signature, messages)
-        kwargs = {**lm_kwargs, **self.lm_kwargs(signature)}
+        kwargs = {**lm_kwargs, **self.lm_kwargs(signature, lm)}
         response = await lm.aforward(messages, **kwargs)
         parsed, failure = self._parse_all(signature, response.outputs, response.finish_reasons)
-        if callbacks:
-            emit(
-                callbacks,
-                "on_adapter_parse",
-                current_span(),
-                self,
-                signature,
-                response,
-                parsed if failure is None else None,
-                failure,
-            )
+        self._emit_parse(callbacks, signature, response, parsed, failure)
         if failure is None:
             return parsed, response.usage
         # An unparseable answer must not be replayed from the cache next time.
         lm.evict(messages, **kwargs)
         first_raw = response.outputs[0] if response.outputs else ""
-        if failure.truncated:
-            raise self._parse_error(signature, failure, first_raw, None, lm, kwargs)
-        fallback = self.fallback()
+        fallback = None if failure.truncated else self.fallback()
+        if fallback is None:
+            raise self._parse_error(signature, failure, first_raw, None, lm, kwargs) from failure
         fb_messages = fallback.format(signature, demos, inputs)
-        fb_kwargs = {**lm_kwargs, **fallback.lm_kwargs(signature)}
+        fb_kwargs = {**lm_kwargs, **fallback.lm_kwargs(signature, lm)}
         # A rollout id of its own gives the re-ask a fresh cache key, derived from the original
         # request so that a resumed run replays a re-ask that worked instead of paying again.
         fb_kwargs["rollout_id"] = f"reask:{lm_kwargs.get('rollout_id')}"
@@ -173,24 +147,28 @@ class Adapter:
         fb_parsed, fb_failure = fallback._parse_all(
             signature, fb_response.outputs, fb_response.finish_reasons
         )
-        if callbacks:
-            emit(
-                callbacks,
-                "on_adapter_parse",
-                current_span(),
-                fallback,
-                signature,
-                fb_response,
-                fb_parsed if fb_failure is None else None,
-                fb_failure,
-            )
+        fallback._emit_parse(callbacks, signature, fb_response, fb_parsed, fb_failure)
         if fb_failure is None:
             return fb_parsed, usage
         lm.evict(fb_messages, **fb_kwargs)
         fb_raw = fb_response.outputs[0] if fb_response.outputs else ""
-        if fb_failure is not None and fb_failure.truncated:
+        if fb_failure.truncated:
             failure = fb_failure  # the re-ask was cut off: that is what to fix
-        raise self._parse_error(signature, failure, first_raw, fb_raw, lm, fb_kwargs)
+        error = self._parse_error(signature, failure, first_raw, fb_raw, lm, fb_kwargs)
+        raise error from fb_failure
+
+    def _emit_parse(
+        self,
+        callbacks: tuple[Any, ...],
+        signature: type[Signature],
+        response: Any,
+        parsed: list[dict[str, Any]],
+        failure: FieldParseFailure | None,
+    ) -> None:
+        if callbacks:
+            outputs = parsed if failure is None else None
+            span = current_span()
+            emit(callbacks, "on_adapter_parse", span, self, signature, response, outputs, failure)
 
     def _parse_error(
         self,
@@ -200,24 +178,27 @@ class Adapter:
         fallback_raw: str | None,
         lm: LM,
         kwargs: Mapping[str, Any],
-    ) -> ParseError:
-        return ParseError(
-            signature=f"{signature.__name__}({signature.signature})",
+    ) -> AdapterParseError:
+        return AdapterParseError(
+            self.name,
+            signature,
+            raw,
+            failure.reason,
+            failure.parsed_result,
             field=failure.field,
-            reason=failure.reason,
-            raw=raw,
-            adapter=self.name,
             fallback_raw=fallback_raw,
             truncated=failure.truncated,
             model=lm.model,
             max_tokens=token_limit({**lm.kwargs, **kwargs}),
         )
 
-    def fallback(self) -> Adapter:
-        """The adapter used for the single re-ask."""
-        from dspex.adapters._json import JSONAdapter
+    def fallback(self) -> Adapter | None:
+        """The adapter of the single re-ask after a parse failure; ``None``: no re-ask."""
+        return None
 
-        return JSONAdapter()
+    def lm_kwargs(self, signature: type[Signature], lm: Any = None) -> dict[str, Any]:
+        """Extra request parameters this adapter needs (e.g. JSON mode)."""
+        return {}
 
     def _parse_all(
         self,
@@ -236,41 +217,216 @@ class Adapter:
         for i, text in enumerate(outputs):
             if i < len(finish_reasons) and finish_reasons[i] == "length":
                 cut = cut or FieldParseFailure(
-                    None, "the answer was cut off at the token limit", truncated=True
+                    self.name,
+                    signature,
+                    text,
+                    "the answer was cut off at the token limit",
+                    truncated=True,
                 )
                 continue
             try:
+                if not text:
+                    raise FieldParseFailure(
+                        self.name, signature, "", "The LM returned an empty or null response."
+                    )
                 parsed.append(self.parse(signature, text))
             except FieldParseFailure as f:
                 first_failure = first_failure or f
+            except AdapterParseError as e:  # raised by a user's own parse()
+                first_failure = first_failure or _as_failure(e)
         if parsed:
             return parsed, None
         failure = cut or first_failure
-        return [], failure or FieldParseFailure(None, "the LM returned no completions")
+        return [], failure or FieldParseFailure(
+            self.name, signature, "", "the LM returned no completions"
+        )
+
+    # -- formatting (DSPy's hooks) -------------------------------------------------------
+    def format(
+        self,
+        signature: type[Signature],
+        demos: Sequence[Mapping[str, Any]],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """The chat messages for one call: system, demos, history, then the inputs."""
+        inputs_copy = dict(inputs)
+        history_field = self._get_history_field_name(signature)
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": self._system_message(signature)}
+        ]
+        messages.extend(self.format_demos(signature, demos))
+        if history_field:
+            without = _without_field(signature, history_field)
+            history = self.format_conversation_history(without, history_field, inputs_copy)
+            content = self.format_user_message_content(without, inputs_copy, main_request=True)
+            messages.extend(history)
+        else:
+            content = self.format_user_message_content(signature, inputs_copy, main_request=True)
+        if content:
+            messages.append({"role": "user", "content": content})
+        return messages
+
+    def _system_message(self, signature: type[Signature]) -> str:
+        # Rendered once per (adapter class, signature): the same for every call of a program.
+        cache: dict[type, tuple[Any, Any, str]] | None = signature.__dict__.get(
+            "_dspex_system_messages"
+        )
+        if cache is None:
+            cache = {}
+            setattr(signature, "_dspex_system_messages", cache)  # noqa: B010
+        hit = cache.get(type(self))
+        if hit and hit[0] is signature.instructions and hit[1] is signature.fields:
+            return hit[2]
+        text = self.format_system_message(signature)
+        cache[type(self)] = (signature.instructions, signature.fields, text)
+        return text
+
+    def format_system_message(self, signature: type[Signature]) -> str:
+        return (
+            f"{self.format_field_description(signature)}\n"
+            f"{self.format_field_structure(signature)}\n"
+            f"{self.format_task_description(signature)}"
+        )
+
+    def format_field_description(self, signature: type[Signature]) -> str:
+        return (
+            f"Your input fields are:\n{field_descriptions(signature.input_fields)}\n"
+            f"Your output fields are:\n{field_descriptions(signature.output_fields)}"
+        )
+
+    def format_field_structure(self, signature: type[Signature]) -> str:
+        raise NotImplementedError
+
+    def format_task_description(self, signature: type[Signature]) -> str:
+        raise NotImplementedError
+
+    def format_user_message_content(
+        self,
+        signature: type[Signature],
+        inputs: Mapping[str, Any],
+        prefix: str = "",
+        suffix: str = "",
+        main_request: bool = False,
+    ) -> str:
+        raise NotImplementedError
+
+    def format_assistant_message_content(
+        self,
+        signature: type[Signature],
+        outputs: Mapping[str, Any],
+        missing_field_message: str | None = None,
+    ) -> str:
+        raise NotImplementedError
+
+    def assistant_message(self, signature: type[Signature], outputs: Mapping[str, Any]) -> str:
+        """The assistant turn that answers with ``outputs`` (finetuning data uses it)."""
+        return self.format_assistant_message_content(signature, outputs)
+
+    def format_demos(
+        self, signature: type[Signature], demos: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Each demo as a user/assistant pair: incomplete demos first, then complete ones.
+
+        A demo is complete when every field is present and not ``None``; an incomplete one
+        is kept when it has at least one input and one output, and says so.
+        """
+        complete, incomplete = [], []
+        for demo in demos:
+            if all(k in demo and demo[k] is not None for k in signature.fields):
+                complete.append(demo)
+            elif any(k in demo for k in signature.input_fields) and any(
+                k in demo for k in signature.output_fields
+            ):
+                incomplete.append(demo)
+        messages = []
+        for demo in incomplete:
+            user = self.format_user_message_content(signature, demo, prefix=INCOMPLETE_DEMO_PREFIX)
+            assistant = self.format_assistant_message_content(signature, demo, NOT_SUPPLIED)
+            messages += [{"role": "user", "content": user}, _assistant(assistant)]
+        for demo in complete:
+            user = self.format_user_message_content(signature, demo)
+            assistant = self.format_assistant_message_content(signature, demo, NOT_SUPPLIED_HISTORY)
+            messages += [{"role": "user", "content": user}, _assistant(assistant)]
+        return messages
+
+    def _get_history_field_name(self, signature: type[Signature]) -> str | None:
+        fields: Mapping[str, Field] = signature.input_fields
+        for name, f in fields.items():
+            if isinstance(f.annotation, type) and issubclass(f.annotation, History):
+                return name
+        return None
+
+    def format_conversation_history(
+        self,
+        signature: type[Signature],
+        history_field_name: str,
+        inputs: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Each history message as a user turn (its inputs) and an assistant turn (its outputs).
+
+        ``signature`` is the one without the history field; the field is removed from
+        ``inputs``.
+        """
+        if history_field_name not in inputs:
+            return []
+        history = _history_messages(inputs.pop(history_field_name))
+        messages = []
+        for message in history:
+            main = any(name in message for name in signature.input_fields)
+            user = self.format_user_message_content(signature, message, main_request=main)
+            if user:
+                messages.append({"role": "user", "content": user})
+            assistant = self.format_assistant_message_content(signature, message)
+            if assistant:
+                messages.append(_assistant(assistant))
+        return messages
+
+    def format_field_with_value(self, fields_with_values: Sequence[tuple[Field, Any]]) -> str:
+        """``[[ ## name ## ]]`` sections for the given fields and values."""
+        return "\n\n".join(
+            f"[[ ## {f.name} ## ]]\n{format_field_value(f, value)}"
+            for f, value in fields_with_values
+        ).strip()
+
+    # -- parsing -------------------------------------------------------------------------
+    def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
+        """Parse one completion into output values; raise ``AdapterParseError`` if it cannot."""
+        raise NotImplementedError
 
 
-def describe_fields(fields: Mapping[str, Field]) -> str:
-    """``1. `question` (str): the question`` lines, as DSPy's adapters write them."""
-    lines = []
-    for i, (name, f) in enumerate(fields.items(), 1):
-        desc = f": {f.desc}" if f.desc else ""
-        lines.append(f"{i}. `{name}` ({f.type_name}){desc}")
-    return "\n".join(lines)
+def _assistant(content: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": content}
 
 
-def type_hint(f: Field) -> str:
-    """What the LM must produce for a non-string field, or ``""`` for ``str``."""
-    ann = f.annotation
-    if ann is str:
-        return ""
-    if ann in (int, float, bool):
-        return f"must be formatted as a valid Python {ann.__name__}"
-    origin = typing.get_origin(ann)
-    if origin is typing.Literal:
-        options = "; ".join(str(a) for a in typing.get_args(ann))
-        return f"must exactly match (no extra characters) one of: {options}"
-    if isinstance(ann, type) and issubclass(ann, enum.Enum):
-        options = "; ".join(str(m.value) for m in ann)
-        return f"must exactly match (no extra characters) one of: {options}"
-    schema = pydantic.TypeAdapter(ann).json_schema()
-    return f"must adhere to the JSON schema: {json.dumps(schema, separators=(',', ':'))}"
+def _as_failure(error: AdapterParseError) -> FieldParseFailure:
+    failure = FieldParseFailure(
+        error.adapter_name,
+        error.signature,
+        error.lm_response,
+        error.reason,
+        error.parsed_result,
+        field=error.field,
+    )
+    failure.__cause__ = error
+    return failure
+
+
+def _history_messages(value: Any) -> Sequence[Mapping[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, History):
+        return value.messages
+    if isinstance(value, Mapping) and "messages" in value:
+        return list(value["messages"])
+    messages = getattr(value, "messages", value)  # a DSPy History, or a plain list
+    return [m for m in messages if isinstance(m, Mapping)]
+
+
+def _without_field(signature: type[Signature], name: str) -> type[Signature]:
+    """``signature.delete(name)``, made once per signature."""
+    key = f"_dspex_without_{name}"
+    derived: type[Signature] | None = signature.__dict__.get(key)
+    if derived is None:
+        derived = signature.delete(name)
+        setattr(signature, key, derived)
+    return derived

@@ -10,7 +10,8 @@ from dspex.signatures import OutputField, Signature, ensure_signature
 
 __all__ = ["ChainOfThought"]
 
-REASONING_DESC = "Think step by step in order to produce the answer."
+# DSPy's placeholder description: prompts show no description for the field, as DSPy's do.
+REASONING_DESC = "${reasoning}"
 
 
 class ChainOfThought(Module):

@@ -182,8 +182,9 @@ def parse_prompt(
 
 @lru_cache(maxsize=4096)
 def _demo(user_text: str, assistant_text: str) -> Demo:
-    # Cached: the same demos come back in every request of an optimized program.
-    return Demo(parse_sections(user_text), _parse_outputs(assistant_text))
+    # Cached: the same demos come back in every request of an optimized program. A turn of a
+    # conversation history ends with the format reminder, as the final message does.
+    return Demo(_final_inputs(user_text), _parse_outputs(assistant_text))
 
 
 def render_value(value: Any) -> str:

@@ -43,23 +43,39 @@ def test_chat_format_matches_dspy_layout() -> None:
     )
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
     system = msgs[0]["content"]
-    assert system.startswith("Your input fields are:\n1. `question` (str)\n")
-    assert "Your output fields are:\n1. `answer` (int)" in system
+    assert system.startswith("Your input fields are:\n1. `question` (str):\n")
+    assert "Your output fields are:\n1. `answer` (int):\n" in system
     assert "[[ ## answer ## ]]\n{answer}        # note: the value you produce must be" in system
     assert system.endswith("your objective is: \n        Add.")
     assert msgs[1]["content"] == "[[ ## question ## ]]\n1+1?"
-    assert msgs[2]["content"] == "[[ ## answer ## ]]\n2\n\n[[ ## completed ## ]]"
+    assert msgs[2]["content"] == "[[ ## answer ## ]]\n2\n\n[[ ## completed ## ]]\n"
     assert msgs[3]["content"].startswith("[[ ## question ## ]]\n2+2?\n\nRespond with")
     assert "ending with the marker for `[[ ## completed ## ]]`" in msgs[3]["content"]
 
 
-def test_demos_missing_an_input_are_skipped() -> None:
+def test_bool_demo_values_are_written_as_python_writes_them() -> None:
+    sig = dspex.Signature("claim -> verdict: bool")
+    demo = dspex.Example(claim="c", verdict=True)
+    chat = dspex.ChatAdapter().format(sig, [demo], {"claim": "d"})
+    assert chat[2]["content"] == "[[ ## verdict ## ]]\nTrue\n\n[[ ## completed ## ]]\n"
+    json_msgs = dspex.JSONAdapter().format(sig, [demo], {"claim": "d"})
+    assert json_msgs[2]["content"] == '{\n  "verdict": true\n}'
+
+
+def test_demos_missing_a_field_come_first_and_say_so() -> None:
     msgs = dspex.ChatAdapter().format(
         dspex.Signature("question, context -> answer"),
-        [dspex.Example(question="q only", answer="a")],
+        [
+            dspex.Example(question="full", context="c", answer="a"),
+            dspex.Example(question="q only", answer="a"),
+            dspex.Example(question="no output"),
+        ],
         {"question": "q", "context": "c"},
     )
-    assert len(msgs) == 2
+    assert len(msgs) == 6  # the demo without an output is dropped
+    assert msgs[1]["content"].startswith("This is an example of the task, though some input")
+    assert msgs[1]["content"].endswith("[[ ## question ## ]]\nq only")
+    assert msgs[3]["content"] == "[[ ## question ## ]]\nfull\n\n[[ ## context ## ]]\nc"
 
 
 def test_chat_parse_typed_outputs() -> None:
@@ -91,8 +107,9 @@ def test_chat_parse_failures_name_the_field(text: str, field: str | None) -> Non
 
 
 def test_constraint_violation_is_a_parse_failure() -> None:
-    sig = dspex.Signature("q -> n: int")
-    sig = sig.with_updated_fields("n", constraints={"ge": 0})
+    sig = dspex.make_signature(
+        {"q": (str, dspex.InputField()), "n": (int, dspex.OutputField(ge=0))}
+    )
     with pytest.raises(FieldParseFailure, match="greater than or equal"):
         dspex.ChatAdapter().parse(sig, "[[ ## n ## ]]\n-3")
 
@@ -104,7 +121,7 @@ def test_json_adapter_requests_json_mode_and_parses() -> None:
     assert adapter.parse(sig, 'Sure: {"a": "7", "tags": ["x"]} done') == {"a": 7, "tags": ["x"]}
     with pytest.raises(FieldParseFailure, match="no value for field 'tags'"):
         adapter.parse(sig, '{"a": 7}')
-    with pytest.raises(FieldParseFailure, match="not valid JSON"):
+    with pytest.raises(FieldParseFailure, match="cannot be serialized to a JSON object"):
         adapter.parse(sig, '{"a": 7,')
     msgs = adapter.format(sig, [dspex.Example(q="x", a=1, tags=["t"])], {"q": "y"})
-    assert msgs[2]["content"] == '{"a": 1, "tags": ["t"]}'
+    assert msgs[2]["content"] == '{\n  "a": 1,\n  "tags": [\n    "t"\n  ]\n}'
