@@ -28,6 +28,7 @@ from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM, configure_cache, inspect_history
 from dspex.modules import ChainOfThought, Predict
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
+from dspex.primitives._whole import load
 from dspex.signatures import InputField, OutputField, Signature, make_signature
 
 if _typing.TYPE_CHECKING:
@@ -108,6 +109,7 @@ __all__ = [
     "configure_cache",
     "context",
     "inspect_history",
+    "load",
     "make_signature",
     "track_usage",
 ]

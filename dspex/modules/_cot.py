@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dspex.modules._predict import Predict
+from dspex.modules._predict import Predict, typed_spec
 from dspex.primitives import Module, Prediction
 from dspex.signatures import OutputField, Signature, ensure_signature
 
@@ -31,6 +31,12 @@ class ChainOfThought(Module):
         sig = ensure_signature(signature)
         extended = sig.prepend("reasoning", OutputField(desc=rationale_desc), str)
         self.predict = Predict(extended, **kw)
+
+    def _rebuild_spec(self) -> tuple[str, dict[str, Any]]:
+        sig = self.predict.signature
+        if "reasoning" in sig.output_fields:
+            sig = sig.delete("reasoning")
+        return "dspex:ChainOfThought", {"signature": typed_spec(sig)}
 
     async def aforward(self, **kwargs: Any) -> Prediction:
         return await self.predict.acall(**kwargs)

@@ -135,6 +135,9 @@ class Predict(Module, Parameter):
         )
 
     # -- state ---------------------------------------------------------------------------
+    def _rebuild_spec(self) -> tuple[str, dict[str, Any]]:
+        return "dspex:Predict", {"signature": typed_spec(self.signature)}
+
     def dump_predictor_state(self) -> dict[str, Any]:
         return {
             "signature": self.signature.dump_state(),
@@ -173,6 +176,16 @@ class Predict(Module, Parameter):
 # Keyword arguments of a call that are not inputs: an input field of the same name could
 # never be passed.
 _CALL_KEYWORDS = ("lm", "config", "demos")
+
+
+def typed_spec(signature: type[Signature]) -> str:
+    """``"question: str -> answer: int"``: the string a built-in predictor's signature is
+    rebuilt from (instructions and descriptions come back with the saved state)."""
+
+    def side(fields: Mapping[str, Any]) -> str:
+        return ", ".join(f"{name}: {f.type_name}" for name, f in fields.items())
+
+    return f"{side(signature.input_fields)} -> {side(signature.output_fields)}"
 
 
 def _check_input_names(signature: type[Signature]) -> None:

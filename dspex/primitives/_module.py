@@ -301,6 +301,12 @@ class Module:
         )
 
     # -- state ---------------------------------------------------------------------------
+    def _rebuild_spec(self) -> tuple[str, dict[str, Any]]:
+        """``("module:Class", keyword arguments)`` that build a program of this structure
+        (whole-program saves, the MLflow flavor). Built-in predictors add their signature."""
+        cls = type(self)
+        return f"{cls.__module__}:{cls.__qualname__}", {}
+
     def dump_state(self) -> dict[str, Any]:
         """JSON-safe learnable state: per predictor, its signature, demos and LM config."""
         from dspex._version import __version__
@@ -355,9 +361,12 @@ class Module:
         canonical JSON, which :meth:`load` checks. No API key is ever written.
 
         ``format="dspy"`` writes DSPy 3.4's saved-program JSON instead (no manifest, no
-        endpoint or credentials), which ``dspy_program.load(path)`` reads. ``save_program``
-        is refused: DSPy's whole-program save is a pickle, which dspex neither writes nor
-        loads; save the state and rebuild the program from its code.
+        endpoint or credentials), which ``dspy_program.load(path)`` reads.
+
+        ``save_program=True`` saves the whole program to the directory ``path``: its state
+        and its class (``module:Class``) in a sealed ``program.json``, which
+        :func:`dspex.load` rebuilds. Unlike DSPy's, this is no pickle: the class must be
+        importable and constructible without arguments when loaded.
 
         Example:
             >>> import dspex, json, pathlib, tempfile
@@ -368,11 +377,15 @@ class Module:
         """
         path = Path(path)
         if save_program:
-            raise UserError(
-                f"save({str(path)!r}, save_program=True): a whole-program save is a pickle, "
-                "which dspex never writes (loading one runs code). Save the state with "
-                "save(path) and rebuild the program from its code before load(path)."
-            )
+            if format != "dspex":
+                raise UserError(
+                    "save(..., save_program=True, format='dspy'): DSPy's whole-program save "
+                    "is a pickle, which dspex never writes; save the state in DSPy's format "
+                    "with save(path.json, format='dspy')."
+                )
+            from dspex.primitives._whole import save_program as save_whole
+
+            return save_whole(self, path)
         if format not in ("dspex", "dspy"):
             raise UserError(f"save(format={format!r}): use format='dspex' or format='dspy'.")
         if path.suffix != ".json":

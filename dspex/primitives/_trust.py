@@ -1,4 +1,6 @@
-"""What a dspex model directory may make the loading process do: build a ``dspex.Module``.
+"""What a saved program or model directory may make the loading process do: build a
+``dspex.Module``. Used by ``dspex.load`` (a whole program saved with
+``save(dir, save_program=True)``) and the MLflow flavor.
 
 A model's files are data (anyone with write access to the registry's artifact store can edit
 them), so the program reference they name is checked before anything is called:
@@ -54,21 +56,22 @@ def allowed_from_env() -> tuple[str, ...]:
     return tuple(m.strip() for m in raw.split(",") if m.strip())
 
 
-def read_sealed(path: Path, *, verify: bool) -> dict[str, Any]:
-    """A model JSON file without its manifest; checked against the manifest when ``verify``."""
+def read_sealed(path: Path, *, verify: bool, hint: str = _VERIFY_HINT) -> dict[str, Any]:
+    """A model JSON file without its manifest; checked against the manifest when ``verify``.
+    ``hint`` says how to load it anyway (the loader's own words)."""
     state = read_program_file(path, verify=verify)
     if verify:
         if MANIFEST_KEY not in state:
             raise ProgramIntegrityError(
                 f"{path}: this dspex model has no sha256 manifest (it was logged by a dspex "
                 "that did not seal models, or the manifest was removed), so dspex cannot tell "
-                f"whether it was edited. Nothing was loaded. {_VERIFY_HINT}",
+                f"whether it was edited. Nothing was loaded. {hint}",
                 path=str(path),
             )
         try:
             verify_manifest(state, path)
         except ProgramIntegrityError as e:
-            raise ProgramIntegrityError(f"{e} {_VERIFY_HINT}", path=str(path)) from None
+            raise ProgramIntegrityError(f"{e} {hint}", path=str(path)) from None
     return {k: v for k, v in state.items() if k != MANIFEST_KEY}
 
 
@@ -91,6 +94,7 @@ def build_trusted(
     allowed_modules: Iterable[str] = (),
     code_dir: Path | None = None,
     where: str = "model",
+    loader: str = "dspex.mlflow.load_model()",
 ) -> Module:
     """Build the program ``ref`` names, if a model's files may name it (see module doc).
 
@@ -111,7 +115,7 @@ def build_trusted(
             f"module {module_name!r} is neither part of dspex, already imported, shipped in "
             "the model's code_paths, nor allowed by the loader. If it is your program's "
             f"module, pass allowed_modules=[{module_name.split('.')[0]!r}] to "
-            f"dspex.mlflow.load_model() or set {ALLOWED_MODULES_ENV}={module_name.split('.')[0]}",
+            f"{loader} or set {ALLOWED_MODULES_ENV}={module_name.split('.')[0]}",
         )
     try:
         obj: Any = importlib.import_module(module_name)

@@ -32,8 +32,8 @@ from dspex.integrations.mlflow._program import (
     write_manifest,
     write_program_dir,
 )
-from dspex.integrations.mlflow._trust import code_digest
 from dspex.primitives import Example, Module
+from dspex.primitives._trust import code_digest
 
 if TYPE_CHECKING:
     from mlflow.models import Model, ModelSignature

@@ -2,7 +2,7 @@
 :func:`_load_pyfunc` with the model's ``data/dspex`` directory.
 
 Loading reads JSON, checks it against its sha256 manifest and builds the ``dspex.Module``
-its program reference names (nothing else: see ``_trust``); nothing is unpickled.
+its program reference names (nothing else: see ``dspex.primitives._trust``); nothing is unpickled.
 ``predict`` runs the program on every input row concurrently (on dspex's event loop) and
 returns one output row per input row. If any row fails, ``predict`` raises that row's
 original exception (its type, e.g. a retryable ``LMRateLimitError``, is kept) with a note

@@ -21,9 +21,9 @@ from typing import Any
 from dspex import _redact
 from dspex._jsonable import json_default
 from dspex.errors import DataError, DspexError, ProgramIntegrityError, UserError
-from dspex.integrations.mlflow._trust import build_trusted, code_digest, read_sealed
 from dspex.primitives._module import STATE_SCHEMA_VERSION, Module
 from dspex.primitives._program_file import seal
+from dspex.primitives._trust import build_trusted, code_digest, read_sealed
 
 __all__ = [
     "MANIFEST_FILE",
@@ -40,7 +40,6 @@ __all__ = [
 STATE_FILE = "program.json"
 MANIFEST_FILE = "dspex.json"
 MANIFEST_FORMAT = 1
-_REASONING = "reasoning"
 # Long enough to be a real key (sk-proj-..., sk-ant-...), not prose like "sk-learn".
 _PROVIDER_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}")
 
@@ -119,15 +118,9 @@ def _refuse_secrets(state: Mapping[str, Any]) -> None:
 
 def _auto_ref(program: Module) -> tuple[str, dict[str, Any]]:
     """The reference to ``program``'s class, plus constructor arguments for built-ins."""
-    from dspex.modules import ChainOfThought, Predict
-
-    if type(program) is Predict:
-        return "dspex:Predict", {"signature": _signature_spec(program.signature)}
-    if type(program) is ChainOfThought:
-        sig = program.predict.signature
-        if _REASONING in sig.output_fields:
-            sig = sig.delete(_REASONING)
-        return "dspex:ChainOfThought", {"signature": _signature_spec(sig)}
+    ref, args = program._rebuild_spec()
+    if ref.startswith("dspex:"):
+        return ref, args
     cls = type(program)
     module, qualname = cls.__module__, cls.__qualname__
     if module == "__main__" or "<locals>" in qualname:
@@ -138,7 +131,6 @@ def _auto_ref(program: Module) -> tuple[str, dict[str, Any]]:
             "my_project/programs.py), or pass program_ref='my_project.programs:make_program' "
             "naming a class or zero-argument factory that builds it."
         )
-    ref = f"{module}:{qualname}"
     try:
         found = resolve_ref(ref)
     except UserError:
@@ -149,16 +141,7 @@ def _auto_ref(program: Module) -> tuple[str, dict[str, Any]]:
             "or its module was reloaded). Pass program_ref='module:attr' naming a class or "
             "zero-argument factory that builds it."
         )
-    return ref, {}
-
-
-def _signature_spec(sig: Any) -> str:
-    """``"question: str -> answer: int"``: the string a built-in's signature is rebuilt from."""
-
-    def side(fields: Mapping[str, Any]) -> str:
-        return ", ".join(f"{name}: {f.type_name}" for name, f in fields.items())
-
-    return f"{side(sig.input_fields)} -> {side(sig.output_fields)}"
+    return ref, args
 
 
 def resolve_ref(ref: str) -> Any:
