@@ -60,8 +60,9 @@ class Example(MutableMapping[str, Any]):
             ) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        # As in DSPy: private names and names the class defines are object attributes.
-        if key.startswith("_") or hasattr(type(self), key):
+        # Private names and properties are object attributes; any other name is a field (a
+        # field named like a method is stored as a field, never hiding the method).
+        if key.startswith("_") or isinstance(getattr(type(self), key, None), property):
             object.__setattr__(self, key, value)
         else:
             self._store[key] = value

@@ -111,3 +111,13 @@ def test_predictions_are_examples() -> None:
     pred["extra"] = 1
     assert pred.toDict() == {"answer": "b", "extra": 1}
     assert pred == dspex.Example(answer="b", extra=1)
+
+
+def test_setting_a_field_named_like_a_method_sets_the_field() -> None:
+    pred = Prediction(items="a")
+    pred.items = "b"
+    assert pred.items == "b" and pred["items"] == "b"
+    example = dspex.Example(text="t")
+    example.labels = "pos"
+    assert example["labels"] == "pos"
+    assert example.labels().toDict() == {"text": "t", "labels": "pos"}
