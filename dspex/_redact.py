@@ -2,14 +2,16 @@
 
 Redaction works two ways: by key name (anything that looks like a credential is dropped from
 mappings) and by value (every secret registered with :func:`register_secret`, e.g. an
-``LM(api_key=...)``, is replaced wherever it appears in text).
+``LM(api_key=...)``, is replaced wherever it appears in text). :func:`redacted_errors` does
+the same to exceptions leaving a task or a flow, before Prefect writes them anywhere.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -87,3 +89,76 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact(v) for v in value)
     return value
+
+
+def _text_leaks(exc: BaseException) -> bool:
+    """Whether the text shown for ``exc`` (``str`` and ``repr``) still holds a secret."""
+    for show in (str, repr):
+        try:
+            text = show(exc)
+        except Exception:  # a broken __str__ shows nothing; traceback prints a placeholder
+            continue
+        if redact_text(text) != text:
+            return True
+    return False
+
+
+def _scrub(exc: BaseException, seen: set[int]) -> BaseException:
+    if id(exc) in seen:
+        return exc
+    seen.add(id(exc))
+    if exc.__cause__ is not None:
+        exc.__cause__ = _scrub(exc.__cause__, seen)
+    if exc.__context__ is not None:
+        exc.__context__ = _scrub(exc.__context__, seen)
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        exc.__notes__ = [redact_text(n) if isinstance(n, str) else n for n in notes]
+    members_clean = True
+    if isinstance(exc, BaseExceptionGroup):  # members are shown in the traceback too
+        members_clean = all(_scrub(m, seen) is m for m in exc.exceptions)
+    if not _text_leaks(exc) and members_clean:
+        return exc
+    exc.args = tuple(redact(a) for a in exc.args)
+    if not _text_leaks(exc) and members_clean:
+        return exc
+    # Its text is not built from its args (OSError's attributes, a custom __str__): a dspex
+    # error stands in for it, naming its type.
+    from dspex.errors import DspexError
+
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    stand_in = DspexError(f"{type(exc).__name__}: {redact_text(text)}")
+    stand_in.__traceback__ = exc.__traceback__
+    stand_in.__suppress_context__ = True  # the original stays out of every traceback
+    return stand_in
+
+
+def redact_exception(exc: BaseException) -> BaseException:
+    """``exc`` with every registered secret scrubbed from its text, its notes and the
+    exceptions it chains to, so that a traceback, a Prefect state message or a logged
+    ``repr`` shows none.
+
+    The exception is changed in place (its ``args``), so its type, attributes and traceback
+    stay what callers expect. An exception whose text does not come from its ``args`` and
+    still holds a secret is replaced: the result is then a ``DspexError`` naming its type.
+    """
+    return _scrub(exc, set())
+
+
+@contextmanager
+def redacted_errors() -> Iterator[None]:
+    """Scrub secrets from any exception leaving the block (see :func:`redact_exception`).
+
+    What wraps a task's or a flow's body: whatever the body raises is what Prefect writes
+    to its state message, its result file and its logs.
+    """
+    try:
+        yield
+    except Exception as e:
+        scrubbed = redact_exception(e)
+        if scrubbed is e:
+            raise
+        raise scrubbed from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dspex._paths import runs_dir
+from dspex._redact import redacted_errors
 from dspex._settings import context
 from dspex.callbacks import track_usage
 from dspex.errors import BudgetExceededError
@@ -147,16 +148,18 @@ def start_run(params: OptimizeParams) -> SpineRun:
 def open_run(params: OptimizeParams) -> Iterator[tuple[SpineRun, Budget | None]]:
     """Start (or reopen) the run, then enter what every optimization flow runs inside: the
     LM rate limit, the durable LM cache, the run's budget and LM concurrency limit, and the
-    recording of traces and usage."""
-    spine = start_run(params)
-    budget = budget_for(params)
-    with (
-        lm_rate_limit(params),
-        durable_lm_cache(),
-        context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
-        spine.tracking(),
-    ):
-        yield spine, budget
+    recording of traces and usage. Whatever the flow raises leaves with registered secrets
+    scrubbed from its text: Prefect writes it to the flow run's state message and logs."""
+    with redacted_errors():
+        spine = start_run(params)
+        budget = budget_for(params)
+        with (
+            lm_rate_limit(params),
+            durable_lm_cache(),
+            context(budget=budget, lm_limit=ConcurrencyLimit(params.concurrency)),
+            spine.tracking(),
+        ):
+            yield spine, budget
 
 
 def finish_run(

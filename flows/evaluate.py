@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from dspex._paths import runs_dir
+from dspex._redact import redacted_errors
 from dspex.optimize import EvaluateParams
 from dspex.tasks.data import load_dataset
 from dspex.tasks.evaluation import evaluate_program
@@ -19,6 +20,11 @@ __all__ = ["evaluate"]
 @flow(name="dspex-evaluate", persist_result=False)
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
     """Evaluate a program on a dataset and log the score as an MLflow run."""
+    with redacted_errors():  # what it raises goes to the state message: no secret in it
+        return _evaluate(params)
+
+
+def _evaluate(params: EvaluateParams) -> dict[str, Any]:
     from dspex.integrations.mlflow._evaluation import log_evaluation
     from dspex.mlflow import configure_tracking
 

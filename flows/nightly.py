@@ -21,6 +21,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from dspex._paths import runs_dir
+from dspex._redact import redacted_errors
 from dspex.flows.experiment import run_optimizer
 from dspex.mlflow import configure_tracking
 from dspex.optimize import EvaluateParams, NightlyParams, TrackingSpec, program_fingerprint
@@ -148,7 +149,8 @@ def plan(params: NightlyParams) -> dict[str, Any]:
 def nightly(params: NightlyParams) -> dict[str, Any]:
     """Optimize, then promote the winner to ``@champion`` only if it beats the champion on
     the test split; returns what was decided."""
-    with lm_rate_limit(params.optimize):
+    # What it raises goes to the state message and logs: no secret in it.
+    with redacted_errors(), lm_rate_limit(params.optimize):
         return _nightly(params)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from dspex._redact import redacted_errors
 from dspex._settings import context
 from dspex.errors import LMError
 from dspex.lm import default_cache
@@ -103,8 +104,13 @@ def run_context(
     context. Elsewhere (a Dask worker) ``runtime`` (see :func:`runtime_for`) re-creates them:
     the task records its trace rows into the run's directory itself, labelled with the
     worker that made them, and takes slots of the same rate limit.
+
+    Whatever the task raises leaves with registered secrets scrubbed from its text (a metric
+    whose error quotes the API key): Prefect writes it to the task's state message, result
+    file and logs.
     """
     with ExitStack() as stack:
+        stack.enter_context(redacted_errors())
         if runtime is not None:
             labels = {**_enter_runtime(stack, runtime), **labels}
         stack.enter_context(durable_lm_cache())

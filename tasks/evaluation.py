@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import task
 
+from dspex._redact import redacted_errors
 from dspex._settings import context
 from dspex.evaluate import Evaluate
 from dspex.mlflow import load_model
@@ -25,18 +26,20 @@ def _program(ref: str) -> Module:
 
 @task(name="evaluate-program", **task_options())
 def evaluate_program(params: EvaluateParams, fingerprint: str) -> dict[str, Any]:
-    """Score the program on the dataset; the result is persisted and reused on a re-run."""
-    program = _program(params.program)
-    overrides: dict[str, Any] = {"labels": {"stage": "evaluate"}}
-    if params.lm is not None:
-        overrides["lm"] = params.lm.build()
-    with context(**overrides):
-        result = Evaluate(
-            devset=params.dataset.load(),
-            metric=resolve_metric(params.metric),
-            concurrency=params.concurrency,
-            progress=False,
-        )(program)
+    """Score the program on the dataset; the result is persisted and reused on a re-run.
+    What it raises leaves with registered secrets scrubbed from its text."""
+    with redacted_errors():
+        program = _program(params.program)
+        overrides: dict[str, Any] = {"labels": {"stage": "evaluate"}}
+        if params.lm is not None:
+            overrides["lm"] = params.lm.build()
+        with context(**overrides):
+            result = Evaluate(
+                devset=params.dataset.load(),
+                metric=resolve_metric(params.metric),
+                concurrency=params.concurrency,
+                progress=False,
+            )(program)
     u = result.usage
     return {
         "score": result.score,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dspex._redact import redact
+from dspex._redact import redact, redact_text
 from dspex.errors import UserError
 from dspex.integrations.mlflow._flavor import log_packed
 from dspex.integrations.mlflow._program import PackedProgram, pack_program
@@ -124,8 +124,9 @@ def log_candidates(
     from mlflow.entities import Metric, Param, RunTag
 
     client = tracking_client(tracking_uri)
-    # What ``log_dict`` writes, which MLflow types for a dict only.
-    table = json.dumps([dict(r) for r in rows], indent=2, default=str)
+    # What ``log_dict`` writes, which MLflow types for a dict only. Rows carry error texts:
+    # redacted here too, as traces are, whatever their source did.
+    table = redact_text(json.dumps([dict(r) for r in rows], indent=2, default=str))
     client.log_text(parent_run_id, table, "candidates.json")
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     existing = {
@@ -162,7 +163,7 @@ def log_candidates(
             if row.get(metric) is not None
         ]
         error = row.get("error")
-        tags = [RunTag("dspex.error", str(error)[:_TAG_CHARS])] if error else []
+        tags = [RunTag("dspex.error", redact_text(str(error))[:_TAG_CHARS])] if error else []
         client.log_batch(child_id, metrics=metrics, params=params, tags=tags)
         client.set_terminated(child_id, "FINISHED")
 
@@ -201,7 +202,7 @@ def log_study_plots(
                 plt.close(figure)
             client.log_artifact(run_id, str(out / f"{name}.png"), "plots")
         except Exception as e:  # too few trials for importances, etc.: the run goes on
-            client.set_tag(run_id, f"dspex.plot.{name}", f"skipped: {e}"[:250])
+            client.set_tag(run_id, f"dspex.plot.{name}", redact_text(f"skipped: {e}")[:250])
 
 
 def log_winner(
