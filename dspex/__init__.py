@@ -9,7 +9,7 @@ Example:
 
 import typing as _typing
 
-from dspex._settings import configure, context
+from dspex._settings import configure, context, settings
 from dspex._version import __version__
 from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
 from dspex.callbacks import Callback, track_usage
@@ -111,5 +111,6 @@ __all__ = [
     "inspect_history",
     "load",
     "make_signature",
+    "settings",
     "track_usage",
 ]

@@ -9,6 +9,8 @@ The hierarchy::
     │   │                           ``TypeError``, which DSPy raises for a field without
     │   │                           ``InputField``/``OutputField``)
     │   ├── ConfigurationError      missing or contradictory settings (no LM configured, ...)
+    │   │   └── UnknownSettingError  a setting or argument that does not exist (did you mean ...?);
+    │   │                           also a ``TypeError``, as an unexpected keyword argument is
     │   ├── DataError               data that does not fit: a dataset, an example, a saved file
     │   │   └── ProgramIntegrityError  a saved program that does not match its sha256 manifest
     │   └── MetricError             a metric returned NaN, a non-number, or an out-of-range value
@@ -58,6 +60,7 @@ __all__ = [
     "ProgramIntegrityError",
     "ScriptExhaustedError",
     "SignatureError",
+    "UnknownSettingError",
     "UserError",
     "lm_error_from_status",
 ]
@@ -85,6 +88,12 @@ class SignatureError(UserError, TypeError):
 
 class ConfigurationError(UserError):
     """Settings are missing or contradictory, e.g. no LM is configured."""
+
+
+class UnknownSettingError(ConfigurationError, TypeError):
+    """A setting that does not exist (a typo, most often); the message names the closest valid
+    one. Also a ``TypeError``, as Python's (and DSPy's) unexpected keyword argument is, so code
+    that catches that keeps working."""
 
 
 class DataError(UserError):

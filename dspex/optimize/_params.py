@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from dspex.errors import ConfigurationError, UserError
+from dspex.errors import ConfigurationError, UnknownSettingError, UserError
 from dspex.primitives import Example
 
 __all__ = [
@@ -67,12 +67,6 @@ LMRateLimit = Annotated[
         "before any LM call if it does not exist"
     ),
 ]
-
-
-class UnknownSettingError(ConfigurationError, TypeError):
-    """A setting the optimizer does not have (a typo, most often); the message names the
-    closest valid one. Also a ``TypeError``, as Python's (and DSPy's) unexpected keyword
-    argument is, so code that catches that keeps working."""
 
 
 def check_names(
