@@ -35,11 +35,19 @@ def _check_route(route: str) -> None:
 class DummyLM(LM):
     """An LM that answers from a script and never invents an answer.
 
+    It takes DSPy's ``DummyLM`` arguments: a list of answer dicts, a dict from a prompt
+    substring to an answer dict, ``follow_examples`` and ``adapter``.
+
     Args:
         answers: a list of answers consumed in order, or a mapping from a substring of the
             last user message to an answer. An answer is a dict of output values (formatted in
             the field-marker format, or as JSON when the request asks for JSON) or a raw string
             returned verbatim (to test malformed output).
+        follow_examples: answer with the outputs of the last demo in the prompt whose first
+            input equals the final one (DSPy's mode 3); ``answers`` answer when none does.
+        reasoning: DSPy's option to add reasoning content; only ``False`` is supported.
+        adapter: the adapter whose format answers take (``JSONAdapter``: a JSON object,
+            another adapter: field sections); ``None`` follows the prompt.
         route: ``"direct"`` (in-process) or ``"litellm"`` (through litellm).
         **lm_kwargs: ``LM`` arguments; ``cache`` defaults to ``False`` so every call consumes
             an answer.
@@ -63,12 +71,23 @@ class DummyLM(LM):
     def __init__(
         self,
         answers: Sequence[Answer] | Mapping[str, Answer],
+        follow_examples: bool = False,
+        reasoning: bool = False,
+        adapter: Any = None,
         *,
         route: Route = "direct",
         **lm_kwargs: Any,
     ) -> None:
         _check_route(route)
-        self.script = Script(answers)
+        if reasoning:
+            raise UserError(
+                "DummyLM(reasoning=True) is not supported: script a reasoning output field "
+                "instead, e.g. DummyLM([{'reasoning': '...', 'answer': '...'}])."
+            )
+        self.follow_examples = follow_examples
+        self.script = Script(
+            answers, follow_examples=follow_examples, json_mode=_json_mode(adapter)
+        )
         lm_kwargs.setdefault("cache", False)
         if route == "litellm":
             model = register_responder(DUMMY_PROVIDER, self.script, "script")
@@ -87,6 +106,20 @@ class DummyLM(LM):
     def request_count(self) -> int:
         """How many requests reached the script (cache hits do not)."""
         return self.script.request_count
+
+    def get_convo(self, index: int) -> tuple[list[dict[str, Any]], list[str]]:
+        """The messages sent and the texts answered in call ``index`` of ``history`` (DSPy's)."""
+        entry = self.history[index]
+        return [dict(m) for m in entry.messages], list(entry.outputs)
+
+
+def _json_mode(adapter: Any) -> bool | None:
+    """Which format an adapter's answers take: ``None`` (follow the prompt) without one."""
+    if adapter is None:
+        return None
+    from dspex.adapters import JSONAdapter
+
+    return isinstance(adapter, JSONAdapter)
 
 
 def _model_name(task: SimTask, seed: int) -> str:

@@ -1,7 +1,8 @@
 """The script behind ``DummyLM``: scripted answers, given in order or by input substring.
 
 A script never invents an answer: when it runs out, or no key matches, it raises
-``ScriptExhaustedError`` saying what it was asked.
+``ScriptExhaustedError`` saying what it was asked. With ``follow_examples`` (DSPy's mode 3) a
+demo in the prompt whose input matches the final input answers first.
 """
 
 from __future__ import annotations
@@ -57,11 +58,24 @@ class Script:
     Args:
         answers: a list of answers, or a mapping whose keys are looked up as substrings of the
             last user message (first matching key wins; mapped answers can be reused).
+        follow_examples: answer with the outputs of the last demo in the prompt whose first
+            input equals the final one (as DSPy's ``DummyLM(follow_examples=True)``); the
+            script answers when no demo matches.
+        json_mode: answer as a JSON object (``True``) or in field sections (``False``);
+            ``None`` follows the prompt (JSON when it asks for a JSON object).
     """
 
     latency = 0.0
 
-    def __init__(self, answers: Sequence[Answer] | Mapping[str, Answer]) -> None:
+    def __init__(
+        self,
+        answers: Sequence[Answer] | Mapping[str, Answer],
+        *,
+        follow_examples: bool = False,
+        json_mode: bool | None = None,
+    ) -> None:
+        self.follow_examples = follow_examples
+        self.json_mode = json_mode
         self._lock = threading.Lock()
         self.counters = Counters()
         self.requests: list[LMRequest] = []
@@ -95,8 +109,10 @@ class Script:
             self.requests.append(request)
         prompt = parse_prompt(request.messages, request.kwargs)
         n = max(1, int(request.kwargs.get("n") or 1))
-        answers = self._take(prompt, n)
-        texts = tuple(self._render(a, prompt) for a in answers)
+        demo = _matching_demo(prompt) if self.follow_examples else None
+        answers: list[Answer] = [demo] * n if demo is not None else self._take(prompt, n)
+        json_mode = self.json_mode if self.json_mode is not None else prompt.json_mode
+        texts = tuple(self._render(a, prompt, json_mode) for a in answers)
         reasons = tuple(
             a.finish_reason if isinstance(a, ScriptedReply) else "stop" for a in answers
         )
@@ -130,7 +146,7 @@ class Script:
             return taken
 
     @staticmethod
-    def _render(answer: Answer, prompt: ParsedPrompt) -> str:
+    def _render(answer: Answer, prompt: ParsedPrompt, json_mode: bool) -> str:
         if isinstance(answer, ScriptedReply):
             answer = answer.answer
         if isinstance(answer, str):
@@ -138,7 +154,19 @@ class Script:
         # Fields in the order the prompt asks for them, then any extra the script gave.
         order = [f.name for f in prompt.output_fields if f.name in answer]
         order += [k for k in answer if k not in order]
-        return format_answer({k: answer[k] for k in order}, json_mode=prompt.json_mode)
+        return format_answer({k: answer[k] for k in order}, json_mode=json_mode)
+
+
+def _matching_demo(prompt: ParsedPrompt) -> Mapping[str, Any] | None:
+    """The outputs of the last demo whose first input equals the final one (DSPy matches the
+    final message's first paragraph, which is that input's section)."""
+    if not prompt.inputs:
+        return None
+    name, value = next(iter(prompt.inputs.items()))
+    for demo in reversed(prompt.demos):
+        if demo.outputs and demo.inputs.get(name) == value:
+            return demo.outputs
+    return None
 
 
 def _describe(prompt: ParsedPrompt) -> str:
