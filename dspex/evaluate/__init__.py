@@ -1,7 +1,12 @@
 """Evaluation: ``Evaluate`` and its ``EvaluationResult``."""
 
 from dspex.evaluate._evaluate import Evaluate, Metric
-from dspex.evaluate._metrics import exact_match, requires_labels
+from dspex.evaluate._metrics import (
+    answer_exact_match,
+    exact_match,
+    normalize_text,
+    requires_labels,
+)
 from dspex.evaluate._result import EvaluationResult, EvaluationRow
 
 __all__ = [
@@ -9,6 +14,8 @@ __all__ = [
     "EvaluationResult",
     "EvaluationRow",
     "Metric",
+    "answer_exact_match",
     "exact_match",
+    "normalize_text",
     "requires_labels",
 ]

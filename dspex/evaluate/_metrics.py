@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from dspex.errors import DataError
 from dspex.primitives import Example, Prediction
 
-__all__ = ["exact_match", "requires_labels"]
+__all__ = ["answer_exact_match", "exact_match", "normalize_text", "requires_labels"]
 
 M = TypeVar("M", bound=Callable[..., Any])
 
@@ -58,3 +63,58 @@ def exact_match(example: Example, prediction: Prediction, trace: Any = None) -> 
     labels = example.labels()
     shared = [k for k in labels if k in prediction]
     return bool(shared) and all(_norm(labels[k]) == _norm(prediction[k]) for k in shared)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize_text(text: str) -> str:
+    """DSPy's answer normalization: Unicode NFD, lower case, no punctuation, no English
+    articles, single spaces.
+
+    Example:
+        >>> normalize_text("The,  Eiffel  Tower!")
+        'eiffel tower'
+    """
+    lowered = unicodedata.normalize("NFD", text).lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", lowered).split())
+
+
+def _token_f1(prediction: str, reference: str) -> float:
+    predicted, expected = normalize_text(prediction).split(), normalize_text(reference).split()
+    same = sum((Counter(predicted) & Counter(expected)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(predicted), same / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+@requires_labels("answer")
+def answer_exact_match(
+    example: Example, prediction: Prediction, trace: Any = None, frac: float = 1.0
+) -> bool:
+    """DSPy's ``answer_exact_match``: ``prediction.answer`` matches ``example.answer`` (a
+    string, or a list of acceptable strings) after :func:`normalize_text`; with ``frac``
+    below 1, a token F1 of at least ``frac`` with one of them is enough.
+
+    Example:
+        >>> import dspex
+        >>> ex = dspex.Example(answer=["Eiffel Tower", "Louvre"])
+        >>> answer_exact_match(ex, dspex.Prediction(answer="The Eiffel Tower"))
+        True
+    """
+    expected = example.answer
+    if isinstance(expected, str):
+        references: Sequence[str] = [expected]
+    elif isinstance(expected, list):
+        references = expected
+    else:
+        raise DataError(
+            f"answer_exact_match compares with a str or a list of str; example.answer is a "
+            f"{type(expected).__name__}."
+        )
+    answer = str(prediction.answer)
+    if frac >= 1.0:
+        return any(normalize_text(answer) == normalize_text(ref) for ref in references)
+    return max((_token_f1(answer, ref) for ref in references), default=0.0) >= frac

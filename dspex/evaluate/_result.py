@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -30,6 +31,9 @@ class EvaluationRow:
     usage: Usage = field(default_factory=Usage)
     latency_s: float = 0.0
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    # What the metric returned (a bool, a number, a Prediction with a score), for DSPy's
+    # ``results``; ``score`` is its float.
+    value: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def failed(
@@ -52,18 +56,40 @@ class EvaluationRow:
         )
 
 
-@dataclass(frozen=True)
 class EvaluationResult:
-    """What ``Evaluate`` returns.
+    """What ``Evaluate`` returns: DSPy's ``score`` and ``results``, and dspex's rows.
+
+    Built by ``Evaluate`` from its rows, or as DSPy builds it:
+    ``EvaluationResult(score=100.0, results=[(example, prediction, score), ...])``.
 
     Attributes:
-        score: mean metric value in percent over all examples; failed examples count as 0
-            here and are listed in ``errors`` (``score_excluding_errors`` leaves them out).
+        score: mean metric value in percent over all examples (DSPy's ``score``); failed
+            examples count as ``failure_score`` and are listed in ``errors``
+            (``score_excluding_errors`` leaves them out).
+        results: DSPy's ``(example, prediction, score)`` triples, in devset order; a failed
+            example has an empty ``Prediction`` (or the one its metric failed on) and
+            ``failure_score``.
         rows: one ``EvaluationRow`` per example, in devset order.
+
+    Like DSPy's, it compares and adds as its ``score`` and reads as ``result["score"]``.
     """
 
-    rows: list[EvaluationRow]
-    elapsed_s: float = 0.0
+    def __init__(
+        self,
+        score: float | None = None,
+        results: Sequence[tuple[Example, Any, Any]] | None = None,
+        *,
+        rows: Sequence[EvaluationRow] | None = None,
+        elapsed_s: float = 0.0,
+        failure_score: float = 0.0,
+    ) -> None:
+        if rows is None:
+            rows = [_row_from_triple(i, t) for i, t in enumerate(results or ())]
+        self.rows: list[EvaluationRow] = list(rows)
+        self.elapsed_s = elapsed_s
+        self.failure_score = failure_score
+        self._score = score
+        self._results = list(results) if results is not None else None
 
     @property
     def n(self) -> int:
@@ -79,9 +105,14 @@ class EvaluationResult:
 
     @cached_property
     def score(self) -> float:
+        if self._score is not None:
+            return self._score
         if not self.rows:
             return 0.0
-        return round(100.0 * sum(r.score or 0.0 for r in self.rows) / len(self.rows), 2)
+        total = sum(
+            self.failure_score if r.error is not None else r.score or 0.0 for r in self.rows
+        )
+        return round(100.0 * total / len(self.rows), 2)
 
     @cached_property
     def score_excluding_errors(self) -> float | None:
@@ -96,9 +127,16 @@ class EvaluationResult:
         return total
 
     @property
-    def results(self) -> list[tuple[Example, Prediction | None, float | None]]:
+    def results(self) -> list[tuple[Example, Any, Any]]:
         """DSPy's shape: ``(example, prediction, score)`` triples."""
-        return [(r.example, r.prediction, r.score) for r in self.rows]
+        if self._results is not None:
+            return list(self._results)
+        return [
+            (r.example, r.prediction, r.value if r.value is not None else r.score)
+            if r.error is None
+            else (r.example, r.prediction or Prediction(), self.failure_score)
+            for r in self.rows
+        ]
 
     @cached_property
     def table(self) -> Any:
@@ -144,8 +182,55 @@ class EvaluationResult:
             lines += [f"  row {r.row_id}: {r.error[:200]}" for r in self.errors[:5] if r.error]
         return "\n".join(lines)
 
+    # -- DSPy's EvaluationResult is a Prediction: it reads, compares and adds as its score --
+    def __getitem__(self, key: str) -> Any:
+        if key not in ("score", "results"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return ["score", "results"]
+
     def __float__(self) -> float:
-        return self.score
+        return float(self.score)
+
+    def __add__(self, other: Any) -> float:
+        return float(self) + float(other)
+
+    def __radd__(self, other: Any) -> float:
+        return float(other) + float(self)
+
+    def __truediv__(self, other: Any) -> float:
+        return float(self) / float(other)
+
+    def __rtruediv__(self, other: Any) -> float:
+        return float(other) / float(self)
+
+    def __lt__(self, other: Any) -> bool:
+        return float(self) < float(other)
+
+    def __le__(self, other: Any) -> bool:
+        return float(self) <= float(other)
+
+    def __gt__(self, other: Any) -> bool:
+        return float(self) > float(other)
+
+    def __ge__(self, other: Any) -> bool:
+        return float(self) >= float(other)
 
     def __repr__(self) -> str:
-        return f"EvaluationResult(score={self.score}, n={self.n}, errors={self.n_errors})"
+        return f"EvaluationResult(score={self.score}, results=<list of {self.n} results>)"
+
+
+def _row_from_triple(index: int, triple: tuple[Example, Any, Any]) -> EvaluationRow:
+    """A row for one of DSPy's ``(example, prediction, score)`` triples."""
+    example, prediction, score = triple
+    row_id = example.get("id", index) if isinstance(example, Example) else index
+    pred = prediction if isinstance(prediction, Prediction) else None
+    try:
+        value = float(score) if score is not None else None
+    except (TypeError, ValueError):
+        value = None
+    return EvaluationRow(
+        row_id=row_id, example=example, prediction=pred, score=value, error=None, value=score
+    )

@@ -84,8 +84,9 @@ def test_max_errors_aborts_with_the_first_failures() -> None:
         def forward(self, question: str) -> dspex.Prediction:
             raise ValueError(f"bad {question}")
 
-    with pytest.raises(dspex.EvaluationError, match="max_errors=1") as info:
-        dspex.Evaluate(devset=_dev(6), metric=exact, max_errors=1, progress=False)(AlwaysFails())
+    # As in DSPy, the run stops once max_errors examples have failed.
+    with pytest.raises(dspex.EvaluationError, match="max_errors=2") as info:
+        dspex.Evaluate(devset=_dev(6), metric=exact, max_errors=2, progress=False)(AlwaysFails())
     err = info.value
     assert len(err.failures) >= 2
     assert set(err.error_types.values()) == {"ValueError"}

@@ -138,7 +138,7 @@ def test_evaluation_error_names_rows_and_types_and_keeps_scores() -> None:
             return dspex.Prediction(answer="1")
 
     evaluate = dspex.Evaluate(
-        devset=_dev(4), metric=exact_match, concurrency=1, max_errors=1, progress=False
+        devset=_dev(4), metric=exact_match, concurrency=1, max_errors=2, progress=False
     )
     with pytest.raises(dspex.EvaluationError) as info:
         evaluate(FailsOnTwo())
