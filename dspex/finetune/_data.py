@@ -27,7 +27,7 @@ def sft_rows(
         >>> qa = dspex.Predict("question -> answer: int")
         >>> rows = sft_rows(qa, {"self": [{"question": "1 + 1?", "answer": 2}]})
         >>> rows["self"][0]["completion"][0]["content"]
-        '[[ ## answer ## ]]\\n2\\n\\n[[ ## completed ## ]]'
+        '[[ ## answer ## ]]\\n2\\n\\n[[ ## completed ## ]]\\n'
     """
     adapter = adapter or ChatAdapter()
     out: dict[str, list[dict[str, Any]]] = {}
