@@ -135,10 +135,13 @@ def test_an_error_that_ends_the_run_carries_no_secret_anywhere(
     metric = _metric_raising(marker) if raiser == "metric" else exact
     opt = dspex.BootstrapFewShot(metric, max_bootstrapped_demos=2, max_labeled_demos=2)
 
-    with pytest.raises(KeyError if raiser == "metric" else RuntimeError) as info:
+    # A metric's KeyError stops the run as a MetricError caused by it (a programming error).
+    raised = dspex.errors.MetricError if raiser == "metric" else RuntimeError
+    with pytest.raises(raised) as info:
         opt.compile(program, trainset=TRAIN[:4], lm=lm, runs_dir=tmp_path / "runs")
 
-    # The error keeps its type (callers' except clauses still match) and loses the secret.
+    # The error keeps its type (callers' except clauses still match) and loses the secret,
+    # in its own text and in the exceptions it chains to.
     shown = "".join(traceback.format_exception(info.value))
     assert marker in shown and "[REDACTED]" in shown and SECRET not in shown
     out, err = capfd.readouterr()
