@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ __all__ = [
     "gather_results",
     "open_run",
     "run_inputs",
+    "skipped_examples",
     "start_run",
     "warm_up",
 ]
@@ -115,6 +116,11 @@ def budget_for(params: OptimizeParams) -> Budget | None:
     return Budget(max_calls=b.max_calls, max_tokens=b.max_tokens, max_cost=b.max_cost)
 
 
+def skipped_examples(demosets: Sequence[Mapping[str, Any] | None]) -> int:
+    """Examples the bootstraps skipped because the metric raised on them twice."""
+    return sum(int(d.get("stats", {}).get("skipped", 0)) for d in demosets if d is not None)
+
+
 def gather_results(futures: list[Any]) -> tuple[list[Any], bool]:
     """Results of finished futures; ``None`` for those stopped by the budget."""
     results, exhausted = [], False
@@ -169,8 +175,15 @@ def finish_run(
     best_id: str,
     budget_exhausted: bool,
     budget: Budget | None,
+    skipped: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Log, save, register and summarize; returns the flow's JSON result."""
+    """Log, save, register and summarize; returns the flow's JSON result.
+
+    ``skipped`` counts, per step, the items left out after a failed retry (``bootstrap``:
+    examples whose metric raised twice; MIPROv2's ``summarizer`` and ``proposer``: answers
+    that did not parse twice); each is a ``skipped.<step>`` MLflow metric and a line of the
+    Prefect summary."""
+    skipped = dict(skipped or {})
     best = next(r for r in rows if r["id"] == best_id)
     path = spine.runs / "programs" / f"{spine.mlflow_run_id}.json"
     winner.save(path)
@@ -188,13 +201,13 @@ def finish_run(
         }
     uri, run_id = spine.tracking_uri, spine.mlflow_run_id
     log_candidates(uri, run_id, rows)
-    log_winner(uri, run_id, WinnerModel.pack(winner), best, path, budget_exhausted, usage)
+    log_winner(uri, run_id, WinnerModel.pack(winner), best, path, budget_exhausted, usage, skipped)
     version = None
     if spine.params.tracking.model_name:
         version = register_winner(
             uri, run_id, spine.params.tracking.model_name, spine.params.tracking.alias
         )
-    publish_artifacts(rows, best_id, spine.params, budget_exhausted, version)
+    publish_artifacts(rows, best_id, spine.params, budget_exhausted, version, skipped)
     return {
         "program_state": json.loads(path.read_text()),
         "score": best.get("score"),

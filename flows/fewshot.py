@@ -19,6 +19,7 @@ from dspex.flows._spine import (
     gather_results,
     open_run,
     run_inputs,
+    skipped_examples,
     warm_up,
 )
 from dspex.optimize import (
@@ -77,7 +78,9 @@ def optimize(params: OptimizeParams) -> dict[str, Any]:
         winner = apply_demos(resolve_program(params.program), DemoSet.from_dict(best_demos))
         if params.lm is not None:  # the registered program must know which LM it was tuned on
             winner.set_lm(params.lm.build(), only_unset=True)
-        return finish_run(spine, winner, rows, best_id, exhausted, budget)
+        bootstraps = any(s["kind"] == "bootstrap" for s in specs)
+        skipped = {"bootstrap": skipped_examples(built)} if bootstraps else {}
+        return finish_run(spine, winner, rows, best_id, exhausted, budget, skipped)
 
 
 # One named flow per optimizer (what the Prefect UI lists and deployments point at); they

@@ -19,7 +19,14 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from dspex.flows._spine import finish_run, gather_results, open_run, run_inputs, warm_up
+from dspex.flows._spine import (
+    finish_run,
+    gather_results,
+    open_run,
+    run_inputs,
+    skipped_examples,
+    warm_up,
+)
 from dspex.lm import LM
 from dspex.optimize import OptimizeParams
 from dspex.optimize._refs import resolve_program
@@ -88,4 +95,5 @@ def finetune(params: OptimizeParams) -> dict[str, Any]:
                 **scored,
             }
         ]
-        return finish_run(spine, winner, rows, "finetuned", exhausted, budget)
+        skipped = {"bootstrap": skipped_examples([traces])}
+        return finish_run(spine, winner, rows, "finetuned", exhausted, budget, skipped)

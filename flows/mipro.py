@@ -29,6 +29,7 @@ from dspex.flows._spine import (
     gather_results,
     open_run,
     run_inputs,
+    skipped_examples,
     warm_up,
 )
 from dspex.flows._study import SharedStudy, sqlite_storage
@@ -70,10 +71,11 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
         setup = _prepare(params, spine)
         baseline = _start_baseline(setup)  # runs while the demo sets are bootstrapped
         demosets, exhausted = _bootstrap(setup)
-        instructions = _propose(setup, demosets)
+        instructions, skipped = _propose(setup, demosets)
         search = _Search(setup, instructions, demosets)
         full, stopped = search.run(baseline)
-        return _finish(setup, search, full, exhausted or stopped, budget)
+        skipped = {"bootstrap": skipped_examples(demosets), **skipped}
+        return _finish(setup, search, full, exhausted or stopped, budget, skipped)
 
 
 @dataclass(frozen=True)
@@ -156,12 +158,15 @@ def _bootstrap(setup: _Setup) -> tuple[list[dict[str, Any]], bool]:
     return [d if d is not None else DemoSet().to_dict() for d in built], exhausted
 
 
-def _propose(setup: _Setup, demosets: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Per predictor: its original instruction, then the grounded proposals."""
+def _propose(
+    setup: _Setup, demosets: list[dict[str, Any]]
+) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Per predictor: its original instruction, then the grounded proposals; and what was
+    skipped because the prompt model's answer did not parse (summarizer, proposer)."""
     p = setup.plan
     proposal = propose(setup.run, demosets, p.num_candidates, p.seed, setup.spine.runtime)
     instructions: dict[str, list[str]] = proposal["instructions"]
-    return instructions
+    return instructions, dict(proposal["skipped"])
 
 
 def _finish(
@@ -170,6 +175,7 @@ def _finish(
     full: dict[str, float | None],
     exhausted: bool,
     budget: Budget | None,
+    skipped: dict[str, int],
 ) -> dict[str, Any]:
     """Build the winner, then log, save and register it — unless another live worker of
     the same run does: this one then returns its own view of the result."""
@@ -189,7 +195,8 @@ def _finish(
             "budget_exhausted": exhausted,
             "lm_usage": {},
         }
-    return finish_run(setup.spine, winner, candidates, f"full:{best_key}", exhausted, budget)
+    best_id = f"full:{best_key}"
+    return finish_run(setup.spine, winner, candidates, best_id, exhausted, budget, skipped)
 
 
 @dataclass

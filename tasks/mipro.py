@@ -30,17 +30,35 @@ def propose(
     seed: int,
     runtime: TaskRuntime | None = None,
 ) -> dict[str, Any]:
-    """Summarize the data, describe the program, propose instructions per predictor."""
+    """Summarize the data, describe the program, propose instructions per predictor.
+
+    ``skipped`` counts what was left out because the prompt model's answer did not parse on
+    either try: the summary (``summarizer``), the description and proposals (``proposer``).
+    """
     with run_context(run, runtime, stage="propose") as ctx:
         ref = run.settings.get("prompt_model")
         prompt_lm = resolve(ref) if ref else ctx.lm or current().require_lm()
         sets = [DemoSet.from_dict(d) for d in demosets]
         summary = summarize_dataset(ctx.trainset, prompt_lm, seed=seed)
         description = describe_program(ctx.program, prompt_lm)
-        instructions = propose_instructions(
-            ctx.program, sets, summary, description, n, prompt_lm, seed=seed
+        proposals = propose_instructions(
+            ctx.program,
+            sets,
+            summary if summary is not None else "(not available)",
+            description if description is not None else "(not available)",
+            n,
+            prompt_lm,
+            seed=seed,
         )
-    return {"summary": summary, "description": description, "instructions": instructions}
+    return {
+        "summary": summary or "",
+        "description": description or "",
+        "instructions": proposals.instructions,
+        "skipped": {
+            "summarizer": int(summary is None),
+            "proposer": int(description is None) + proposals.skipped,
+        },
+    }
 
 
 @task(name="evaluate-config", task_run_name="evaluate-{label}", **task_options())

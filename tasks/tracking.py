@@ -33,8 +33,10 @@ def publish_artifacts(
     params: OptimizeParams,
     budget_exhausted: bool,
     version: str | None,
+    skipped: Mapping[str, int] | None = None,
 ) -> None:
-    """A candidate table and a markdown summary of the winner, shown in the Prefect UI."""
+    """A candidate table and a markdown summary of the winner, shown in the Prefect UI;
+    the summary says what the run skipped after a failed retry (``skipped``: step -> n)."""
     table = [
         {k: r.get(k) for k in ("id", "demos", "score", "errors", "lm_calls", "cache_hits")}
         for r in rows
@@ -47,8 +49,24 @@ def publish_artifacts(
         markdown=(
             f"# {params.optimizer}: best candidate `{best_id}`\n\n"
             f"Score **{best.get('score')}** on the valset, with {best.get('demos', 0)} demos."
-            f"{registered}{note}\n\n```json\n{json.dumps(table, indent=1)}\n```"
+            f"{registered}{note}{_skipped_note(skipped or {})}\n\n"
+            f"```json\n{json.dumps(table, indent=1)}\n```"
         ),
         key="dspex-winner",
         description="Winner",
     )
+
+
+_SKIPPED = {
+    "bootstrap": "trainset example(s) whose metric raised twice",
+    "summarizer": "dataset summary whose answer did not parse twice",
+    "proposer": "program description or instruction proposal(s) whose answer did not parse twice",
+}
+
+
+def _skipped_note(skipped: Mapping[str, int]) -> str:
+    """The summary's account of skipped items, one line per step (``skipped.<step>``)."""
+    if not skipped:
+        return ""
+    lines = [f"- `skipped.{step}` = {n}: {_SKIPPED.get(step, step)}" for step, n in skipped.items()]
+    return "\n\n**Skipped after one retry** (the run went on without them):\n" + "\n".join(lines)

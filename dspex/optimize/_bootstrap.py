@@ -3,24 +3,42 @@
 DSPy bootstraps one example at a time. Here the teacher runs over the trainset in windows
 of ``concurrency`` examples; the result is still deterministic because demos are taken from
 the first successes *in trainset order*, whatever order the calls finish in.
+
+A metric that raises on an example is called once more; if it raises again, that example is
+skipped (logged, and counted in the demo set's ``stats["skipped"]``), not the whole run. A
+programming error (``TypeError``, ``AttributeError``, ``KeyError``) or a dspex error is not
+retried: it would fail the same way on every example.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dspex._redact import redact_text
 from dspex._runtime import run_sync
 from dspex._settings import context, current
 from dspex.callbacks import Callback, Span
-from dspex.errors import LMError, ParseError
+from dspex.errors import DspexError, LMError, ParseError
 from dspex.optimize._demos import DemoSet, to_jsonable
+from dspex.optimize._metric import PROGRAMMING_ERRORS
 from dspex.primitives import Example, Module, Prediction
 
 __all__ = ["BootstrapSettings", "bootstrap_demos", "run_with_trace"]
+
+_log = logging.getLogger("dspex.optimize")
+
+# A metric raising a programming error is broken for every example: retrying it, or skipping
+# the example, would only hide the bug behind an optimization without demos. The flows' metric
+# raises those as a MetricError (a dspex error); a metric passed in directly, as they are.
+_NOT_RETRIED: tuple[type[Exception], ...] = (DspexError, *PROGRAMMING_ERRORS)
+
+Trace = list[tuple[str, dict[str, Any], dict[str, Any]]]
 
 
 class _TraceCollector(Callback):
@@ -79,27 +97,63 @@ def _passes(score: Any, threshold: float | None) -> bool:
     return float(score) >= threshold if threshold is not None else bool(score)
 
 
+class _MetricFailed(Exception):
+    """The metric raised on an example twice: the example is skipped."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+async def _call(
+    metric: Callable[..., Any], example: Example, prediction: Prediction, trace: Trace
+) -> Any:
+    score = metric(example, prediction, trace)
+    return await score if inspect.isawaitable(score) else score
+
+
+async def _score(
+    metric: Callable[..., Any], example: Example, prediction: Prediction, trace: Trace
+) -> Any:
+    """The metric's value, calling it once more when it raises (a grader that timed out, a
+    flaky judge); ``_MetricFailed`` when the second call raises too. A dspex error keeps its
+    own handling and a programming error stops the run: neither is retried."""
+    try:
+        return await _call(metric, example, prediction, trace)
+    except _NOT_RETRIED:
+        raise
+    except Exception:
+        pass  # called once more, below
+    try:
+        return await _call(metric, example, prediction, trace)
+    except _NOT_RETRIED:
+        raise
+    except Exception as e:
+        raise _MetricFailed(e) from e
+
+
 async def _try_example(
     teacher: Module,
     example: Example,
     metric: Callable[..., Any],
     settings: BootstrapSettings,
-) -> tuple[list[tuple[str, dict[str, Any], dict[str, Any]]] | None, int]:
-    """Up to ``max_rounds`` attempts on one example; returns the passing trace, attempts."""
+) -> tuple[Trace | None, int, _MetricFailed | None]:
+    """Up to ``max_rounds`` attempts on one example; returns the passing trace, attempts,
+    and why the example was skipped (the metric raised twice), if it was."""
     for round_idx in range(settings.max_rounds):
         program = teacher if round_idx == 0 else _fresh_sampling(teacher, round_idx)
         try:
             prediction, trace = await run_with_trace(program, example)
-            score = metric(example, prediction, trace)
-            if asyncio.iscoroutine(score):
-                score = await score
+            score = await _score(metric, example, prediction, trace)
+        except _MetricFailed as e:
+            return None, round_idx + 1, e
         except (ParseError, LMError) as e:
             if isinstance(e, LMError) and not e.retryable:
                 raise
             continue  # an unusable answer is a failed attempt, not a failed bootstrap
         if _passes(score, settings.metric_threshold):
-            return trace, round_idx + 1
-    return None, settings.max_rounds
+            return trace, round_idx + 1, None
+    return None, settings.max_rounds, None
 
 
 def _fresh_sampling(teacher: Module, round_idx: int) -> Module:
@@ -124,9 +178,10 @@ async def _abootstrap(
     trainset: Sequence[Example],
     metric: Callable[..., Any],
     settings: BootstrapSettings,
-) -> tuple[dict[int, list[tuple[str, dict[str, Any], dict[str, Any]]]], int]:
-    found: dict[int, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {}
-    tried = 0
+) -> tuple[dict[int, Trace], int, int]:
+    """Passing traces by trainset index, examples tried, examples skipped."""
+    found: dict[int, Trace] = {}
+    tried = skipped = 0
     window = max(1, settings.concurrency)
     for start in range(0, len(trainset), window):
         batch = list(enumerate(trainset))[start : start + window]
@@ -134,12 +189,20 @@ async def _abootstrap(
             *(_try_example(_without_example(teacher, ex), ex, metric, settings) for _, ex in batch)
         )
         tried += len(batch)
-        for (idx, _), (trace, _attempts) in zip(batch, results, strict=True):
+        for (idx, example), (trace, _attempts, failed) in zip(batch, results, strict=True):
             if trace is not None:
                 found[idx] = trace
+            if failed is not None:
+                skipped += 1
+                _log.warning(
+                    "Bootstrapping skipped trainset row %r: the metric raised %s twice (%s).",
+                    example.get("id", idx),
+                    type(failed.error).__name__,
+                    redact_text(str(failed.error))[:200],
+                )
         if len(found) >= settings.max_bootstrapped_demos:
             break
-    return found, tried
+    return found, tried, skipped
 
 
 def bootstrap_demos(
@@ -152,7 +215,7 @@ def bootstrap_demos(
     label: str = "bootstrap",
 ) -> DemoSet:
     """Bootstrapped demos (from passing teacher traces) topped up with labeled examples."""
-    found, tried = run_sync(_abootstrap(teacher, trainset, metric, settings))
+    found, tried, skipped = run_sync(_abootstrap(teacher, trainset, metric, settings))
     chosen = sorted(found)[: settings.max_bootstrapped_demos]
     per_predictor: dict[str, list[dict[str, Any]]] = {n: [] for n, _ in student.named_predictors()}
     for idx in chosen:
@@ -167,5 +230,10 @@ def bootstrap_demos(
     return DemoSet(
         demos={k: tuple(v) for k, v in per_predictor.items()},
         label=label,
-        stats={"tried": tried, "bootstrapped": len(chosen), "passed": len(found)},
+        stats={
+            "tried": tried,
+            "bootstrapped": len(chosen),
+            "passed": len(found),
+            "skipped": skipped,
+        },
     )

@@ -2,28 +2,35 @@
 
 The control flow (bootstrap → summarize → propose → Bayesian search → select) lives in
 ``flows/mipro.py``; these are the plain functions it runs as Prefect tasks.
+
+The prompt model's answers are asked once more when they do not parse (a fresh sample: its
+own rollout id, temperature 1.0); one that fails again is skipped and logged, and the step
+goes on without it: no dataset summary, no program description, one proposal fewer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dspex._redact import redact_text
 from dspex._runtime import run_sync
 from dspex._settings import context
-from dspex.errors import UserError
+from dspex.errors import ParseError, UserError
 from dspex.modules import Predict
 from dspex.optimize._demos import DemoSet, apply_demos
-from dspex.primitives import Example, Module
+from dspex.primitives import Example, Module, Prediction
 
 __all__ = [
     "AUTO_PRESETS",
     "TIPS",
     "MiproPlan",
+    "Proposals",
     "apply_config",
     "config_key",
     "describe_program",
@@ -32,6 +39,8 @@ __all__ = [
     "propose_instructions",
     "summarize_dataset",
 ]
+
+_log = logging.getLogger("dspex.optimize")
 
 # The published presets: candidates per predictor and validation examples.
 AUTO_PRESETS: dict[str, dict[str, int]] = {
@@ -86,8 +95,32 @@ def plan(settings: Mapping[str, Any], n_predictors: int, n_val: int) -> MiproPla
     )
 
 
-def summarize_dataset(trainset: Sequence[Example], lm: Any, *, n: int = 20, seed: int = 0) -> str:
-    """A short description of the task's data, written by the prompt model."""
+async def _ask(predict: Predict, what: str, **inputs: Any) -> Prediction | None:
+    """``predict``'s answer; an unparseable one is asked again once as a fresh sample, and
+    ``None`` (logged) when that one does not parse either."""
+    try:
+        return await predict.acall(**inputs)
+    except ParseError:
+        pass
+    retry = predict.deepcopy()
+    first = predict.config.get("rollout_id") or "ask"
+    retry.config = {**predict.config, "rollout_id": f"{first}-retry", "temperature": 1.0}
+    try:
+        return await retry.acall(**inputs)
+    except ParseError as e:
+        _log.warning(
+            "MIPROv2 skipped %s: the prompt model's answer did not parse, twice (%s).",
+            what,
+            redact_text(e.reason)[:200],
+        )
+        return None
+
+
+def summarize_dataset(
+    trainset: Sequence[Example], lm: Any, *, n: int = 20, seed: int = 0
+) -> str | None:
+    """A short description of the task's data, written by the prompt model; ``None`` when
+    its answer did not parse on either try."""
     sample = random.Random(seed).sample(list(trainset), min(n, len(trainset)))
     rows = "\n".join(str(ex.to_dict()) for ex in sample)
     describe = Predict("examples -> summary")
@@ -96,11 +129,13 @@ def summarize_dataset(trainset: Sequence[Example], lm: Any, *, n: int = 20, seed
         "what a good answer looks like."
     )
     with context(lm=lm, labels={"stage": "propose"}):
-        return str(describe(examples=rows).summary)
+        pred = run_sync(_ask(describe, "the dataset summary", examples=rows))
+    return None if pred is None else str(pred.summary)
 
 
-def describe_program(program: Module, lm: Any) -> str:
-    """What the program does, from its predictors' signatures, written by the prompt model."""
+def describe_program(program: Module, lm: Any) -> str | None:
+    """What the program does, from its predictors' signatures, written by the prompt model;
+    ``None`` when its answer did not parse on either try."""
     sigs = "\n".join(
         f"{name}: {p.signature.signature} — {p.signature.instructions}"
         for name, p in program.named_predictors()
@@ -110,12 +145,13 @@ def describe_program(program: Module, lm: Any) -> str:
         "Describe in two sentences what this language-model program does."
     )
     with context(lm=lm, labels={"stage": "propose"}):
-        return str(describe(program_signatures=sigs).program_description)
+        pred = run_sync(_ask(describe, "the program description", program_signatures=sigs))
+    return None if pred is None else str(pred.program_description)
 
 
 async def _propose_one(
     predictor: Predict, summary: str, description: str, demos: str, tip: str, idx: int
-) -> str:
+) -> str | None:
     propose = Predict(
         "dataset_summary, program_description, task_signature, example_demos, tip "
         "-> proposed_instruction",
@@ -125,14 +161,29 @@ async def _propose_one(
     propose.signature = propose.signature.with_instructions(
         "Propose an instruction that will make a language model do this task well."
     )
-    pred = await propose.acall(
+    pred = await _ask(
+        propose,
+        f"instruction proposal {idx}",
         dataset_summary=summary,
         program_description=description,
         task_signature=f"{predictor.signature.signature}: {predictor.signature.instructions}",
         example_demos=demos,
         tip=tip,
     )
-    return str(pred.proposed_instruction).strip()
+    return None if pred is None else str(pred.proposed_instruction).strip()
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """Instructions per predictor: the original first, then the proposals.
+
+    Attributes:
+        instructions: predictor name → its candidate instructions.
+        skipped: proposals left out because the answer did not parse on either try.
+    """
+
+    instructions: dict[str, list[str]]
+    skipped: int = 0
 
 
 def propose_instructions(
@@ -144,10 +195,12 @@ def propose_instructions(
     lm: Any,
     *,
     seed: int = 0,
-) -> dict[str, list[str]]:
-    """Per predictor: the original instruction, then ``n - 1`` grounded proposals."""
+) -> Proposals:
+    """Per predictor: the original instruction, then ``n - 1`` grounded proposals (fewer
+    when one is skipped or repeats the original)."""
     rng = random.Random(seed)
     out: dict[str, list[str]] = {}
+    skipped = 0
     for name, predictor in program.named_predictors():
         jobs = []
         for i in range(1, n):
@@ -155,15 +208,16 @@ def propose_instructions(
             shown = "\n".join(str(dict(d)) for d in list(demos)[:3]) or "(none)"
             jobs.append(_propose_one(predictor, summary, description, shown, rng.choice(TIPS), i))
 
-        async def gather(jobs: list[Any] = jobs) -> list[str]:
+        async def gather(jobs: list[Any] = jobs) -> list[str | None]:
             return list(await asyncio.gather(*jobs))
 
         with context(lm=lm, labels={"stage": "propose"}):
             proposals = run_sync(gather())
+        skipped += sum(p is None for p in proposals)
         unique = [predictor.signature.instructions]
         unique += [p for p in proposals if p and p not in unique]
         out[name] = unique
-    return out
+    return Proposals(out, skipped)
 
 
 def config_key(config: Mapping[str, int]) -> str:

@@ -150,6 +150,30 @@ def test_an_error_that_ends_the_run_carries_no_secret_anywhere(
     assert marker in logged
 
 
+@pytest.mark.slow
+def test_the_errors_a_finished_run_records_carry_no_secret(
+    tmp_path: Path, prefect_server: None, logs: _Records, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A metric that fails on every example: bootstrapping skips them, the evaluation
+    records the error per row, and the run finishes; what it recorded is redacted."""
+    marker = f"recorded-{uuid.uuid4().hex[:8]}"
+    lm = SimulatedLM(task=TASK, api_key=SECRET)
+
+    def metric(example: dspex.Example, prediction: dspex.Prediction, trace: Any = None) -> bool:
+        raise RuntimeError(f"{marker}: grader refused key {SECRET}")
+
+    opt = dspex.BootstrapFewShot(metric, max_bootstrapped_demos=2, max_labeled_demos=2)
+    opt.compile(solver(), trainset=TRAIN[:4], valset=TRAIN[4:8], lm=lm, runs_dir=tmp_path / "runs")
+
+    assert opt.last_result is not None
+    (row,) = opt.last_result.candidates
+    assert marker in row["first_error"] and "[REDACTED]" in row["first_error"]
+    out, err = capfd.readouterr()
+    _, logged = _sweep(tmp_path, logs, out + err)
+    assert marker in logged  # the bootstrap's skip warnings
+    assert _files_holding(tmp_path / "runs" / "mlartifacts", marker)  # candidates.json
+
+
 # ----- the scrubber, on exceptions of every shape -------------------------------------------
 
 

@@ -213,9 +213,10 @@ def log_winner(
     program_path: Path,
     budget_exhausted: bool,
     usage: Mapping[str, Any],
+    skipped: Mapping[str, int] | None = None,
 ) -> None:
-    """The winner's metrics (score, LM usage), tags, program JSON and model; then the run
-    is finished.
+    """The winner's metrics (score, LM usage, items skipped), tags, program JSON and model;
+    then the run is finished.
 
     Args:
         tracking_uri: the run's tracking backend.
@@ -226,6 +227,8 @@ def log_winner(
         budget_exhausted: whether the run stopped at its LM budget.
         usage: the run's LM usage (``calls``, ``cache_hits``, tokens, ``cost``, and
             ``by_stage``: stage -> counts).
+        skipped: step -> items the run left out after a failed retry, logged as
+            ``skipped.<step>`` metrics.
     """
     from mlflow.entities import Metric, RunTag
 
@@ -233,7 +236,9 @@ def log_winner(
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,
-        metrics=[Metric(k, v, now, 0) for k, v in _winner_metrics(best, usage).items()],
+        metrics=[
+            Metric(k, v, now, 0) for k, v in _winner_metrics(best, usage, skipped or {}).items()
+        ],
         tags=[
             RunTag("dspex.best_candidate", str(best["id"])),
             RunTag("dspex.budget_exhausted", str(budget_exhausted).lower()),
@@ -251,8 +256,10 @@ def log_winner(
     client.set_terminated(run_id, "FINISHED")
 
 
-def _winner_metrics(best: Mapping[str, Any], usage: Mapping[str, Any]) -> dict[str, float]:
-    values: dict[str, float] = {}
+def _winner_metrics(
+    best: Mapping[str, Any], usage: Mapping[str, Any], skipped: Mapping[str, int]
+) -> dict[str, float]:
+    values: dict[str, float] = {f"skipped.{step}": float(n) for step, n in skipped.items()}
     if best.get("score") is not None:
         values["best_score"] = float(best["score"])
     for key in ("calls", "cache_hits", "prompt_tokens", "completion_tokens"):
