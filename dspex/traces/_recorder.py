@@ -1,5 +1,6 @@
 """``TraceRecorder``: turns events into trace rows, one per LM call and one per module call,
-plus one per failed LM attempt that was retried (kind ``lm_attempt``).
+plus one per failed LM attempt that was retried (kind ``lm_attempt``) and one per tool call
+(kind ``tool``: the tool's name in ``module_path``, its arguments, redacted, in ``inputs``).
 
 An LM call's row is completed by the adapter's parse event (its parsed outputs or parse
 error) and handed to the writer then; rows whose parse never comes (a direct ``lm(...)`` call,
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from dspex._redact import redact
 from dspex._settings import context, current
 from dspex.callbacks import Callback, Span
 from dspex.errors import UserError
@@ -104,6 +106,7 @@ class TraceRecorder(Callback):
         self._pending: dict[str, dict[str, Any]] = {}  # LM rows waiting for their parse
         self._by_parent: dict[str, list[str]] = {}
         self._attempts: dict[str, int] = {}  # LM span id -> failed attempts retried so far
+        self._tool_args: dict[str, Any] = {}  # open tool spans: their redacted arguments
 
     # -- modules ---------------------------------------------------------------------------
     def on_module_start(self, span: Span, module: Any, inputs: Mapping[str, Any]) -> None:
@@ -136,6 +139,22 @@ class TraceRecorder(Callback):
                 row["prompt_tokens"] = usage.prompt_tokens
                 row["completion_tokens"] = usage.completion_tokens
                 row["cost"] = usage.cost
+        _set_error(row, error)
+        self._write(row)
+
+    # -- tool calls ------------------------------------------------------------------------
+    def on_tool_start(self, span: Span, name: str, args: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._tool_args[span.span_id] = redact(dict(args))
+
+    def on_tool_end(self, span: Span, name: str, result: Any, error: BaseException | None) -> None:
+        with self._lock:
+            args = self._tool_args.pop(span.span_id, None)
+        row = _base_row(span, "tool", time.time(), span.elapsed_s)
+        row["module_path"] = name
+        row["module_class"] = "Tool"
+        row["inputs"] = args
+        row["outputs"] = None if error is not None else redact(result)
         _set_error(row, error)
         self._write(row)
 
@@ -243,6 +262,7 @@ class TraceRecorder(Callback):
             self._pending.clear()
             self._by_parent.clear()
             self._attempts.clear()
+            self._tool_args.clear()
         for row in rows:
             self._write(row)
         self.writer.close()

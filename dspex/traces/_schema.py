@@ -1,4 +1,5 @@
-"""The trace row schema, version 2: one row per LM call, failed LM attempt or module call.
+"""The trace row schema, version 2: one row per LM call, failed LM attempt, module call or tool
+call (``kind``: ``lm``, ``lm_attempt``, ``module``, ``tool``).
 
 A row reaches :class:`~dspex.traces.TraceWriter` as a plain ``dict`` whose keys are
 :data:`COLUMNS`. Two columns accept more than one Python shape, so that the recorder can pass
