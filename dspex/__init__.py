@@ -11,7 +11,7 @@ import typing as _typing
 
 from dspex._settings import configure, context, settings
 from dspex._version import __version__
-from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter
+from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter, ToolCalls
 from dspex.callbacks import Callback, track_usage
 from dspex.errors import (
     ConfigurationError,
@@ -26,8 +26,9 @@ from dspex.errors import (
 )
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM, configure_cache, inspect_history
-from dspex.modules import ChainOfThought, Predict
+from dspex.modules import ChainOfThought, Predict, ReAct
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
+from dspex.primitives._tool import Tool
 from dspex.primitives._whole import load
 from dspex.signatures import InputField, OutputField, Signature, make_signature
 
@@ -100,8 +101,11 @@ __all__ = [
     "Predict",
     "Prediction",
     "ProgramIntegrityError",
+    "ReAct",
     "Signature",
     "SignatureError",
+    "Tool",
+    "ToolCalls",
     "Usage",
     "UserError",
     "__version__",

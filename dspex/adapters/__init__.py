@@ -3,6 +3,6 @@
 from dspex.adapters._base import Adapter
 from dspex.adapters._chat import ChatAdapter
 from dspex.adapters._json import JSONAdapter
-from dspex.adapters._types import History
+from dspex.adapters._types import History, ToolCalls
 
-__all__ = ["Adapter", "ChatAdapter", "History", "JSONAdapter"]
+__all__ = ["Adapter", "ChatAdapter", "History", "JSONAdapter", "ToolCalls"]

@@ -17,6 +17,7 @@ import pydantic
 from dspex.adapters._base import Adapter, FieldParseFailure, validation_reason
 from dspex.adapters._format import annotation_name, format_field_value, translate_field_type
 from dspex.adapters._parse import output_defaults, parse_value
+from dspex.adapters._types import ToolCalls
 
 if TYPE_CHECKING:
     from dspex.signatures import Field, Signature
@@ -163,6 +164,8 @@ class ChatAdapter(Adapter):
 
 
 def _type_info(f: Field) -> str:
+    if f.annotation is ToolCalls:
+        return ' (must be a JSON object like {"tool_calls": [{"name": "...", "args": {...}}]})'
     if f.annotation is str:
         return ""
     return f" (must be formatted as a valid Python {annotation_name(f.annotation)})"

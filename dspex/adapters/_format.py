@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 import pydantic
 
+from dspex.adapters._types import custom_types
+
 if TYPE_CHECKING:
     from dspex.signatures import Field
 
@@ -188,6 +190,11 @@ def field_descriptions(fields: Mapping[str, Field]) -> str:
     lines = []
     for i, (name, f) in enumerate(fields.items(), 1):
         desc = f.desc if f.desc and f.desc != f"${{{name}}}" else ""
+        for custom in custom_types(f.annotation):  # e.g. ToolCalls: how to write one
+            if custom.description():
+                desc += (
+                    f"\n    Type description of {annotation_name(custom)}: {custom.description()}"
+                )
         line = f"{i}. `{name}` ({annotation_name(f.annotation)}): {desc}"
         constraints = _constraints(f)
         if constraints:

@@ -19,6 +19,7 @@ from dspex.adapters._base import Adapter, FieldParseFailure
 from dspex.adapters._chat import ChatAdapter, _parse_field, _type_info, finish_parse
 from dspex.adapters._format import format_field_value, serialize_for_json
 from dspex.adapters._parse import NOT_PARSED, loads_lenient
+from dspex.adapters._types import ToolCalls
 
 if TYPE_CHECKING:
     from dspex.signatures import Field, Signature
@@ -67,7 +68,8 @@ class JSONAdapter(ChatAdapter):
         wanted = self.structured_outputs
         if wanted is None:
             wanted = getattr(lm, "supports_response_schema", False) is True
-        if not wanted or _has_open_mapping(signature):
+        # Tool calls carry open argument objects, which a strict schema cannot describe.
+        if not wanted or _has_open_mapping(signature) or _has_tool_calls(signature):
             return {"response_format": dict(_JSON_MODE)}
         try:
             return {"response_format": structured_response_format(signature)}
@@ -142,6 +144,10 @@ class JSONAdapter(ChatAdapter):
 
 def _has_open_mapping(signature: type[Signature]) -> bool:
     return any(typing.get_origin(f.annotation) is dict for f in signature.output_fields.values())
+
+
+def _has_tool_calls(signature: type[Signature]) -> bool:
+    return any(f.annotation is ToolCalls for f in signature.output_fields.values())
 
 
 def structured_response_format(signature: type[Signature]) -> dict[str, Any]:
