@@ -16,7 +16,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from dspex._runtime import run_sync
 from dspex.callbacks import Observation, active, observed
@@ -85,19 +85,31 @@ class Tool:
 
     # -- DSPy's conversions ----------------------------------------------------------------
     @classmethod
-    def from_mcp_tool(cls, session: Any, tool: Any, *, timeout: float | None = None) -> Tool:
+    def from_mcp_tool(
+        cls,
+        session: Any,
+        tool: Any,
+        *,
+        result_mode: Literal["text", "structured"] = "text",
+        timeout: float | None = None,
+    ) -> Tool:
         """A tool that calls ``tool`` (an ``mcp.types.Tool``) through ``session`` (an MCP
         ``ClientSession``, or anything with an async ``call_tool(name, arguments=...)``).
 
         The result is the text content (one string, or a list of them), else the other
-        content; an MCP error result raises ``RuntimeError``.
+        content; with ``result_mode="structured"``, the structured content when the result
+        has it. An MCP error result raises ``RuntimeError``.
         """
+        if result_mode not in ("text", "structured"):
+            raise UserError(
+                f"Unsupported MCP result mode: {result_mode!r}; use 'text' or 'structured'."
+            )
         schema = getattr(tool, "inputSchema", None) or getattr(tool, "input_schema", None) or {}
         args, arg_types, arg_desc = schema_to_args(schema)
         tool_name = str(tool.name)
 
         async def call_mcp(**kwargs: Any) -> Any:
-            return _mcp_result(await session.call_tool(tool_name, arguments=kwargs))
+            return _mcp_result(await session.call_tool(tool_name, arguments=kwargs), result_mode)
 
         return cls(
             call_mcp,
@@ -335,9 +347,10 @@ def _in_thread(
     return future
 
 
-def _mcp_result(result: Any) -> Any:
+def _mcp_result(result: Any, mode: str) -> Any:
     """An MCP ``CallToolResult`` as DSPy returns it: the text (one string or a list), else the
-    non-text content; an error result raises."""
+    non-text content (or, in ``structured`` mode, the structured content when set); an error
+    result raises."""
     texts, others = [], []
     for content in getattr(result, "content", None) or []:
         if getattr(content, "type", None) == "text" and hasattr(content, "text"):
@@ -347,4 +360,9 @@ def _mcp_result(result: Any) -> Any:
     text: Any = texts[0] if len(texts) == 1 else texts
     if getattr(result, "isError", None) or getattr(result, "is_error", None):
         raise RuntimeError(f"Failed to call a MCP tool: {text}")
+    if mode == "structured":
+        for attr in ("structuredContent", "structured_content"):
+            fields_set = getattr(result, "model_fields_set", None)
+            if (attr in fields_set) if fields_set is not None else hasattr(result, attr):
+                return getattr(result, attr, None)
     return text or others

@@ -209,6 +209,17 @@ def test_from_mcp_tool_and_from_langchain() -> None:
     with pytest.raises(RuntimeError, match="Failed to call a MCP tool"):
         tool(q="bad")
 
+    class Structured(Result):
+        structuredContent: ClassVar[dict[str, int]] = {"hits": 3}
+
+    class StructuredSession:
+        async def call_tool(self, name: str, arguments: dict[str, Any]) -> Result:
+            return Structured("3 hits")
+
+    assert dspex.Tool.from_mcp_tool(StructuredSession(), McpTool())(q="x") == "3 hits"
+    structured = dspex.Tool.from_mcp_tool(StructuredSession(), McpTool(), result_mode="structured")
+    assert structured(q="x") == {"hits": 3}
+
     class Args(pydantic.BaseModel):
         x: int
 
