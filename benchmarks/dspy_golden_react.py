@@ -7,7 +7,9 @@ Run with the benchmark virtualenv, where DSPy is installed (never a dspex depend
 
 For each case of ``tests/agents/golden/cases.py`` it runs ``dspy.ReAct`` with DSPy's
 ``DummyLM`` answering from the case's script and records every request's messages, which
-``tests/agents/test_golden_react.py`` compares with dspex's. No dspex import.
+``tests/agents/test_golden_react.py`` compares with dspex's; it also records how a
+``ToolCalls`` output is written and parsed, and what ``save`` writes for a ReAct program.
+No dspex import.
 """
 
 from __future__ import annotations
@@ -91,8 +93,29 @@ def toolcalls() -> dict[str, Any]:
     return out
 
 
+def saved_program() -> dict[str, Any]:
+    """What ``dspy_react.save(path)`` writes for a ReAct with a demo and new instructions."""
+    import tempfile
+
+    import dspy
+
+    react = dspy.ReAct("question -> answer", tools=[cases.TOOLS["add"]])
+    react.react.demos = [dspy.Example(**cases.SAVED_REACT_DEMO)]
+    extract = react.extract.predict
+    extract.signature = extract.signature.with_instructions(cases.SAVED_EXTRACT_INSTRUCTIONS)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "react.json"
+        react.save(str(path))
+        saved: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return saved
+
+
 def render() -> str:
-    value = {"react": [run_case(c) for c in cases.CASES], "toolcalls": toolcalls()}
+    value = {
+        "react": [run_case(c) for c in cases.CASES],
+        "toolcalls": toolcalls(),
+        "saved_program": saved_program(),
+    }
     return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -82,3 +82,11 @@ def test_tool_calls_parse_as_dspy(row: dict[str, Any]) -> None:
     value = adapter.parse(_call_tools_signature(), row["completion"])["outputs"]
     assert isinstance(value, dspex.ToolCalls)
     assert [c.model_dump() | {"id": c.id} for c in value.tool_calls] == row["result"]
+
+
+def test_a_react_program_saved_by_dspy_loads(tmp_path: Path) -> None:
+    path = tmp_path / "react.json"
+    path.write_text(json.dumps(GOLDEN["saved_program"]), encoding="utf-8")
+    react = dspex.ReAct("question -> answer", tools=[TOOLS["add"]]).load(path)
+    assert react.react.demos[0].toDict() == cases.SAVED_REACT_DEMO
+    assert react.extract.predict.signature.instructions == cases.SAVED_EXTRACT_INSTRUCTIONS

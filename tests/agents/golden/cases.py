@@ -170,3 +170,14 @@ TOOLCALLS_COMPLETIONS = (
     ("JSONAdapter", '{"outputs": {"tool_calls": [{"name": "add", "args": {"a": 2, "b": 3}}]}}'),
     ("JSONAdapter", '{"outputs": [{"name": "lookup", "args": {"city": "Paris"}}]}'),
 )
+
+
+# A ReAct program saved by DSPy (``save("react.json")``) that dspex loads.
+SAVED_REACT_DEMO = {
+    "question": "1 + 1?",
+    "trajectory": "[[ ## thought_0 ## ]]\nAdd.",
+    "next_thought": "Done.",
+    "next_tool_name": "finish",
+    "next_tool_args": {},
+}
+SAVED_EXTRACT_INSTRUCTIONS = "Extract the answer from the trajectory."
