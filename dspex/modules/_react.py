@@ -313,7 +313,11 @@ def _trajectory_signature(keys: tuple[str, ...]) -> type[Signature]:
 
 def _error_observation(name: str, err: Exception) -> str:
     """What the agent sees of a failed call: the error type and a short, redacted message."""
-    message = " ".join(redact_text(str(err)).split())
+    try:
+        text = str(err)
+    except Exception:  # a broken __str__ must not end the run
+        text = ""
+    message = " ".join(redact_text(text).split())
     if len(message) > _MAX_ERROR_CHARS:
         message = message[:_MAX_ERROR_CHARS] + "..."
     kind = type(err).__name__
