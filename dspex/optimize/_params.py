@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -392,7 +393,20 @@ class TaskRunnerSpec(BaseModel):
     dask_workers: int = Field(2, ge=1, description="processes of the temporary local cluster")
 
 
-class OptimizeParams(BaseModel):
+class _Params(BaseModel):
+    """Flow parameters: an unknown optimizer setting raises as itself (see below)."""
+
+    def __init__(self, **data: Any) -> None:
+        with _unknown_settings_as_themselves():
+            super().__init__(**data)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        with _unknown_settings_as_themselves():
+            return super().model_validate(obj, **kwargs)
+
+
+class OptimizeParams(_Params):
     """Everything one optimization run needs; the form the Prefect UI shows."""
 
     model_config = ConfigDict(extra="forbid")
@@ -419,9 +433,23 @@ class OptimizeParams(BaseModel):
 
     @model_validator(mode="after")
     def _known_settings(self) -> Self:
-        # UnknownSettingError is no ValueError: it leaves pydantic as itself, a UserError.
         check_settings(self.optimizer, self.settings)
         return self
+
+
+@contextmanager
+def _unknown_settings_as_themselves() -> Iterator[None]:
+    """Re-raise an :class:`UnknownSettingError` that pydantic wrapped (it is a ``ValueError``,
+    as DSPy's are) as itself: a ``ConfigurationError`` with its did-you-mean, not one line of
+    a ``ValidationError``."""
+    try:
+        yield
+    except ValidationError as e:
+        for error in e.errors():
+            found = (error.get("ctx") or {}).get("error")
+            if isinstance(found, UnknownSettingError):
+                raise found from None
+        raise
 
 
 class RunInputs(BaseModel):
@@ -447,7 +475,7 @@ class RunInputs(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict, description="optimizer arguments")
 
 
-class EvaluateParams(BaseModel):
+class EvaluateParams(_Params):
     """One evaluation run: a program on a dataset, logged to MLflow."""
 
     model_config = ConfigDict(extra="forbid")
@@ -478,7 +506,7 @@ class PromotionSpec(BaseModel):
     )
 
 
-class NightlyParams(BaseModel):
+class NightlyParams(_Params):
     """A promotion run: optimize, then promote the winner only if it beats the champion on a
     held-out test split. The form the nightly deployment's runs (and the Prefect UI) use."""
 
