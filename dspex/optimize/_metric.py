@@ -64,10 +64,12 @@ def stop_on_programming_errors(metric: Callable[..., Any]) -> Callable[..., Any]
         except PROGRAMMING_ERRORS as e:
             raise _broken(metric, example, e) from e
 
+    # Called as the metric is (with or without ``trace``: its signature shows through).
     @functools.wraps(metric)
-    def checked(example: Any, prediction: Any, trace: Any = None) -> Any:
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        example = args[0] if args else kwargs.get("example")
         try:
-            score = metric(example, prediction, trace)
+            score = metric(*args, **kwargs)
         except DspexError:
             raise  # a dspex error (a MetricError of its own, an LM error) keeps its meaning
         except PROGRAMMING_ERRORS as e:
