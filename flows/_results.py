@@ -9,6 +9,10 @@ before Prefect looks at the serializer: the record must use Prefect's default JS
 serializer, unchanged, and name only classes already imported from dspex (or a few stdlib
 value types). A refused file reads as missing: the task runs again, overwrites it with a
 fresh JSON record, and a warning names the file.
+
+Local runs get this storage from ``flows/local.py``. A deployment run starts on a worker with
+Prefect's own storage (``PREFECT_LOCAL_STORAGE_PATH``); the deployment flows hand
+:func:`run_storage`, the same folder read as JSON only, to their subflows and tasks.
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ from typing import Any, cast
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.filesystems import LocalFileSystem
 
-from dspex.errors import DspexError
+from dspex.errors import ConfigurationError, DspexError
 
-__all__ = ["JsonOnlyResults", "UnsafeResultError", "check_record", "json_only_storage"]
+__all__ = [
+    "JsonOnlyResults",
+    "UnsafeResultError",
+    "check_record",
+    "json_only_storage",
+    "run_storage",
+]
 
 _log = logging.getLogger("dspex.flows")
 
@@ -169,3 +179,24 @@ def json_only_storage(path: Path) -> JsonOnlyResults:
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     block.save(f"dspex-results-{digest}", overwrite=True)
     return block
+
+
+def run_storage() -> JsonOnlyResults:
+    """The current flow run's result storage, read as JSON only: the run's own when it is
+    already (a local run), else a JSON-only block over the same folder (a deployment run on
+    a worker, whose storage is Prefect's local one). Storage that is not a local folder is
+    refused: dspex cannot check what it reads back."""
+    from prefect.results import get_result_store
+
+    storage = get_result_store().result_storage
+    if isinstance(storage, JsonOnlyResults):
+        return storage
+    if isinstance(storage, LocalFileSystem) and storage.basepath:
+        return json_only_storage(Path(storage.basepath))
+    kind = type(storage).__name__ if storage is not None else "none"
+    raise ConfigurationError(
+        f"The flow run's result storage is {kind}, not a local folder: dspex reads persisted "
+        "task results only from a folder it checks as JSON (a pickle-typed result would run "
+        "code). Point PREFECT_LOCAL_STORAGE_PATH at a folder the workers share (a network "
+        "mount) instead of a result storage block."
+    )

@@ -22,6 +22,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from dspex._paths import runs_dir
 from dspex._redact import redacted_errors
+from dspex.flows._deployed import deployment_params
+from dspex.flows._results import run_storage
 from dspex.flows.experiment import run_optimizer
 from dspex.mlflow import configure_tracking
 from dspex.optimize import EvaluateParams, NightlyParams, TrackingSpec, program_fingerprint
@@ -79,7 +81,9 @@ def _test_score(params: NightlyParams, version: str, fingerprint: str | None) ->
         concurrency=opt.concurrency,
         runs_dir=opt.runs_dir,
     )
-    summary = evaluate_program(evaluation, fingerprint or "")
+    # Persisted as JSON only, in the run's storage (a deployment run's too).
+    evaluate = evaluate_program.with_options(result_storage=run_storage())
+    summary = evaluate(evaluation, fingerprint or "")
     if summary["errors"] == summary["n"]:
         return None
     score: float = summary["score"]
@@ -145,10 +149,12 @@ def plan(params: NightlyParams) -> dict[str, Any]:
     }
 
 
-@flow(name="dspex-nightly", persist_result=False)
+@flow(name="dspex-nightly", persist_result=False, validate_parameters=False)
 def nightly(params: NightlyParams) -> dict[str, Any]:
     """Optimize, then promote the winner to ``@champion`` only if it beats the champion on
-    the test split; returns what was decided."""
+    the test split; returns what was decided. A deployment run's parameters may be given in
+    part: they are merged over the deployment's (``flows/_deployed.py``)."""
+    params = deployment_params(NightlyParams, params)
     # What it raises goes to the state message and logs: no secret in it.
     with redacted_errors(), lm_rate_limit(params.optimize):
         return _nightly(params)

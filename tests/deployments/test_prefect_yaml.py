@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def prefect_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A real Prefect server on 127.0.0.1 (its own PREFECT_HOME and database)."""
+    with running_server(tmp_path) as env:
+        yield env
+
+
+@contextmanager
+def running_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Start ``prefect server start`` with its home, database and the LM cache under
+    ``tmp_path``; yields the environment that reaches it, and stops it at exit."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env.update(

@@ -1,0 +1,170 @@
+"""Deployment runs, on a real Prefect server with a process worker (deployments/prefect.yaml):
+parameters given in part through ``prefect deployment run --params`` are merged over the
+deployment's own instead of failing validation, and the worker reads its persisted task
+results as JSON only, as a local run does: a pickle-typed result file never runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deployments.test_prefect_yaml import PREFECT, ROOT, _prefect, _stop, running_server
+
+pytestmark = pytest.mark.slow
+
+DATA = {"task": "arithmetic", "train_size": 12, "dev_size": 12}
+
+
+@dataclass(frozen=True)
+class Deployed:
+    env: dict[str, str]
+    tmp: Path
+    results: Path  # the worker's PREFECT_LOCAL_STORAGE_PATH
+    worker_log: Path
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    """Both deployments of deployments/prefect.yaml and a worker that runs them."""
+    tmp = tmp_path_factory.mktemp("deployed")
+    with running_server(tmp) as server_env:
+        results = tmp / "worker-results"
+        env = {
+            **server_env,
+            "PREFECT_LOCAL_STORAGE_PATH": str(results),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+        }
+        _prefect(env, "work-pool", "create", "dspex-process", "--type", "process")
+        _prefect(env, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+        log_path = tmp / "worker.log"
+        with log_path.open("wb") as log:
+            worker = subprocess.Popen(
+                [PREFECT, "worker", "start", "--pool", "dspex-process", "--limit", "1"],
+                env=env,
+                cwd=tmp,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                yield Deployed(env, tmp, results, log_path)
+            finally:
+                _stop(worker)
+
+
+def _run(deployed: Deployed, name: str, params: dict[str, Any]) -> str:
+    """``prefect deployment run NAME --params JSON --watch``; the flow run's id once it
+    completed (the test fails with the worker's log otherwise)."""
+    command = [PREFECT, "--no-prompt", "deployment", "run", name]
+    out = subprocess.run(
+        [*command, "--params", json.dumps(params), "--watch", "--watch-timeout", "600"],
+        env=deployed.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=700,
+    )
+    log = deployed.worker_log.read_text(errors="replace")[-4000:]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:] + log
+    found = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout)
+    assert found is not None, out.stdout
+    return found.group(1)
+
+
+def _mlflow_params(runs: Path, experiment: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r}"
+    runs_ = client.search_runs([found.experiment_id])
+    (parent,) = [r for r in runs_ if "mlflow.parentRunId" not in r.data.tags]
+    return dict(parent.data.params)
+
+
+def test_a_partial_params_run_merges_over_the_deployments_parameters(
+    deployed: Deployed,
+) -> None:
+    runs = deployed.tmp / "runs-partial"
+    # The issue's case: only the optimizer, plus where this run logs.
+    part = {
+        "params": {
+            "optimizer": "LabeledFewShot",
+            "settings": {"k": 2},
+            "valset": {"dev_size": 10},
+            "tracking": {"experiment": "partial"},
+            "runs_dir": str(runs),
+        }
+    }
+    _run(deployed, "dspex-experiment/experiment", part)
+
+    logged = _mlflow_params(runs, "partial")
+    assert logged["optimizer"] == "LabeledFewShot" and logged["settings.k"] == "2"
+    # The rest is the deployment's: program, data, LM, budget.
+    assert logged["program"] == "cot:question -> answer: int"
+    assert (logged["trainset.task"], logged["trainset.train_size"]) == ("arithmetic", "50")
+    assert (logged["valset.split"], logged["valset.dev_size"]) == ("dev", "10")
+    assert logged["lm.model"] == "dspex-sim/arithmetic"
+    assert logged["budget.max_calls"] == "2000"
+    # The default optimizer's settings were not carried over to another optimizer.
+    assert not any(k.startswith("settings.num_candidate") for k in logged)
+
+
+class _Payload:
+    """Unpickling this creates ``path``: the code a tampered result file would run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def _tamper(record_path: Path, marker: Path) -> None:
+    """Rewrite a persisted result in Prefect's record layout, as a cloudpickle payload."""
+    from prefect.serializers import PickleSerializer
+
+    record = json.loads(record_path.read_bytes())
+    serializer = PickleSerializer(picklelib="cloudpickle")
+    record["metadata"]["serializer"] = serializer.model_dump(mode="json")
+    record["result"] = serializer.dumps(_Payload(marker)).decode()
+    record_path.write_text(json.dumps(record))
+
+
+def test_a_pickled_result_in_the_workers_storage_never_runs(deployed: Deployed) -> None:
+    runs = deployed.tmp / "runs-tampered"
+    params = {
+        "params": {
+            "program": "cot:question -> answer: int",
+            "optimizer": "BootstrapFewShot",
+            "settings": {"max_bootstrapped_demos": 2, "max_labeled_demos": 2},
+            "trainset": DATA,
+            "valset": {**DATA, "split": "dev"},
+            "lm": {"model": "dspex-sim/arithmetic"},
+            "tracking": {"experiment": "tampered"},
+            "runs_dir": str(runs),
+        }
+    }
+    before = set(deployed.results.iterdir()) if deployed.results.exists() else set()
+    _run(deployed, "dspex-experiment/experiment", params)
+    files = sorted(p for p in set(deployed.results.iterdir()) - before if p.is_file())
+    assert files, "the deployment run persisted its task results in the worker's storage"
+    marker = deployed.tmp / "pwned"
+    for path in files:
+        _tamper(path, marker)
+
+    _run(deployed, "dspex-experiment/experiment", params)  # the same run: a cache lookup
+
+    assert not marker.exists(), "a tampered result file ran code on the worker"
+    log = deployed.worker_log.read_text(errors="replace")
+    assert "Ignoring the persisted result" in log, log[-4000:]
+    for path in files:  # recomputed and rewritten as JSON records
+        assert json.loads(path.read_bytes())["metadata"]["serializer"]["type"] == "json"
+    assert deployed.results.stat().st_mode & 0o777 == 0o700, "owner-only, as local runs"
