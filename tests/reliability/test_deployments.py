@@ -17,8 +17,6 @@ import pytest
 
 from tests.deployments.test_prefect_yaml import PREFECT, ROOT, _prefect, _stop, running_server
 
-pytestmark = pytest.mark.slow
-
 DATA = {"task": "arithmetic", "train_size": 12, "dev_size": 12}
 
 
@@ -89,6 +87,7 @@ def _mlflow_params(runs: Path, experiment: str) -> dict[str, str]:
     return dict(parent.data.params)
 
 
+@pytest.mark.slow
 def test_a_partial_params_run_merges_over_the_deployments_parameters(
     deployed: Deployed,
 ) -> None:
@@ -138,6 +137,7 @@ def _tamper(record_path: Path, marker: Path) -> None:
     record_path.write_text(json.dumps(record))
 
 
+@pytest.mark.slow
 def test_a_pickled_result_in_the_workers_storage_never_runs(deployed: Deployed) -> None:
     runs = deployed.tmp / "runs-tampered"
     params = {
@@ -168,3 +168,38 @@ def test_a_pickled_result_in_the_workers_storage_never_runs(deployed: Deployed) 
     for path in files:  # recomputed and rewritten as JSON records
         assert json.loads(path.read_bytes())["metadata"]["serializer"]["type"] == "json"
     assert deployed.results.stat().st_mode & 0o777 == 0o700, "owner-only, as local runs"
+
+
+def test_the_merge_rules_for_a_part() -> None:
+    """What the flows do with a part before validating it (docs/operations.md)."""
+    import yaml
+
+    from dspex.optimize import NightlyParams
+    from dspex.optimize._merge import merge_params
+
+    nightly = yaml.safe_load((ROOT / "deployments/prefect.yaml").read_text())["deployments"][0]
+    defaults = nightly["parameters"]["params"]
+    defaults["optimize"]["lm"] = {"model": "openai/m", "api_key": "env:GATEWAY_KEY"}
+    part = {
+        "optimize": {
+            "settings": {"seed": 3},  # same optimizer: merged key by key
+            "trainset": {"train_size": 20},  # same dataset: merged
+            "valset": {"path": "dev.jsonl", "input_keys": ["question"]},  # another: replaced
+            "lm": {"model": "openai/other"},  # another LM: its key reference is not carried
+        },
+        "promotion": {"previous_alias": None},  # null is a value
+    }
+    merged = NightlyParams.model_validate(merge_params(NightlyParams, defaults, part))
+    opt = merged.optimize
+    assert opt.settings == {"auto": "light", "seed": 3}
+    assert (opt.trainset.task, opt.trainset.train_size, opt.trainset.dev_size) == (
+        "arithmetic",
+        20,
+        50,
+    )
+    assert opt.valset is not None and (opt.valset.task, opt.valset.path) == (None, "dev.jsonl")
+    assert opt.lm is not None and (opt.lm.model, opt.lm.api_key) == ("openai/other", None)
+    assert merged.promotion.previous_alias is None
+    assert merged.promotion.model_name == "arithmetic-qa" and merged.testset.split == "test"
+    other = merge_params(NightlyParams, defaults, {"optimize": {"optimizer": "LabeledFewShot"}})
+    assert "settings" not in other["optimize"], "another optimizer's settings are dropped"
