@@ -35,6 +35,7 @@ from dspex.signatures import InputField, OutputField, Signature, make_signature
 if _typing.TYPE_CHECKING:
     from dspex import mlflow as mlflow
     from dspex import traces as traces
+    from dspex.sandbox import PythonInterpreter
     from dspex.teleprompt import (
         BootstrapFewShot,
         BootstrapFewShotWithRandomSearch,
@@ -51,6 +52,7 @@ _LAZY = {
     "BootstrapFinetune": "dspex.teleprompt",
     "LabeledFewShot": "dspex.teleprompt",
     "MIPROv2": "dspex.teleprompt",
+    "PythonInterpreter": "dspex.sandbox",  # the code sandbox (Deno + Pyodide)
     "mlflow": "dspex.mlflow",  # a public submodule: dspex.mlflow.log_model(...)
     "traces": "dspex.traces",  # a public submodule: dspex.traces.record(...)
 }
@@ -101,6 +103,7 @@ __all__ = [
     "Predict",
     "Prediction",
     "ProgramIntegrityError",
+    "PythonInterpreter",
     "ReAct",
     "Signature",
     "SignatureError",

@@ -33,6 +33,7 @@ def test_all_is_sorted_and_complete() -> None:
         "optimize",
         "traces",
         "teleprompt",
+        "sandbox",
         # installed as dspex.flows/.tasks/.deployments; present once something imports them
         "flows",
         "tasks",
