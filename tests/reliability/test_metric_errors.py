@@ -99,9 +99,10 @@ def test_miprov2_stops_at_the_first_metric_bug(url: str, demos: int) -> None:
         _compile(url, opt, trainset=TRAIN, valset=DEV)
     _stopped_by(TypeError, info)
     # The baseline evaluation and the bootstrap (the other candidates are zero-shot and
-    # labeled) run at once: one window each. The trials and full evaluations (6 x 10 + 60
-    # calls at least) never start.
-    assert fetch_stats(url)["requests"] <= 2 * CONCURRENCY
+    # labeled) run at once: one window each, and in the evaluation a row or two more may
+    # start in the slot a failing row leaves before the stop reaches them. The trials and
+    # full evaluations (6 x 10 + 60 calls at least) never start.
+    assert fetch_stats(url)["requests"] <= 3 * CONCURRENCY
 
 
 def test_an_async_metric_bug_is_stopped_too() -> None:
