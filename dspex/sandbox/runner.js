@@ -309,13 +309,19 @@ try {
   console.error("dspex sandbox: Pyodide did not start:", error);
   Deno.exit(3);
 }
-for (;;) {
-  const message = readMessage();
-  if (message === null || message.op === "shutdown") break;
-  if (message.op === "execute") {
-    await execute(harness, message); // the event loop runs while the code awaits
-  } else {
-    console.error("dspex sandbox: unknown message:", message.op);
+try {
+  for (;;) {
+    const message = readMessage();
+    if (message === null || message.op === "shutdown") break;
+    if (message.op === "execute") {
+      await execute(harness, message); // the event loop runs while the code awaits
+    } else {
+      console.error("dspex sandbox: unknown message:", message.op);
+    }
   }
+} catch (error) {
+  // Exit rather than hang: the host sees the process end and starts a fresh one.
+  console.error("dspex sandbox: stopped:", error);
+  Deno.exit(4);
 }
 Deno.exit(0);
