@@ -286,8 +286,10 @@ class ContextWindowExceededError(LMBadRequestError):
 
 
 class MetricError(UserError, TypeError):
-    """A metric returned something that is not a score: NaN, a non-number, or a value outside
-    [0, 1] from a metric annotated ``-> bool``. Also a ``TypeError``/``ValueError``, which is
+    """A metric returned something that is not a score (NaN, a non-number, or a value outside
+    [0, 1] from a metric annotated ``-> bool``), or raised a programming error (``TypeError``,
+    ``AttributeError``, ``KeyError``: its ``__cause__``), which stops an optimizer or
+    evaluation instead of failing every row. Also a ``TypeError``/``ValueError``, which is
     what DSPy code may catch around a broken metric.
 
     Attributes:
