@@ -73,7 +73,9 @@ def optimize(params: OptimizeParams) -> dict[str, Any]:
             rows = [{"id": "original", "demos": 0, "score": None}]
             ready = [({"id": "original"}, DemoSet(label="original").to_dict())]
         scores = [(r["id"], r["score"]) for r in rows]
-        best_id = select_best(scores) if any(s is not None for _, s in scores) else rows[0]["id"]
+        stop = params.settings.get("stop_at_score")
+        scored_any = any(s is not None for _, s in scores)
+        best_id = select_best(scores, stop) if scored_any else rows[0]["id"]
         best_demos = next(d for s, d in ready if s["id"] == best_id)
         winner = apply_demos(resolve_program(params.program), DemoSet.from_dict(best_demos))
         if params.lm is not None:  # the registered program must know which LM it was tuned on

@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from dspex.errors import UserError
 from dspex.flows._spine import (
     finish_run,
     gather_results,
@@ -44,7 +45,7 @@ __all__ = ["finetune", "warm_up"]
 def finetune(params: OptimizeParams) -> dict[str, Any]:
     """Distil the program into a finetuned local model; returns the run's summary."""
     settings = params.settings
-    target = str(settings["target"])
+    target = settings.get("target") or _target_of(params)
     with open_run(params) as (spine, budget):
         run = run_inputs(params)
         spec = {
@@ -97,3 +98,14 @@ def finetune(params: OptimizeParams) -> dict[str, Any]:
         ]
         skipped = {"bootstrap": skipped_examples([traces])}
         return finish_run(spine, winner, rows, "finetuned", exhausted, budget, skipped)
+
+
+def _target_of(params: OptimizeParams) -> str:
+    """The model to finetune when ``settings.target`` is unset: the run's ``local/`` LM."""
+    model = params.lm.model if params.lm is not None else ""
+    if not model.startswith("local/"):
+        raise UserError(
+            "BootstrapFinetune needs the model to finetune: set settings.target to a model "
+            f"directory or hub id, or run it on a local/<model> LM (the run's LM: {model!r})."
+        )
+    return model.removeprefix("local/")

@@ -48,7 +48,11 @@ def evaluate_candidate(
         program = apply_demos(ctx.program, DemoSet.from_dict(demos))
         devset = ctx.valset or ctx.trainset
         result = Evaluate(
-            devset=devset, metric=ctx.metric, concurrency=concurrency, progress=False
+            devset=devset,
+            metric=ctx.metric,
+            concurrency=concurrency,
+            progress=False,
+            max_errors=run.settings.get("max_errors"),
         )(program)
     usage = result.usage
     return {

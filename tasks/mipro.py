@@ -87,7 +87,11 @@ def evaluate_config(
         )
         devset = [ctx.valset[i] for i in rows]
         result = Evaluate(
-            devset=devset, metric=ctx.metric, concurrency=concurrency, progress=False
+            devset=devset,
+            metric=ctx.metric,
+            concurrency=concurrency,
+            progress=False,
+            max_errors=run.settings.get("max_errors"),
         )(program)
     if result.n_errors == result.n:  # nothing was scored: a failed evaluation, not a 0
         return {"score": None, "error": result.errors[0].error, "n": result.n}

@@ -8,6 +8,10 @@ A metric that raises on an example is called once more; if it raises again, that
 skipped (logged, and counted in the demo set's ``stats["skipped"]``), not the whole run. A
 programming error (``TypeError``, ``AttributeError``, ``KeyError``) or a dspex error is not
 retried: it would fail the same way on every example.
+
+An exception the teacher program raises on an example (other than a parse or LM error, a
+programming error or a dspex error, see above) is counted, as DSPy counts it: the example is
+skipped until ``max_errors`` examples have failed, and then the error is raised.
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ class BootstrapSettings:
         metric_threshold: a trace passes when ``metric >= threshold`` (else when truthy).
         concurrency: teacher calls in flight.
         seed: seeds the choice of labeled demos.
+        max_errors: teacher failures after which the run stops with the last one;
+            ``None``: ``dspex.settings.max_errors``, else DSPy's default of 10.
     """
 
     max_bootstrapped_demos: int = 4
@@ -91,6 +97,10 @@ class BootstrapSettings:
     metric_threshold: float | None = None
     concurrency: int = 16
     seed: int = 0
+    max_errors: int | None = None
+
+
+DEFAULT_MAX_ERRORS = 10  # DSPy's settings.max_errors
 
 
 def _passes(score: Any, threshold: float | None) -> bool:
@@ -99,6 +109,14 @@ def _passes(score: Any, threshold: float | None) -> bool:
 
 class _MetricFailed(Exception):
     """The metric raised on an example twice: the example is skipped."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+class _TeacherFailed(Exception):
+    """The teacher program raised on an example: counted against ``max_errors``."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(type(error).__name__)
@@ -137,13 +155,19 @@ async def _try_example(
     example: Example,
     metric: Callable[..., Any],
     settings: BootstrapSettings,
-) -> tuple[Trace | None, int, _MetricFailed | None]:
+) -> tuple[Trace | None, int, _MetricFailed | _TeacherFailed | None]:
     """Up to ``max_rounds`` attempts on one example; returns the passing trace, attempts,
-    and why the example was skipped (the metric raised twice), if it was."""
+    and why the example was skipped (the metric raised twice, the teacher raised), if it
+    was."""
     for round_idx in range(settings.max_rounds):
         program = teacher if round_idx == 0 else _fresh_sampling(teacher, round_idx)
         try:
-            prediction, trace = await run_with_trace(program, example)
+            try:
+                prediction, trace = await run_with_trace(program, example)
+            except _NOT_RETRIED:  # parse and LM errors are handled below
+                raise
+            except Exception as e:
+                return None, round_idx + 1, _TeacherFailed(e)
             score = await _score(metric, example, prediction, trace)
         except _MetricFailed as e:
             return None, round_idx + 1, e
@@ -181,7 +205,8 @@ async def _abootstrap(
 ) -> tuple[dict[int, Trace], int, int]:
     """Passing traces by trainset index, examples tried, examples skipped."""
     found: dict[int, Trace] = {}
-    tried = skipped = 0
+    tried = skipped = errors = 0
+    max_errors = _max_errors(settings)
     window = max(1, settings.concurrency)
     for start in range(0, len(trainset), window):
         batch = list(enumerate(trainset))[start : start + window]
@@ -192,7 +217,21 @@ async def _abootstrap(
         for (idx, example), (trace, _attempts, failed) in zip(batch, results, strict=True):
             if trace is not None:
                 found[idx] = trace
-            if failed is not None:
+            if isinstance(failed, _TeacherFailed):
+                errors += 1
+                if errors >= max_errors:
+                    raise failed.error
+                _log.error(
+                    "Bootstrapping skipped trainset row %r: the teacher raised %s (%s); %d of "
+                    "max_errors=%d.",
+                    example.get("id", idx),
+                    type(failed.error).__name__,
+                    redact_text(str(failed.error))[:200],
+                    errors,
+                    max_errors,
+                )
+                skipped += 1
+            elif failed is not None:
                 skipped += 1
                 _log.warning(
                     "Bootstrapping skipped trainset row %r: the metric raised %s twice (%s).",
@@ -203,6 +242,13 @@ async def _abootstrap(
         if len(found) >= settings.max_bootstrapped_demos:
             break
     return found, tried, skipped
+
+
+def _max_errors(settings: BootstrapSettings) -> int:
+    if settings.max_errors is not None:
+        return settings.max_errors
+    ambient = current().max_errors
+    return ambient if ambient is not None else DEFAULT_MAX_ERRORS
 
 
 def bootstrap_demos(

@@ -87,7 +87,12 @@ def plan(settings: Mapping[str, Any], n_predictors: int, n_val: int) -> MiproPla
     return MiproPlan(
         num_candidates=n,
         num_trials=int(trials),
-        minibatch_size=min(int(settings.get("minibatch_size", 35)), n_val),
+        # minibatch=False (DSPy's compile argument): every trial scores the whole valset
+        minibatch_size=(
+            min(int(settings.get("minibatch_size", 35)), n_val)
+            if settings.get("minibatch", True)
+            else n_val
+        ),
         minibatch_full_eval_steps=int(settings.get("minibatch_full_eval_steps", 5)),
         val_size=preset.get("val_size"),
         trial_batch_size=int(settings.get("trial_batch_size", 4)),

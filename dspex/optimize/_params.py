@@ -118,6 +118,44 @@ class LabeledFewShotSettings(OptimizerSettings):
     k: int = Field(16, ge=0)
 
 
+def _teacher_settings(value: dict[str, Any]) -> dict[str, Any]:
+    """``dspex.context`` settings as JSON values; ``lm`` as an :class:`LMSpec`'s fields."""
+    import dataclasses
+
+    from dspex._settings import Settings
+
+    names = [f.name for f in dataclasses.fields(Settings)]
+    check_names("teacher_settings", value, names, what="dspex.context setting")
+    for key, item in value.items():
+        if key == "lm":
+            LMSpec.model_validate(item)
+        elif key in ("adapter", "callbacks"):
+            raise ValueError(
+                f"teacher_settings[{key!r}] is not a value a flow parameter can hold; set it "
+                "on the teacher program instead (compile(teacher=...))."
+            )
+    return value
+
+
+TeacherSettings = Annotated[
+    dict[str, Any],
+    AfterValidator(_teacher_settings),
+    Field(
+        description="dspex.context settings the teacher runs under while bootstrapping, e.g. "
+        "{'lm': {'model': 'openai/gpt-4o'}}"
+    ),
+]
+MaxErrors = Annotated[
+    int | None,
+    Field(
+        None,
+        ge=0,
+        description="stop once this many examples failed (teacher or evaluation); None: "
+        "dspex.settings.max_errors, else never",
+    ),
+]
+
+
 class BootstrapFewShotSettings(OptimizerSettings):
     """``BootstrapFewShot``: demos from traces that pass the metric, topped up with labels."""
 
@@ -126,6 +164,8 @@ class BootstrapFewShotSettings(OptimizerSettings):
     max_labeled_demos: int = Field(16, ge=0)
     max_rounds: int = Field(1, ge=1)
     metric_threshold: float | None = None
+    teacher_settings: TeacherSettings = Field(default_factory=dict)
+    max_errors: MaxErrors = None
 
 
 class RandomSearchSettings(BootstrapFewShotSettings):
@@ -133,6 +173,9 @@ class RandomSearchSettings(BootstrapFewShotSettings):
 
     optimizer = "BootstrapFewShotWithRandomSearch"
     num_candidate_programs: int = Field(8, ge=0)
+    stop_at_score: float | None = Field(
+        None, description="candidates after the first scoring at least this are not chosen"
+    )
 
 
 class MIPROv2Settings(OptimizerSettings):
@@ -147,6 +190,10 @@ class MIPROv2Settings(OptimizerSettings):
     minibatch_full_eval_steps: int = Field(5, ge=1)
     num_trials: int | None = Field(None, ge=1)
     trial_batch_size: int = Field(4, ge=1)
+    minibatch: bool = Field(True, description="False: every trial on the full valset")
+    metric_threshold: float | None = None
+    teacher_settings: TeacherSettings = Field(default_factory=dict)
+    max_errors: MaxErrors = None
     prompt_model: str | None = Field(None, description="'package.module:attr' naming an LM")
     optuna_storage: str | None = Field(None, description="an Optuna RDB URL; default SQLite")
 
@@ -175,7 +222,11 @@ class BootstrapFinetuneSettings(OptimizerSettings):
     """``BootstrapFinetune``: a LoRA adapter per predictor, trained on passing traces."""
 
     optimizer = "BootstrapFinetune"
-    target: str = Field(..., min_length=1, description="a model directory or hub id")
+    target: str | None = Field(
+        None,
+        min_length=1,
+        description="a model directory or hub id; default: the run's LM when it is a local/ one",
+    )
     train_kwargs: dict[str, Any] = Field(default_factory=dict, description="TrainSettings")
     max_rounds: int = Field(1, ge=1)
     max_labeled_demos: int = Field(0, ge=0)

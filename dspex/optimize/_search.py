@@ -7,15 +7,41 @@ values and live objects, usable without Prefect.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from dspex._settings import context
 from dspex.errors import UserError
 from dspex.optimize._bootstrap import BootstrapSettings, bootstrap_demos
 from dspex.optimize._demos import DemoSet, apply_demos, labeled_demos
+from dspex.optimize._params import LMSpec
 from dspex.primitives import Example, Module
 
-__all__ = ["build_candidate", "candidate_specs", "default_teacher", "select_best"]
+__all__ = [
+    "accept_every_trace",
+    "build_candidate",
+    "candidate_specs",
+    "default_teacher",
+    "select_best",
+    "teacher_context",
+]
+
+
+def accept_every_trace(example: Example, prediction: Any, trace: Any = None) -> bool:
+    """The metric of ``BootstrapFewShot(metric=None)``: as in DSPy, every trace passes."""
+    return True
+
+
+@contextmanager
+def teacher_context(teacher_settings: Mapping[str, Any] | None) -> Iterator[None]:
+    """Enter DSPy's ``teacher_settings``: ``dspex.context`` settings for the teacher's calls,
+    its ``lm`` given as :class:`LMSpec` fields (built here, where the task runs)."""
+    overrides = dict(teacher_settings or {})
+    if "lm" in overrides:
+        overrides["lm"] = LMSpec.model_validate(overrides["lm"]).build()
+    with context(**overrides):
+        yield
 
 
 def candidate_specs(optimizer: str, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -109,13 +135,27 @@ def build_candidate(
         metric_threshold=settings.get("metric_threshold"),
         concurrency=concurrency,
         seed=int(spec.get("seed", 0)),
+        max_errors=settings.get("max_errors"),
     )
     teacher = teacher or default_teacher(student, trainset, boot.max_labeled_demos, boot.seed)
-    return bootstrap_demos(student, teacher, data, metric, boot, label=str(spec["id"]))
+    with teacher_context(settings.get("teacher_settings")):
+        return bootstrap_demos(student, teacher, data, metric, boot, label=str(spec["id"]))
 
 
-def select_best(scores: Sequence[tuple[str, float | None]]) -> str:
-    """The id with the highest score; the earliest wins ties (zero-shot before bootstraps)."""
+def select_best(
+    scores: Sequence[tuple[str, float | None]], stop_at_score: float | None = None
+) -> str:
+    """The id with the highest score; the earliest wins ties (zero-shot before bootstraps).
+
+    With ``stop_at_score``, candidates after the first that scores at least that are left
+    out: DSPy evaluates candidates one at a time and stops there, so this is the candidate
+    it returns (dspex evaluates them concurrently, so they cost their calls all the same).
+    """
+    if stop_at_score is not None:
+        for i, (_, score) in enumerate(scores):
+            if score is not None and score >= stop_at_score:
+                scores = scores[: i + 1]
+                break
     scored = [(s, -i, cid) for i, (cid, s) in enumerate(scores) if s is not None]
     if not scored:
         raise UserError("No candidate could be evaluated; see the candidates' errors.")
