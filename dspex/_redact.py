@@ -8,11 +8,14 @@ the same to exceptions leaving a task or a flow, before Prefect writes them anyw
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 REDACTED = "[REDACTED]"
 
@@ -146,6 +149,18 @@ def redact_exception(exc: BaseException) -> BaseException:
     still holds a secret is replaced: the result is then a ``DspexError`` naming its type.
     """
     return _scrub(exc, set())
+
+
+def redacting(fn: _F) -> _F:
+    """``fn`` with its body run under :func:`redacted_errors`: for tasks that do not go
+    through a run context (dataset loading, registry and promotion steps)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with redacted_errors():
+            return fn(*args, **kwargs)
+
+    return cast(_F, wrapper)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from dspex._redact import redacting
 from dspex.errors import DataError
 from dspex.optimize import DatasetSpec, dataset_fingerprint
 
@@ -14,6 +15,7 @@ __all__ = ["load_dataset"]
 
 
 @task(name="load-dataset", cache_policy=NO_CACHE)
+@redacting  # what it raises becomes the task's state message
 def load_dataset(spec: DatasetSpec, role: str) -> dict[str, Any]:
     """Load a dataset spec, check every row declares inputs, and fingerprint it."""
     examples = spec.load()

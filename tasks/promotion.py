@@ -16,6 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 import dspex.mlflow
+from dspex._redact import redacting
 from dspex.integrations.mlflow._registry import KEY_TAG
 
 __all__ = [
@@ -48,6 +49,7 @@ def _version_info(version: Any) -> dict[str, Any]:
 
 
 @task(name="registry-state", cache_policy=NO_CACHE)
+@redacting  # what it raises becomes the task's state message
 def registry_state(tracking_uri: str, model_name: str, alias: str, key: str) -> dict[str, Any]:
     """The current champion, and the version already registered for this key (if any)."""
     dspex.mlflow.configure_tracking(tracking_uri)  # the registry helpers' backend
@@ -60,6 +62,7 @@ def registry_state(tracking_uri: str, model_name: str, alias: str, key: str) -> 
 
 
 @task(name="register-challenger", cache_policy=NO_CACHE)
+@redacting
 def register_challenger(
     tracking_uri: str, run_id: str, model_name: str, key: str, tags: Mapping[str, str]
 ) -> str:
@@ -70,6 +73,7 @@ def register_challenger(
 
 
 @task(name="promote-or-reject", cache_policy=NO_CACHE)
+@redacting
 def decide(
     tracking_uri: str,
     model_name: str,
@@ -117,6 +121,7 @@ def decide(
 
 
 @task(name="record-skip", cache_policy=NO_CACHE)
+@redacting
 def record_skip(tracking_uri: str, model_name: str, version: str, reason: str) -> dict[str, str]:
     """Tag ``version`` (the champion, or the challenger already rejected) with why a nightly
     run skipped: when, and the reason. Its decision tags stay as they were."""

@@ -221,3 +221,28 @@ def test_an_exception_whose_text_is_not_its_args_is_replaced_by_a_dspex_error() 
         assert type(exc).__name__ in str(raised) and SECRET not in shown
     plain = OSError("disk full")  # nothing to scrub: left as it is
     assert _raised_in(_raise, plain) is plain
+
+
+def test_a_dataset_task_failing_with_a_secret_in_its_message_fails_without_it(
+    tmp_path: Path, prefect_server: None
+) -> None:
+    """Tasks outside a run context (dataset loading, registry and promotion steps) scrub what
+    they raise too: a path that happens to hold the key stays out of the task's state."""
+    from prefect import flow
+
+    from dspex.optimize import DatasetSpec
+    from dspex.tasks.data import load_dataset
+
+    SimulatedLM(task=TASK, api_key=SECRET)  # registers the key
+    spec = DatasetSpec(path=str(tmp_path / SECRET / "rows.jsonl"), input_keys=["question"])
+
+    @flow(name=f"load-{uuid.uuid4().hex[:8]}")
+    def load() -> Any:
+        return load_dataset(spec, "trainset", return_state=True)
+
+    state = load(return_state=True)  # the flow fails with its task
+    assert state.is_failed()
+    _flush_prefect()
+    db = _prefect_db_text()
+    assert "[REDACTED]/rows.jsonl" in db  # the task's error did reach Prefect, scrubbed
+    assert SECRET not in db
