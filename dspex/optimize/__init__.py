@@ -2,7 +2,12 @@
 the flows (``dspex.flows``) run as Prefect tasks. The optimizer classes users construct are
 in :mod:`dspex.teleprompt`."""
 
-from dspex.optimize._bootstrap import BootstrapSettings, bootstrap_demos, run_with_trace
+from dspex.optimize._bootstrap import (
+    BootstrapSettings,
+    bootstrap_demos,
+    one_demo_per_example,
+    run_with_trace,
+)
 from dspex.optimize._demos import (
     DemoSet,
     apply_demos,
@@ -44,6 +49,7 @@ __all__ = [
     "candidate_specs",
     "dataset_fingerprint",
     "labeled_demos",
+    "one_demo_per_example",
     "program_fingerprint",
     "register_object",
     "resolve",

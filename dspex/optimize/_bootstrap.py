@@ -17,7 +17,9 @@ skipped until ``max_errors`` examples have failed, and then the error is raised.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +35,7 @@ from dspex.optimize._demos import DemoSet, to_jsonable
 from dspex.optimize._metric import PROGRAMMING_ERRORS
 from dspex.primitives import Example, Module, Prediction
 
-__all__ = ["BootstrapSettings", "bootstrap_demos", "run_with_trace"]
+__all__ = ["BootstrapSettings", "bootstrap_demos", "one_demo_per_example", "run_with_trace"]
 
 _log = logging.getLogger("dspex.optimize")
 
@@ -251,6 +253,17 @@ def _max_errors(settings: BootstrapSettings) -> int:
     return ambient if ambient is not None else DEFAULT_MAX_ERRORS
 
 
+def one_demo_per_example(demos: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The demo kept from a predictor called several times on one example (a ReAct step per
+    tool call), as DSPy keeps it: the last call (for ReAct: the whole trajectory, then
+    ``finish``) or, half the time, one of the earlier ones, chosen by a hash of the calls."""
+    if len(demos) == 1:
+        return demos[0]
+    text = json.dumps(list(demos), sort_keys=True, ensure_ascii=False, default=str)
+    rng = random.Random(hashlib.sha256(text.encode()).hexdigest())
+    return rng.choice(demos[:-1]) if rng.random() < 0.5 else demos[-1]
+
+
 def bootstrap_demos(
     student: Module,
     teacher: Module,
@@ -265,9 +278,12 @@ def bootstrap_demos(
     chosen = sorted(found)[: settings.max_bootstrapped_demos]
     per_predictor: dict[str, list[dict[str, Any]]] = {n: [] for n, _ in student.named_predictors()}
     for idx in chosen:
+        calls: dict[str, list[dict[str, Any]]] = {}
         for name, inputs, outputs in found[idx]:
             if name in per_predictor:
-                per_predictor[name].append(to_jsonable({**inputs, **outputs}))
+                calls.setdefault(name, []).append(to_jsonable({**inputs, **outputs}))
+        for name, demos in calls.items():
+            per_predictor[name].append(one_demo_per_example(demos))
     rest = [ex for i, ex in enumerate(trainset) if i not in found]
     random.Random(settings.seed).shuffle(rest)
     for demos in per_predictor.values():
