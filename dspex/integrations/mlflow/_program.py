@@ -24,6 +24,7 @@ from dspex.errors import DataError, DspexError, ProgramIntegrityError, UserError
 from dspex.primitives._module import STATE_SCHEMA_VERSION, Module
 from dspex.primitives._program_file import seal
 from dspex.primitives._trust import build_trusted, code_digest, read_sealed
+from dspex.signatures import Signature
 
 __all__ = [
     "MANIFEST_FILE",
@@ -220,9 +221,11 @@ def _without_lms(state: Mapping[str, Any]) -> dict[str, Any]:
 def infer_fields(program: Module) -> tuple[tuple[tuple[str, bool], ...], tuple[str, ...]]:
     """The program's inputs as ``(name, required)`` and its output field names.
 
-    A program whose ``forward`` takes only ``**kwargs`` (``Predict``, ``ChainOfThought``)
-    has its predictor's inputs; any other program has the named parameters of ``forward``
-    (or ``aforward``). Outputs are the output fields of the last predictor.
+    A program whose ``forward`` takes only ``**kwargs`` has its one predictor's inputs
+    (``Predict``, ``ChainOfThought``), or, with several predictors, the fields of the
+    signature it declares as ``program.signature`` (``ReAct``); any other program has the
+    named parameters of ``forward`` (or ``aforward``). Outputs are the output fields of that
+    declared signature, else of the last predictor.
     """
     predictors = program.predictors()
     if not predictors:
@@ -236,6 +239,11 @@ def infer_fields(program: Module) -> tuple[tuple[tuple[str, bool], ...], tuple[s
     outputs = tuple(predictors[-1].signature.output_fields)
     if params:
         return tuple((p.name, p.default is p.empty) for p in params), outputs
+    declared = getattr(program, "signature", None)
+    if len(predictors) > 1 and isinstance(declared, type) and issubclass(declared, Signature):
+        # A module that declares the task it does (ReAct: its predictors' signatures are
+        # its own steps) takes that task's inputs and gives its outputs.
+        return tuple((n, True) for n in declared.input_fields), tuple(declared.output_fields)
     if len(predictors) > 1:
         raise UserError(
             f"{type(program).__name__}.forward takes only **kwargs, so its inputs cannot be "
