@@ -1,8 +1,9 @@
 """Datasets: file loaders and the bundled simulated tasks.
 
 Loaders turn local files into ``list[Example]`` with declared inputs; the bundled tasks
-(``arithmetic``, ``factqa``) are generated deterministically and drive
-``dspex.testing.SimulatedLM``.
+(``arithmetic``, ``factqa``, ``tooluse``) are generated deterministically and drive
+``dspex.testing.SimulatedLM``. ``tooluse`` comes with its tools (``calculator``, ``lookup``)
+and an agent that uses them (``ToolUseAgent``), importable by path.
 
 Example:
     >>> from dspex.datasets import load_task
@@ -13,15 +14,19 @@ Example:
 
 from dspex.datasets._loaders import load_csv, load_hf_dir, load_jsonl, load_parquet, to_examples
 from dspex.datasets._task import SimTask, TaskSplits, load_task, task_names
+from dspex.datasets._tooluse import ToolUseAgent, calculator, lookup
 
 __all__ = [
     "SimTask",
     "TaskSplits",
+    "ToolUseAgent",
+    "calculator",
     "load_csv",
     "load_hf_dir",
     "load_jsonl",
     "load_parquet",
     "load_task",
+    "lookup",
     "task_names",
     "to_examples",
 ]

@@ -57,6 +57,11 @@ class SimTask:
         instruction_pool: candidate instructions a proposer may return; some contain hints.
         summary_pool: texts returned for fields named like ``summary`` or ``description``.
         distractor_key: the field grouping string answers by kind (capitals, founders, ...).
+        plan_key: for a tool-use task, the field holding each example's gold tool calls
+            (``[{"tool": ..., "args": {...}}, ...]``; ``"{0}"`` in an argument stands for the
+            first call's observation). The simulated model then acts as a ReAct agent: each
+            step makes the planned call with :meth:`accuracy`'s probability (counting correct
+            trajectory demos), and the answer is right only when the trajectory holds it.
 
     Example:
         >>> from dspex.datasets import load_task
@@ -77,6 +82,7 @@ class SimTask:
     instruction_pool: tuple[str, ...]
     summary_pool: tuple[str, ...]
     distractor_key: str | None = None
+    plan_key: str | None = None
     base_accuracy: float = 0.35
     hint_bonus: float = 0.25
     demo_bonus: float = 0.06
@@ -150,8 +156,9 @@ def _builders() -> dict[str, Callable[[], SimTask]]:
     # Imported here: the generators are only needed when a task is loaded.
     from dspex.datasets._arithmetic import build_arithmetic
     from dspex.datasets._factqa import build_factqa
+    from dspex.datasets._tooluse import build_tooluse
 
-    return {"arithmetic": build_arithmetic, "factqa": build_factqa}
+    return {"arithmetic": build_arithmetic, "factqa": build_factqa, "tooluse": build_tooluse}
 
 
 def task_names() -> list[str]:

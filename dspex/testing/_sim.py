@@ -26,6 +26,7 @@ from dspex.testing._prompt import (
     message_text,
     parse_prompt,
 )
+from dspex.testing._sim_tools import is_react_step, observations, react_step, tool_demo_counts
 
 __all__ = ["Simulator"]
 
@@ -75,6 +76,7 @@ class Simulator:
                 by_value[v] = i if v not in by_value else None
         self._by_value = {v: i for v, i in by_value.items() if i is not None}
         self._groups = self._distractor_groups()
+        self._items = self._plan_items()
 
     def _distractor_groups(self) -> dict[str, list[str]]:
         key = self.task.distractor_key
@@ -83,6 +85,20 @@ class Simulator:
             group = str(ex.get(key)) if key else ""
             groups.setdefault(group, []).append(str(ex[self.task.answer_key]))
         return groups
+
+    def _plan_items(self) -> tuple[str, ...]:
+        """The ``item`` arguments of a tool-use task's plans: the simulated agent's wrong
+        lookups name one of them."""
+        key = self.task.plan_key
+        if key is None:
+            return ()
+        items = {
+            str(call["args"]["item"])
+            for ex in self.task.examples
+            for call in ex[key]
+            if "item" in call.get("args", {})
+        }
+        return tuple(sorted(items))
 
     @property
     def request_count(self) -> int:
@@ -105,6 +121,8 @@ class Simulator:
         return None
 
     def _demo_counts(self, prompt: ParsedPrompt) -> tuple[int, int]:
+        if self.task.plan_key is not None and is_react_step(prompt):
+            return tool_demo_counts(self.task, self.find, prompt)
         right = wrong = 0
         key = self.task.answer_key
         for demo in prompt.demos:
@@ -176,6 +194,10 @@ class Simulator:
         """The output values for one choice: every requested field, in the prompt's order."""
         fields = prompt.output_fields or (OutputField(self.task.answer_key, self.task.answer_type),)
         idx = self.find(prompt.inputs, prompt.last_user_text)
+        if idx is not None and self.task.plan_key is not None and is_react_step(prompt):
+            steps = len(observations(prompt.inputs))
+            coin = (self.task.name, self.seed, idx, steps, sample)
+            return react_step(self.task, idx, prompt, self.probability(prompt), coin, self._items)
         at = self._answer_field(fields)
         value = self._answer_value(prompt, idx, sample)
         values: dict[str, Any] = {}
@@ -200,8 +222,14 @@ class Simulator:
         if copied is not None:  # a demo answers this very question: models copy it
             return copied
         gold = task.examples[idx][task.answer_key]
-        u = unit_hash("correct", task.name, self.seed, idx, sample)
-        if u < self.probability(prompt):
+        if task.plan_key is not None:
+            # An agent's answer is only as good as its tool calls: right when one observed it.
+            seen = {_norm(o) for o in observations(prompt.inputs)}
+            correct = _norm(gold) in seen
+        else:
+            u = unit_hash("correct", task.name, self.seed, idx, sample)
+            correct = u < self.probability(prompt)
+        if correct:
             return gold
         return self._wrong(
             task.examples[idx], unit_hash("wrong", task.name, self.seed, idx, sample)

@@ -15,7 +15,7 @@ from dspex.errors import UserError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["arithmetic", "factqa"])
+@pytest.mark.parametrize("name", ["arithmetic", "factqa", "tooluse"])
 def test_task_is_well_formed(name: str) -> None:
     task = load_task(name)
     assert isinstance(task, SimTask) and task.name == name
