@@ -26,7 +26,7 @@ from dspex.errors import (
 )
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM, configure_cache, inspect_history
-from dspex.modules import ChainOfThought, Predict, ReAct
+from dspex.modules import ChainOfThought, CodeAct, Predict, ProgramOfThought, ReAct
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
 from dspex.primitives._tool import Tool
 from dspex.primitives._whole import load
@@ -83,6 +83,7 @@ __all__ = [
     "Callback",
     "ChainOfThought",
     "ChatAdapter",
+    "CodeAct",
     "Completions",
     "ConfigurationError",
     "DataError",
@@ -103,6 +104,7 @@ __all__ = [
     "Predict",
     "Prediction",
     "ProgramIntegrityError",
+    "ProgramOfThought",
     "PythonInterpreter",
     "ReAct",
     "Signature",
