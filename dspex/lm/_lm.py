@@ -420,17 +420,18 @@ class LM:
             if answer is not None:
                 return self._record(request, answer, key, start, cache_hit=True)
             answer = await self._send(request, timeout)
+            truncated = answer.truncated
             # A truncated answer is never cached: a replay would repeat the cut-off text.
-            if answer.texts and not answer.truncated:
+            stored = bool(answer.texts) and not truncated
+            if stored:
                 # Durability is per context: read in the caller's.
                 store.put(key, answer, durable=current().lm_cache_durable)
         finally:
             if owner:
                 _publish_in_flight(key, answer)
-        if answer.truncated:
+        if truncated:
             _log_truncated(request, answer)
-        cached = bool(answer.texts) and not answer.truncated
-        return self._record(request, answer, key if cached else None, start, cache_hit=False)
+        return self._record(request, answer, key if stored else None, start, cache_hit=False)
 
     def _request(
         self,
