@@ -133,7 +133,10 @@ def test_an_error_that_ends_the_run_carries_no_secret_anywhere(
     lm = SimulatedLM(task=TASK, api_key=SECRET)  # registers the key, as every LM does
     program = _Raises(marker) if raiser == "program" else solver()
     metric = _metric_raising(marker) if raiser == "metric" else exact
-    opt = dspex.BootstrapFewShot(metric, max_bootstrapped_demos=2, max_labeled_demos=2)
+    # max_errors=1: the first failure ends the run (the default, as DSPy's, skips up to 10).
+    opt = dspex.BootstrapFewShot(
+        metric, max_bootstrapped_demos=2, max_labeled_demos=2, max_errors=1
+    )
 
     # A metric's KeyError stops the run as a MetricError caused by it (a programming error).
     raised = dspex.errors.MetricError if raiser == "metric" else RuntimeError
