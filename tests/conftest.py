@@ -13,6 +13,17 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Prefect's INFO lines (and its "stopping temporary server" at exit, after pytest closed the
 # streams) are noise in test output.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Under pytest-xdist each worker gets its own Prefect home (database, local server), so two
+# workers' runs never share one SQLite file.
+if os.environ.get("PYTEST_XDIST_WORKER") and "PREFECT_HOME" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(
+        prefix=f"dspex-prefect-{os.environ['PYTEST_XDIST_WORKER']}-"
+    )
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
