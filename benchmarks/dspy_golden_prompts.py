@@ -43,7 +43,28 @@ def _value(value: Any) -> Any:
 
     if isinstance(value, cases.HistoryValue):
         return dspy.History(messages=[dict(m) for m in value.messages])
+    if isinstance(value, cases.ImageValue):
+        if value.file is not None:
+            return dspy.Image.from_path(str(GOLDEN / value.file))
+        return dspy.Image(value.url)
+    if isinstance(value, cases.CodeValue):
+        code = dspy.Code if value.language is None else dspy.Code[value.language]
+        return code(code=value.code)
+    if isinstance(value, list):
+        return [_value(v) for v in value]
     return value
+
+
+def _type(name: Any) -> Any:
+    """A field type the case table names (``"Image"``, ``"Code[java]"``...) as DSPy's."""
+    import dspy
+
+    if not isinstance(name, str):
+        return name
+    if name.startswith("Code[") and name.endswith("]"):
+        return dspy.Code[name[5:-1]]
+    named = {"History": dspy.History, "Image": dspy.Image, "Code": dspy.Code}
+    return list[dspy.Image] if name == "list[Image]" else named[name]
 
 
 def build_signature(case: Any) -> Any:
@@ -57,7 +78,7 @@ def build_signature(case: Any) -> Any:
         if case.instructions is not None:
             body["__doc__"] = case.instructions
         for f in case.fields:
-            annotations[f.name] = dspy.History if f.type == "History" else f.type
+            annotations[f.name] = _type(f.type)
             make = dspy.InputField if f.kind == "input" else dspy.OutputField
             kwargs = dict(f.constraints)
             if f.desc is not None:
@@ -106,6 +127,7 @@ def parse_case(case: Any, by_name: dict[str, Any]) -> dict[str, Any]:
 def render() -> dict[str, str]:
     """File name -> JSON text of every golden file."""
     files = {}
+    (GOLDEN / "pixel.png").write_bytes(cases.PIXEL_PNG)  # the local image file cases read
     for case in cases.CASES:
         files[f"{case.name}.json"] = _dump(format_case(case))
     by_name = {c.name: c for c in cases.CASES}

@@ -11,7 +11,7 @@ import typing as _typing
 
 from dspex._settings import configure, context, settings
 from dspex._version import __version__
-from dspex.adapters import Adapter, ChatAdapter, History, JSONAdapter, ToolCalls
+from dspex.adapters import Adapter, ChatAdapter, Code, History, Image, JSONAdapter, ToolCalls
 from dspex.callbacks import Callback, track_usage
 from dspex.errors import (
     ConfigurationError,
@@ -83,6 +83,7 @@ __all__ = [
     "Callback",
     "ChainOfThought",
     "ChatAdapter",
+    "Code",
     "CodeAct",
     "Completions",
     "ConfigurationError",
@@ -93,6 +94,7 @@ __all__ = [
     "EvaluationResult",
     "Example",
     "History",
+    "Image",
     "InputField",
     "JSONAdapter",
     "LMError",

@@ -2,7 +2,9 @@
 
 from dspex.adapters._base import Adapter
 from dspex.adapters._chat import ChatAdapter
+from dspex.adapters._code import Code
+from dspex.adapters._image import Image
 from dspex.adapters._json import JSONAdapter
 from dspex.adapters._types import History, ToolCalls
 
-__all__ = ["Adapter", "ChatAdapter", "History", "JSONAdapter", "ToolCalls"]
+__all__ = ["Adapter", "ChatAdapter", "Code", "History", "Image", "JSONAdapter", "ToolCalls"]

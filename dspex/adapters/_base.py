@@ -30,7 +30,7 @@ import pydantic
 
 from dspex._runtime import run_sync
 from dspex.adapters._format import field_descriptions, format_field_value
-from dspex.adapters._types import History
+from dspex.adapters._types import History, expand_content_parts
 from dspex.callbacks import active, current_span, emit
 from dspex.errors import AdapterParseError
 from dspex.lm._types import token_limit
@@ -264,7 +264,8 @@ class Adapter:
             content = self.format_user_message_content(signature, inputs_copy, main_request=True)
         if content:
             messages.append({"role": "user", "content": content})
-        return messages
+        # Images and other content-part types become parts of their user message.
+        return [expand_content_parts(m) for m in messages]
 
     def _system_message(self, signature: type[Signature]) -> str:
         # Rendered once per (adapter class, signature): the same for every call of a program.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 import pydantic
 
+from dspex.adapters._code import Code
 from dspex.adapters._types import custom_types
 
 if TYPE_CHECKING:
@@ -169,6 +170,8 @@ def translate_field_type(field: Field) -> str:
     elif typing.get_origin(tp) is Literal:
         options = "; ".join(str(x) for x in typing.get_args(tp))
         desc = f"must exactly match (no extra characters) one of: {options}"
+    elif isinstance(tp, type) and issubclass(tp, Code):
+        desc = ""  # its type description says how to write it
     else:
         desc = f"must adhere to the JSON schema: {json_schema_text(tp)}"
     note = f"{_NOTE_INDENT}# note: the value you produce {desc}" if desc else ""

@@ -229,7 +229,22 @@ def parse_value(value: Any, annotation: Any) -> Any:
             candidate = ast.literal_eval(value)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             candidate = value
-    return _adapter(annotation).validate_python(candidate)
+    try:
+        return _adapter(annotation).validate_python(candidate)
+    except pydantic.ValidationError as error:
+        if not _is_custom_type(annotation) or candidate is value:
+            raise
+        # A custom type (``Code``) may read the text itself: ``[1, 2]`` in a fence is code.
+        try:
+            return _adapter(annotation).validate_python(value)
+        except pydantic.ValidationError:
+            raise error from None
+
+
+def _is_custom_type(annotation: Any) -> bool:
+    from dspex.adapters._types import _Type
+
+    return isinstance(annotation, type) and issubclass(annotation, _Type)
 
 
 def output_defaults(fields: Mapping[str, Field], parsed: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,15 @@
-"""Types a signature can declare that adapters render specially: ``History``, ``ToolCalls``."""
+"""Types a signature can declare that adapters render specially: ``History``, ``ToolCalls``.
+
+A type whose :meth:`_Type.format` is a list of content parts (``Image``) serializes to those
+parts between two markers, as DSPy's ``dspy.Type`` does; :func:`expand_content_parts` turns a
+user message holding markers into a list of content parts (text before, the parts, text after).
+"""
 
 from __future__ import annotations
 
 import inspect
+import json
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
@@ -11,7 +18,20 @@ import pydantic
 
 from dspex.errors import UserError
 
-__all__ = ["History", "ToolCall", "ToolCalls", "custom_types"]
+__all__ = [
+    "CUSTOM_TYPE_END",
+    "CUSTOM_TYPE_START",
+    "History",
+    "ToolCall",
+    "ToolCalls",
+    "custom_types",
+    "expand_content_parts",
+]
+
+# DSPy's reserved markers around a custom type's content parts in formatted text.
+CUSTOM_TYPE_START = "<<CUSTOM-TYPE-START-IDENTIFIER>>"
+CUSTOM_TYPE_END = "<<CUSTOM-TYPE-END-IDENTIFIER>>"
+_MARKED = re.compile(rf"{CUSTOM_TYPE_START}(.*?){CUSTOM_TYPE_END}", re.DOTALL)
 
 
 class History(pydantic.BaseModel):
@@ -43,7 +63,8 @@ class History(pydantic.BaseModel):
 
 class _Type(pydantic.BaseModel):
     """A value type adapters know how to write (DSPy's ``dspy.Type``): :meth:`format` is its
-    prompt form, :meth:`description` a note the field list shows for it."""
+    prompt form (text, a JSON value, or a list of message content parts), :meth:`description`
+    a note the field list shows for it."""
 
     def format(self) -> Any:
         raise NotImplementedError
@@ -54,7 +75,53 @@ class _Type(pydantic.BaseModel):
 
     @pydantic.model_serializer()
     def _serialize(self) -> Any:
-        return self.format()
+        formatted = self.format()
+        if isinstance(formatted, list):  # content parts: marked, for the adapter to split out
+            parts = json.dumps(formatted, ensure_ascii=False)
+            return f"{CUSTOM_TYPE_START}{parts}{CUSTOM_TYPE_END}"
+        return formatted
+
+
+def expand_content_parts(message: dict[str, Any]) -> dict[str, Any]:
+    """A user message whose text holds marked content parts, with its content split into a
+    list of parts around them (DSPy's split, byte for byte); any other message unchanged."""
+    content = message.get("content")
+    if message.get("role") != "user" or not isinstance(content, str):
+        return message
+    if CUSTOM_TYPE_START not in content:
+        return message
+    parts: list[dict[str, Any]] = []
+    last = 0
+    for match in _MARKED.finditer(content):
+        start, end = match.span()
+        if start > last:
+            parts.append({"type": "text", "text": content[last:start]})
+        parts.extend(_payload_parts(match.group(1).strip()))
+        last = end
+    if last < len(content):
+        parts.append({"type": "text", "text": content[last:]})
+    return {**message, "content": parts}
+
+
+def _payload_parts(payload: str) -> list[dict[str, Any]]:
+    parsed = _read_payload(payload)
+    if isinstance(parsed, list):
+        return [p if isinstance(p, dict) else {"type": "text", "text": str(p)} for p in parsed]
+    return [{"type": "text", "text": payload}]
+
+
+def _read_payload(payload: str) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        pass
+    try:  # JSON-encoded twice: a marked value inside a list or dict (``list[Image]``)
+        return json.loads(json.loads(f'"{payload}"'))
+    except ValueError:
+        pass
+    from dspex.adapters._parse import loads_lenient
+
+    return loads_lenient(payload)
 
 
 def custom_types(annotation: Any) -> list[type[_Type]]:

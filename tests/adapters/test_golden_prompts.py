@@ -18,7 +18,15 @@ import dspex
 from dspex.errors import AdapterParseError
 
 from .golden import cases as golden_cases
-from .golden.cases import CASES, PARSE_CASES, Case, HistoryValue, canonical
+from .golden.cases import (
+    CASES,
+    PARSE_CASES,
+    Case,
+    CodeValue,
+    HistoryValue,
+    ImageValue,
+    canonical,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 ADAPTERS = ("ChatAdapter", "JSONAdapter")
@@ -54,7 +62,26 @@ CONSTRAINED = {("all_output_types", "JSONAdapter", '"count": -1')}
 def _value(value: Any) -> Any:
     if isinstance(value, HistoryValue):
         return dspex.History(messages=[dict(m) for m in value.messages])
+    if isinstance(value, ImageValue):
+        if value.file is not None:
+            return dspex.Image.from_path(GOLDEN / value.file)
+        return dspex.Image(value.url)
+    if isinstance(value, CodeValue):
+        code = dspex.Code if value.language is None else dspex.Code[value.language]
+        return code(code=value.code)
+    if isinstance(value, list):
+        return [_value(v) for v in value]
     return value
+
+
+def _type(name: Any) -> Any:
+    """A field type the case table names (``"Image"``, ``"Code[java]"``...) as dspex's."""
+    if not isinstance(name, str):
+        return name
+    if name.startswith("Code[") and name.endswith("]"):
+        return dspex.Code[name[5:-1]]
+    named = {"History": dspex.History, "Image": dspex.Image, "Code": dspex.Code}
+    return list[dspex.Image] if name == "list[Image]" else named[name]
 
 
 def build_signature(case: Case) -> type[dspex.Signature]:
@@ -72,7 +99,7 @@ def _signature(name: str) -> type[dspex.Signature]:
         if case.instructions is not None:
             body["__doc__"] = case.instructions
         for f in case.fields:
-            annotations[f.name] = dspex.History if f.type == "History" else f.type
+            annotations[f.name] = _type(f.type)
             make = dspex.InputField if f.kind == "input" else dspex.OutputField
             body[f.name] = make(desc=f.desc, **f.constraints)
         sig = types.new_class(
@@ -106,6 +133,7 @@ def test_messages_are_dspys_byte_for_byte(case: Case, adapter: str) -> None:
 def test_every_case_has_a_golden_file_made_by_dspy_3_4_1() -> None:
     names = {p.stem for p in GOLDEN.glob("*.json")} - {"parse"}
     assert names == {c.name for c in CASES}
+    assert (GOLDEN / "pixel.png").read_bytes() == golden_cases.PIXEL_PNG
     assert {_golden(n)["dspy"] for n in names} == {"3.4.1"}
     assert len(_golden("parse")) == len(PARSE_CASES)
 
@@ -154,7 +182,7 @@ def test_dspy_formatted_demo_answers_parse_back(case: Case, adapter: str) -> Non
     answers = [m["content"] for m in _golden(case.name)[adapter] if m["role"] == "assistant"]
     answers = answers[len(incomplete) : len(incomplete) + len(complete)]
     for demo, answer in zip(complete, answers, strict=True):
-        want = {k: demo[k] for k in sig.output_fields}
+        want = {k: _value(demo[k]) for k in sig.output_fields}
         assert canonical(getattr(dspex, adapter)().parse(sig, answer)) == canonical(want)
 
 

@@ -9,7 +9,12 @@ framework: only the standard library and pydantic, so both sides load it by path
 A case's signature is either a string (``spec``) or a class (``fields`` + ``instructions``,
 built with ``types.new_class`` so the docstring path runs); ``module="cot"`` takes the signature
 of ``ChainOfThought(signature).predict``. Values are Python values; a ``HistoryValue`` stands for
-``dspy.History``/``dspex.History`` and each side converts it.
+``dspy.History``/``dspex.History``, an ``ImageValue`` for an ``Image`` and a ``CodeValue`` for a
+``Code``, and each side converts them. A field type may be a name each side resolves:
+``"History"``, ``"Image"``, ``"list[Image]"``, ``"Code"``, ``"Code[<language>]"``.
+
+``PIXEL_PNG`` is the local image file an ``ImageValue(file=...)`` names: the script writes it
+next to this module, and both sides read it with ``Image.from_path``; no URL is ever fetched.
 """
 
 from __future__ import annotations
@@ -21,7 +26,24 @@ from typing import Any, Literal, Optional, Union
 
 import pydantic
 
-__all__ = ["CASES", "PARSE_CASES", "Case", "F", "HistoryValue", "ParseCase", "canonical"]
+__all__ = [
+    "CASES",
+    "PARSE_CASES",
+    "PIXEL_PNG",
+    "Case",
+    "CodeValue",
+    "F",
+    "HistoryValue",
+    "ImageValue",
+    "ParseCase",
+    "canonical",
+]
+
+# A 1x1 PNG, written to ``golden/pixel.png`` by the script (and checked in).
+PIXEL_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d4944415478da63f8cfc0f01f00050001ff56c72f0d0000000049454e44ae426082"
+)
 
 
 class Color(enum.Enum):
@@ -66,6 +88,22 @@ class HistoryValue:
 
 
 @dataclass(frozen=True)
+class ImageValue:
+    """``Image(url)``, or ``Image.from_path(<golden dir>/file)`` when ``file`` is set."""
+
+    url: str | None = None
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class CodeValue:
+    """``Code(code=...)``, or ``Code[language](code=...)`` when ``language`` is set."""
+
+    code: str
+    language: str | None = None
+
+
+@dataclass(frozen=True)
 class Case:
     name: str
     inputs: dict[str, Any]
@@ -93,6 +131,7 @@ def _o(name: str, type_: Any = str, desc: str | None = None, **constraints: Any)
     return F(name, "output", type_, desc, constraints)
 
 
+_DATA_URI = "data:image/gif;base64,R0lGODlhAQABAAAAACw="
 _SHAPE = Shape(name="tri", corners=[Point(x=0), Point(x=1, y=2)], color=Color.BLUE)
 
 CASES: tuple[Case, ...] = (
@@ -284,6 +323,59 @@ CASES: tuple[Case, ...] = (
         inputs={"question": "Hi?", "history": HistoryValue(())},
     ),
     Case(
+        "images",
+        fields=(
+            _i("question"),
+            _i("photo", "Image", desc="A photo to look at."),
+            _i("gallery", "list[Image]"),
+            _o("caption"),
+            _o("count", int),
+        ),
+        instructions="Describe the photo, then count the gallery's images.",
+        demos=(
+            {"photo": ImageValue(url="https://example.com/demo-incomplete.png"), "caption": "?"},
+            {
+                "question": "What is it?",
+                "photo": ImageValue(url="https://example.com/demo.jpg"),
+                "gallery": [ImageValue(url=_DATA_URI)],
+                "caption": "A cat.",
+                "count": 1,
+            },
+        ),
+        inputs={
+            "question": "And this one?",
+            "photo": ImageValue(file="pixel.png"),
+            "gallery": [
+                ImageValue(url="https://example.com/a.png"),
+                ImageValue(url="gs://bucket/b.webp"),
+            ],
+        },
+    ),
+    Case(
+        "image_only",
+        fields=(_i("image", "Image"), _o("description")),
+        inputs={"image": ImageValue(url=_DATA_URI)},
+    ),
+    Case(
+        "code",
+        fields=(
+            _i("snippet", "Code", desc="The code to review."),
+            _i("task"),
+            _o("fixed", "Code[java]"),
+            _o("explanation"),
+        ),
+        instructions="Port the snippet to Java.",
+        demos=(
+            {
+                "snippet": CodeValue("def one():\n    return 1\n"),
+                "task": "port",
+                "fixed": CodeValue("int one() { return 1; }", language="java"),
+                "explanation": "Same function.",
+            },
+        ),
+        inputs={"snippet": CodeValue("def f(x):\n    return {'x': x}\n"), "task": "port it"},
+    ),
+    Case(
         "unicode_multiline",
         fields=(
             _i("passage", desc="Un passage — en français."),
@@ -342,6 +434,7 @@ CASES: tuple[Case, ...] = (
 
 
 _T = "string_sig"
+_C = "code"
 _TY = "all_output_types"
 _LU = "literals_and_unions"
 
@@ -504,7 +597,29 @@ PARSE_CASES: tuple[ParseCase, ...] = (
         "ChatAdapter",
         "[[ ## answer ## ]]\nBerlin\n\n[[ ## score ## ]]\n0.75\n\n[[ ## completed ## ]]",
     ),
+    *(
+        ParseCase(_C, "ChatAdapter", f"[[ ## fixed ## ]]\n{code}\n\n[[ ## explanation ## ]]\nok")
+        for code in (
+            "```java\nclass A {}\n```",
+            "```\nint x = 1;\n```",
+            "```int x = 1;```",
+            "int x = 1;",
+            "Here:\n```java\n[1, 2]\n```\nDone.",
+            "class A {}",
+            "",
+        )
+    ),
     # -- JSONAdapter -------------------------------------------------------------------
+    *(
+        ParseCase(_C, "JSONAdapter", text)
+        for text in (
+            '{"fixed": "```java\\nclass A {}\\n```", "explanation": "ok"}',
+            '{"fixed": "int x = 1;", "explanation": "ok"}',
+            '{"fixed": {"code": "```\\nclass B {}\\n```"}, "explanation": "ok"}',
+            '{"fixed": {"source": "x"}, "explanation": "ok"}',
+            '{"fixed": 42, "explanation": "ok"}',
+        )
+    ),
     ParseCase(_T, "JSONAdapter", '{"answer": "Paris"}'),
     ParseCase(_T, "JSONAdapter", '{\n  "answer": "Paris"\n}'),
     ParseCase(_T, "JSONAdapter", 'Here you go: {"answer": "Paris"} Hope it helps.'),
