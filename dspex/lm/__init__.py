@@ -7,6 +7,7 @@ Example:
     'openai/gpt-4o-mini'
 """
 
+from dspex.lm._base import BaseLM
 from dspex.lm._budget import Budget
 from dspex.lm._cache import Cache, configure_cache, default_cache, request_key
 from dspex.lm._history import HistoryEntry, inspect_history
@@ -19,6 +20,7 @@ from dspex.lm._types import LMRequest, LMResponse, RawCompletion, Transport
 
 __all__ = [
     "LM",
+    "BaseLM",
     "Budget",
     "Cache",
     "ConcurrencyLimit",

@@ -351,10 +351,22 @@ class LM:
         transport that is not safe across loops it runs on dspex's shared loop instead (and is
         cancelled there when this task is cancelled).
         """
+        return await self._respond(messages, rollout_id=rollout_id, cache=cache, **kwargs)
+
+    async def _respond(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        rollout_id: int | str | None = None,
+        cache: bool | None = None,
+        **kwargs: Any,
+    ) -> LMResponse:
+        """What :meth:`aforward` does, under a name subclasses do not override (a
+        :class:`~dspex.BaseLM` subclass gives ``forward``/``aforward`` DSPy's meaning)."""
         if not getattr(self._transport, "loop_safe", False) and not in_loop_thread():
             # This transport's state belongs to one loop: hop onto dspex's.
             return await run_on_loop(
-                self.aforward(messages, rollout_id=rollout_id, cache=cache, **kwargs)
+                self._respond(messages, rollout_id=rollout_id, cache=cache, **kwargs)
             )
         start = time.perf_counter()
         request, timeout = self._request(messages, rollout_id, kwargs)
@@ -363,6 +375,13 @@ class LM:
             async with settings.lm_limit:
                 return await self._budgeted(request, timeout, cache, start, settings)
         return await self._budgeted(request, timeout, cache, start, settings)
+
+    async def _adapter_aforward(
+        self, messages: Sequence[Mapping[str, Any]], **kwargs: Any
+    ) -> LMResponse:
+        """What adapters call: :meth:`aforward` (which a subclass may override to intercept
+        calls); a :class:`~dspex.BaseLM`, whose ``aforward`` is the user's, calls ``_respond``."""
+        return await self.aforward(messages, **kwargs)
 
     async def _budgeted(
         self, request: LMRequest, timeout: float, cache: bool | None, start: float, settings: Any
