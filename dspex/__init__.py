@@ -25,7 +25,7 @@ from dspex.errors import (
     UserError,
 )
 from dspex.evaluate import Evaluate, EvaluationResult
-from dspex.lm import LM, configure_cache, inspect_history
+from dspex.lm import LM, BaseLM, configure_cache, inspect_history
 from dspex.modules import ChainOfThought, CodeAct, Predict, ProgramOfThought, ReAct
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
 from dspex.primitives._tool import Tool
@@ -77,6 +77,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "LM",
     "Adapter",
+    "BaseLM",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapFinetune",

@@ -126,7 +126,7 @@ class Adapter:
         if callbacks:
             emit(callbacks, "on_adapter_format", current_span(), self, signature, messages)
         kwargs = {**lm_kwargs, **self.lm_kwargs(signature, lm)}
-        response = await lm.aforward(messages, **kwargs)
+        response = await lm._adapter_aforward(messages, **kwargs)
         parsed, failure = self._parse_all(signature, response.outputs, response.finish_reasons)
         self._emit_parse(callbacks, signature, response, parsed, failure)
         if failure is None:
@@ -142,7 +142,7 @@ class Adapter:
         # A rollout id of its own gives the re-ask a fresh cache key, derived from the original
         # request so that a resumed run replays a re-ask that worked instead of paying again.
         fb_kwargs["rollout_id"] = f"reask:{lm_kwargs.get('rollout_id')}"
-        fb_response = await lm.aforward(fb_messages, **fb_kwargs)
+        fb_response = await lm._adapter_aforward(fb_messages, **fb_kwargs)
         usage = response.usage + fb_response.usage
         fb_parsed, fb_failure = fallback._parse_all(
             signature, fb_response.outputs, fb_response.finish_reasons
