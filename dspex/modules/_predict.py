@@ -57,8 +57,21 @@ class Predict(Module, Parameter):
         self.demos: list[Example] = []
 
     def reset(self) -> None:
-        """Forget demos (what ``reset_copy`` and optimizers start from)."""
+        """Forget what was learned and the predictor's own LM, as DSPy's ``reset`` does:
+        ``lm``, ``demos``, ``traces`` and ``train``. (``Module.reset_copy`` clears only the
+        learned state and keeps each predictor's LM.)"""
+        self.lm = None
         self.demos = []
+        self.traces: list[Any] = []
+        self.train: list[Any] = []
+
+    def update_config(self, **kwargs: Any) -> None:
+        """Set default request parameters for this predictor's calls (DSPy's name)."""
+        self.config = {**self.config, **kwargs}
+
+    def get_config(self) -> dict[str, Any]:
+        """This predictor's default request parameters."""
+        return self.config
 
     def _inputs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The call's inputs, with defaults filled in. An input may be left out when it has a
@@ -141,7 +154,10 @@ class Predict(Module, Parameter):
     def dump_predictor_state(self) -> dict[str, Any]:
         return {
             "signature": self.signature.dump_state(),
-            "demos": [d.to_dict() if isinstance(d, Example) else dict(d) for d in self.demos],
+            "demos": [
+                {k: _jsonable(v) for k, v in (d.to_dict() if isinstance(d, Example) else d).items()}
+                for d in self.demos
+            ],
             "lm": self.lm.dump_config()
             if self.lm is not None and hasattr(self.lm, "dump_config")
             else None,
@@ -176,6 +192,21 @@ class Predict(Module, Parameter):
 # Keyword arguments of a call that are not inputs: an input field of the same name could
 # never be passed.
 _CALL_KEYWORDS = ("lm", "config", "demos")
+
+
+def _jsonable(value: Any) -> Any:
+    """A demo value as JSON, as DSPy's ``dump_state`` writes it: a pydantic model as its JSON
+    dump (it comes back as a dict; the adapters format both alike)."""
+    if isinstance(value, Example):
+        value = value.to_dict()
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        return dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
 
 
 def typed_spec(signature: type[Signature]) -> str:

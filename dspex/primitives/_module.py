@@ -252,10 +252,15 @@ class Module:
         return new
 
     def reset_copy(self) -> Self:
-        """A deep copy with every predictor's demos cleared."""
+        """A deep copy with every predictor's learned state (demos) cleared; predictors keep
+        their own LMs."""
         new = self.deepcopy()
         for p in new.predictors():
-            p.reset()
+            # The learned state only: unlike DSPy's reset_copy, each predictor keeps its LM.
+            p.demos = []
+            for attr in ("traces", "train"):
+                if hasattr(p, attr):
+                    setattr(p, attr, [])
         return new
 
     def batch(
