@@ -54,6 +54,7 @@ def chat_completion(
     finish_reasons: Sequence[str | None] = (),
     completion_id: str | None = None,
     created: int | None = None,
+    tool_calls: Sequence[Sequence[Mapping[str, Any]] | None] = (),
 ) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` body with one assistant choice per text.
 
@@ -64,6 +65,8 @@ def chat_completion(
         finish_reasons: one per text; a missing or ``None`` one is ``"stop"``.
         completion_id: the ``id``; a fresh ``chatcmpl-<uuid>`` by default.
         created: the Unix time to report; now by default.
+        tool_calls: per text, OpenAI-format function calls (``message.tool_calls``); a
+            choice with calls and no text has ``content: null``, as OpenAI sends it.
 
     Example:
         >>> body = chat_completion("m", ["4"], prompt_tokens=3, completion_tokens=1)
@@ -71,7 +74,7 @@ def chat_completion(
         ({'role': 'assistant', 'content': '4'}, 4)
     """
     reasons = list(finish_reasons)
-    choices = [
+    choices: list[dict[str, Any]] = [
         {
             "index": i,
             "message": {"role": "assistant", "content": text},
@@ -79,6 +82,14 @@ def chat_completion(
         }
         for i, text in enumerate(texts)
     ]
+    for choice, calls in zip(choices, tool_calls, strict=False):
+        if calls:
+            message = choice["message"]
+            message["tool_calls"] = [dict(c) for c in calls]
+            if not message["content"]:
+                message["content"] = None
+            if choice["finish_reason"] == "stop":
+                choice["finish_reason"] = "tool_calls"
     return {
         "id": completion_id or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",

@@ -24,15 +24,15 @@ the re-ask, which the same limit would cut off too. (The LM never caches such an
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 import pydantic
 
 from dspex._runtime import run_sync
 from dspex.adapters._format import field_descriptions, format_field_value
-from dspex.adapters._types import History, expand_content_parts
+from dspex.adapters._types import History, ToolCalls, expand_content_parts
 from dspex.callbacks import active, current_span, emit
-from dspex.errors import AdapterParseError
+from dspex.errors import AdapterParseError, UserError
 from dspex.lm._types import token_limit
 from dspex.primitives._usage import Usage
 
@@ -46,6 +46,8 @@ INCOMPLETE_DEMO_PREFIX = (
     "This is an example of the task, though some input or output fields are not supplied."
 )
 NOT_SUPPLIED = "Not supplied for this particular example. "
+# Request parameters of function calling, dropped when the adapter does not call natively.
+_TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls")
 NOT_SUPPLIED_HISTORY = "Not supplied for this conversation history message. "
 
 
@@ -82,8 +84,16 @@ class Adapter:
 
     name = "Adapter"
 
-    def __init__(self, callbacks: Sequence[Any] | None = None) -> None:
+    def __init__(
+        self,
+        callbacks: Sequence[Any] | None = None,
+        *,
+        use_native_function_calling: bool = False,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
         self.callbacks: list[Any] = list(callbacks or [])
+        self.use_native_function_calling = use_native_function_calling
+        self.parallel_tool_calls = parallel_tool_calls
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -122,12 +132,14 @@ class Adapter:
     ) -> tuple[list[dict[str, Any]], Usage]:
         """Call ``lm`` and return the parsed completions and the usage of every request."""
         callbacks = (*active(), *self.callbacks)
-        messages = self.format(signature, demos, inputs)
+        native_kwargs = dict(lm_kwargs)
+        render, tool_field = self._plan_native_tools(lm, native_kwargs, signature, inputs)
+        messages = self.format(render, demos, inputs)
         if callbacks:
-            emit(callbacks, "on_adapter_format", current_span(), self, signature, messages)
-        kwargs = {**lm_kwargs, **self.lm_kwargs(signature, lm)}
+            emit(callbacks, "on_adapter_format", current_span(), self, render, messages)
+        kwargs = {**native_kwargs, **self.lm_kwargs(render, lm)}
         response = await lm._adapter_aforward(messages, **kwargs)
-        parsed, failure = self._parse_all(signature, response.outputs, response.finish_reasons)
+        parsed, failure = self._parse_response(render, signature, tool_field, response)
         self._emit_parse(callbacks, signature, response, parsed, failure)
         if failure is None:
             return parsed, response.usage
@@ -137,15 +149,17 @@ class Adapter:
         fallback = None if failure.truncated else self.fallback()
         if fallback is None:
             raise self._parse_error(signature, failure, first_raw, None, lm, kwargs) from failure
-        fb_messages = fallback.format(signature, demos, inputs)
-        fb_kwargs = {**lm_kwargs, **fallback.lm_kwargs(signature, lm)}
+        fb_native = dict(lm_kwargs)
+        fb_render, fb_field = fallback._plan_native_tools(lm, fb_native, signature, inputs)
+        fb_messages = fallback.format(fb_render, demos, inputs)
+        fb_kwargs = {**fb_native, **fallback.lm_kwargs(fb_render, lm)}
         # A rollout id of its own gives the re-ask a fresh cache key, derived from the original
         # request so that a resumed run replays a re-ask that worked instead of paying again.
         fb_kwargs["rollout_id"] = f"reask:{lm_kwargs.get('rollout_id')}"
         fb_response = await lm._adapter_aforward(fb_messages, **fb_kwargs)
         usage = response.usage + fb_response.usage
-        fb_parsed, fb_failure = fallback._parse_all(
-            signature, fb_response.outputs, fb_response.finish_reasons
+        fb_parsed, fb_failure = fallback._parse_response(
+            fb_render, signature, fb_field, fb_response
         )
         fallback._emit_parse(callbacks, signature, fb_response, fb_parsed, fb_failure)
         if fb_failure is None:
@@ -156,6 +170,90 @@ class Adapter:
             failure = fb_failure  # the re-ask was cut off: that is what to fix
         error = self._parse_error(signature, failure, first_raw, fb_raw, lm, fb_kwargs)
         raise error from fb_failure
+
+    # -- native function calling (DSPy's ``_call_preprocess``/``_call_postprocess``) --------
+    def _plan_native_tools(
+        self,
+        lm: Any,
+        lm_kwargs: dict[str, Any],
+        signature: type[Signature],
+        inputs: Mapping[str, Any],
+    ) -> tuple[type[Signature], str | None]:
+        """The signature to render and the ``ToolCalls`` field the provider fills natively.
+
+        With native function calling on, a ``list[Tool]`` input goes to the provider as
+        OpenAI ``tools`` (set in ``lm_kwargs``, which this updates) and both fields leave the
+        prompt; off, request-level tool parameters are dropped, as DSPy does.
+        """
+        # getattr: an adapter subclass may not call ``Adapter.__init__``.
+        if not getattr(self, "use_native_function_calling", False):
+            for key in _TOOL_PARAMS:
+                lm_kwargs.pop(key, None)
+            return signature, None
+        input_field = tool_input_field(signature)
+        output_field = tool_calls_field(signature)
+        if output_field is None:
+            return signature, None
+        if input_field is None:
+            raise UserError(
+                f"You provided an output field {output_field!r} to receive the tool calls, but "
+                "no tools as an input: add an input field of type `list[dspex.Tool]`."
+            )
+        if not getattr(lm, "supports_function_calling", True):
+            for key in _TOOL_PARAMS:
+                lm_kwargs.pop(key, None)
+            return signature, None
+        tools = inputs.get(input_field) or []
+        tools = tools if isinstance(tools, list | tuple) else [tools]
+        lm_kwargs["tools"] = [tool.format_as_litellm_function_call() for tool in tools]
+        parallel = getattr(self, "parallel_tool_calls", None)
+        if parallel is not None and lm_kwargs.get("parallel_tool_calls") is None:
+            lm_kwargs["parallel_tool_calls"] = parallel
+        return _without_tool_fields(signature, input_field, output_field), output_field
+
+    def _parse_response(
+        self,
+        render: type[Signature],
+        signature: type[Signature],
+        tool_field: str | None,
+        response: Any,
+    ) -> tuple[list[dict[str, Any]], FieldParseFailure | None]:
+        """Parse every completion; with a native ``ToolCalls`` field, the choices' tool calls
+        fill it, and an answer with tool calls needs no parseable text."""
+        if tool_field is None:
+            return self._parse_all(signature, response.outputs, response.finish_reasons)
+        from dspex.adapters._parse import output_defaults
+
+        all_calls = getattr(response, "tool_calls", ()) or ()
+        reasons = response.finish_reasons
+        parsed: list[dict[str, Any]] = []
+        failure: FieldParseFailure | None = None
+        for i, text in enumerate(response.outputs):
+            calls = all_calls[i] if i < len(all_calls) else ()
+            reason = reasons[i] if i < len(reasons) else None
+            if calls and reason != "length":
+                try:
+                    value = self.parse(render, text) if text and render.output_fields else {}
+                except AdapterParseError:
+                    value = {}
+            else:
+                values, failed = self._parse_all(render, [text], [reason])
+                if failed is not None:
+                    failure = failure or failed
+                    continue
+                value = values[0]
+            value = output_defaults(signature.output_fields, value)
+            value = {name: value.get(name) for name in signature.output_fields}
+            if calls:
+                value[tool_field] = ToolCalls.from_dict_list(
+                    [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
+                )
+            parsed.append(value)
+        if parsed:
+            return parsed, None
+        return [], failure or FieldParseFailure(
+            self.name, signature, "", "the LM returned no completions"
+        )
 
     def _emit_parse(
         self,
@@ -395,6 +493,27 @@ class Adapter:
         raise NotImplementedError
 
 
+def tool_input_field(signature: type[Signature]) -> str | None:
+    """The input field holding tools (``list[Tool]`` or ``Tool``), as DSPy finds it."""
+    from dspex.primitives._tool import Tool
+
+    for name, f in signature.input_fields.items():
+        annotation = f.annotation
+        if get_origin(annotation) is list and get_args(annotation)[:1] == (Tool,):
+            return str(name)
+        if annotation is Tool:
+            return str(name)
+    return None
+
+
+def tool_calls_field(signature: type[Signature]) -> str | None:
+    """The output field of type ``ToolCalls``, if any."""
+    for name, f in signature.output_fields.items():
+        if f.annotation is ToolCalls:
+            return str(name)
+    return None
+
+
 def _assistant(content: str) -> dict[str, Any]:
     return {"role": "assistant", "content": content}
 
@@ -421,6 +540,20 @@ def _history_messages(value: Any) -> Sequence[Mapping[str, Any]]:
         return list(value["messages"])
     messages = getattr(value, "messages", value)  # a DSPy History, or a plain list
     return [m for m in messages if isinstance(m, Mapping)]
+
+
+def _without_tool_fields(signature: type[Signature], tools: str, calls: str) -> type[Signature]:
+    """The signature without its tools input and its ``ToolCalls`` output, made once per
+    signature; it may have no outputs left (DSPy's renders so)."""
+    from dspex.signatures._signature import _build
+
+    key = f"_dspex_native_{tools}_{calls}"
+    derived: type[Signature] | None = signature.__dict__.get(key)
+    if derived is None:
+        fields = {n: f for n, f in signature.fields.items() if n not in (tools, calls)}
+        derived = _build(signature.__name__, fields, signature.instructions, validate=False)
+        setattr(signature, key, derived)
+    return derived
 
 
 def _without_field(signature: type[Signature], name: str) -> type[Signature]:

@@ -38,6 +38,10 @@ class ChatAdapter(Adapter):
         callbacks: callbacks told of this adapter's format and parse steps.
         use_json_adapter_fallback: when no completion parses, re-ask once with
             ``JSONAdapter`` (the default, as in DSPy); ``False`` raises at once.
+        use_native_function_calling: when the signature has a ``list[Tool]`` input and a
+            ``ToolCalls`` output, send the tools to the provider as OpenAI ``tools`` and fill
+            the output from the response's ``tool_calls`` (both fields leave the prompt).
+        parallel_tool_calls: sent as ``parallel_tool_calls`` with native tools when set.
 
     Example:
         >>> import dspex
@@ -50,9 +54,18 @@ class ChatAdapter(Adapter):
     name = "ChatAdapter"
 
     def __init__(
-        self, callbacks: Sequence[Any] | None = None, use_json_adapter_fallback: bool = True
+        self,
+        callbacks: Sequence[Any] | None = None,
+        use_json_adapter_fallback: bool = True,
+        *,
+        use_native_function_calling: bool = False,
+        parallel_tool_calls: bool | None = None,
     ) -> None:
-        super().__init__(callbacks=callbacks)
+        super().__init__(
+            callbacks=callbacks,
+            use_native_function_calling=use_native_function_calling,
+            parallel_tool_calls=parallel_tool_calls,
+        )
         self.use_json_adapter_fallback = use_json_adapter_fallback
 
     def fallback(self) -> Adapter | None:
@@ -60,7 +73,11 @@ class ChatAdapter(Adapter):
 
         if not self.use_json_adapter_fallback or isinstance(self, JSONAdapter):
             return None
-        return JSONAdapter(callbacks=self.callbacks)
+        return JSONAdapter(
+            callbacks=self.callbacks,
+            use_native_function_calling=self.use_native_function_calling,
+            parallel_tool_calls=self.parallel_tool_calls,
+        )
 
     # -- formatting ----------------------------------------------------------------------
     def _fields_for_instructions(self, fields: Mapping[str, Field]) -> list[tuple[Field, Any]]:

@@ -40,6 +40,9 @@ class JSONAdapter(ChatAdapter):
             ``supports_response_schema`` is true), else JSON mode; ``True`` always sends
             the schema, ``False`` always JSON mode. Fields typed as an open mapping
             (``dict[str, ...]``) have no strict schema, so they always get JSON mode.
+        use_native_function_calling: as ``ChatAdapter``'s, but on by default (as in DSPy):
+            a ``list[Tool]`` input and a ``ToolCalls`` output use the provider's tool calls.
+        parallel_tool_calls: sent as ``parallel_tool_calls`` with native tools when set.
 
     A ``JSONAdapter`` does not re-ask after a parse failure (as in DSPy): it raises
     ``AdapterParseError``.
@@ -53,9 +56,19 @@ class JSONAdapter(ChatAdapter):
     name = "JSONAdapter"
 
     def __init__(
-        self, callbacks: Sequence[Any] | None = None, structured_outputs: bool | None = None
+        self,
+        callbacks: Sequence[Any] | None = None,
+        structured_outputs: bool | None = None,
+        *,
+        use_native_function_calling: bool = True,
+        parallel_tool_calls: bool | None = None,
     ) -> None:
-        super().__init__(callbacks=callbacks, use_json_adapter_fallback=False)
+        super().__init__(
+            callbacks=callbacks,
+            use_json_adapter_fallback=False,
+            use_native_function_calling=use_native_function_calling,
+            parallel_tool_calls=parallel_tool_calls,
+        )
         self.structured_outputs = structured_outputs
 
     def fallback(self) -> Adapter | None:

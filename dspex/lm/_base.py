@@ -19,7 +19,7 @@ from dspex._runtime import run_sync
 from dspex._settings import context, current
 from dspex.errors import LMError, LMServerError, LMTimeoutError, UserError
 from dspex.lm._lm import _CONFIG_KEYS, LM, _as_messages
-from dspex.lm._types import LMRequest, LMResponse, RawCompletion
+from dspex.lm._types import LMRequest, LMResponse, LMToolCall, RawCompletion, tool_calls_of
 
 __all__ = ["BaseLM"]
 
@@ -303,11 +303,13 @@ def _completion(response: Any, owner: str) -> RawCompletion:
         )
     texts: list[str] = []
     reasons: list[str | None] = []
+    calls: list[tuple[LMToolCall, ...]] = []
     for choice in choices:
         message = _field(choice, "message")
         content = _field(message, "content") if message is not None else _field(choice, "text")
         texts.append("" if content is None else str(content))
         reasons.append(_field(choice, "finish_reason"))
+        calls.append(tool_calls_of(message))
     usage = _field(response, "usage")
     model = _field(response, "model")
     return RawCompletion(
@@ -318,4 +320,5 @@ def _completion(response: Any, owner: str) -> RawCompletion:
         else 0,
         finish_reasons=reasons,
         model=model if isinstance(model, str) else None,
+        tool_calls=calls if any(calls) else (),
     )

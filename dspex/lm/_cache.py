@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dspex._jsonable import canonical_json, dumps, loads
-from dspex.lm._types import LMRequest, RawCompletion
+from dspex.lm._types import LMRequest, LMToolCall, RawCompletion
 
 __all__ = ["Cache", "configure_cache", "default_cache", "request_key"]
 
@@ -62,15 +62,39 @@ def request_key(request: LMRequest) -> str:
 
 
 def _encode(raw: RawCompletion) -> str:
-    return dumps(
-        {
-            "texts": list(raw.texts),
-            "prompt_tokens": raw.prompt_tokens,
-            "completion_tokens": raw.completion_tokens,
-            "finish_reasons": list(raw.finish_reasons),
-            "model": raw.model,
-        }
-    ).decode()
+    data: dict[str, Any] = {
+        "texts": list(raw.texts),
+        "prompt_tokens": raw.prompt_tokens,
+        "completion_tokens": raw.completion_tokens,
+        "finish_reasons": list(raw.finish_reasons),
+        "model": raw.model,
+    }
+    if raw.tool_calls:  # only then: entries without tool calls keep their old bytes
+        data["tool_calls"] = [
+            [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in choice]
+            for choice in raw.tool_calls
+        ]
+    return dumps(data).decode()
+
+
+def _decode_tool_calls(value: Any) -> tuple[tuple[LMToolCall, ...], ...] | None:
+    """Stored tool calls (one list per choice); ``None`` when malformed."""
+    if not isinstance(value, list):
+        return None
+    choices = []
+    for choice in value:
+        if not isinstance(choice, list):
+            return None
+        calls = []
+        for c in choice:
+            if not (isinstance(c, dict) and isinstance(c.get("name"), str)):
+                return None
+            arguments, call_id = c.get("arguments", "{}"), c.get("id")
+            if not isinstance(arguments, str) or not (call_id is None or isinstance(call_id, str)):
+                return None
+            calls.append(LMToolCall(c["name"], arguments, call_id))
+        choices.append(tuple(calls))
+    return tuple(choices)
 
 
 def _decode(value: Any) -> RawCompletion | None:
@@ -82,6 +106,7 @@ def _decode(value: Any) -> RawCompletion | None:
         completion_tokens = data.get("completion_tokens", 0)
         finish = data.get("finish_reasons") or []
         model = data.get("model")
+        tool_calls = _decode_tool_calls(data.get("tool_calls", []))
     except (TypeError, ValueError, KeyError, AttributeError):
         return None
     if not (isinstance(texts, list) and all(isinstance(t, str) for t in texts)):
@@ -90,7 +115,9 @@ def _decode(value: Any) -> RawCompletion | None:
         return None
     if not isinstance(finish, list) or not (model is None or isinstance(model, str)):
         return None
-    return RawCompletion(texts, prompt_tokens, completion_tokens, finish, model)
+    if tool_calls is None:
+        return None
+    return RawCompletion(texts, prompt_tokens, completion_tokens, finish, model, tool_calls)
 
 
 class _ThreadConn:

@@ -26,7 +26,7 @@ from dspex.errors import (
     lm_error_from_status,
 )
 from dspex.lm._openai import parse_retry_after
-from dspex.lm._types import LMRequest, RawCompletion
+from dspex.lm._types import LMRequest, LMToolCall, RawCompletion, tool_calls_of
 
 __all__ = ["LiteLLMTransport", "load_litellm"]
 
@@ -132,11 +132,13 @@ def map_litellm_error(exc: Exception, model: str) -> DspexError:
 def _parse(response: Any) -> RawCompletion:
     texts: list[str] = []
     finish: list[str | None] = []
+    calls: list[tuple[LMToolCall, ...]] = []
     for choice in response.choices:
         message = getattr(choice, "message", None)
         content = getattr(message, "content", None)
         texts.append(content if isinstance(content, str) else "")
         finish.append(getattr(choice, "finish_reason", None))
+        calls.append(tool_calls_of(message))
     usage = getattr(response, "usage", None)
     return RawCompletion(
         texts,
@@ -144,6 +146,7 @@ def _parse(response: Any) -> RawCompletion:
         int(getattr(usage, "completion_tokens", 0) or 0),
         finish,
         getattr(response, "model", None),
+        calls if any(calls) else (),
     )
 
 

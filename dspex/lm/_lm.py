@@ -559,7 +559,14 @@ class LM:
         self.history.append(entry)
         GLOBAL_HISTORY.append(entry)
         return LMResponse(
-            outputs, usage, self.model, cache_hit, latency, tuple(raw.finish_reasons), key
+            outputs,
+            usage,
+            self.model,
+            cache_hit,
+            latency,
+            tuple(raw.finish_reasons),
+            key,
+            tool_calls=tuple(tuple(c) for c in raw.tool_calls),
         )
 
     # ----- cache control, history, lifecycle ------------------------------------------------

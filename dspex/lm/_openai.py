@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dspex._jsonable import dumps, loads
 from dspex._redact import redact_text, register_secret
 from dspex.errors import LMError, LMServerError, LMTimeoutError, lm_error_from_status
-from dspex.lm._types import LMRequest, RawCompletion
+from dspex.lm._types import LMRequest, RawCompletion, tool_calls_of
 
 if TYPE_CHECKING:
     import aiohttp
@@ -259,15 +259,18 @@ def parse_completion(payload: bytes, model: str) -> RawCompletion:
     try:
         data = loads(payload)
         choices = data["choices"]
-        texts = [_text_of((c.get("message") or {}).get("content")) for c in choices]
+        messages = [c.get("message") or {} for c in choices]
+        texts = [_text_of(m.get("content")) for m in messages]
         finish = [c.get("finish_reason") for c in choices]
         usage = data.get("usage") or {}
+        calls = [tool_calls_of(m) for m in messages]
         return RawCompletion(
             texts,
             int(usage.get("prompt_tokens") or 0),
             int(usage.get("completion_tokens") or 0),
             finish,
             data.get("model"),
+            calls if any(calls) else (),
         )
     except (ValueError, TypeError, KeyError, AttributeError):
         shown = redact_text(payload[:300].decode("utf-8", "replace"))

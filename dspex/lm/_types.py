@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dspex.primitives._usage import Usage
 
-__all__ = ["LMRequest", "LMResponse", "RawCompletion", "Transport", "token_limit"]
+__all__ = [
+    "LMRequest",
+    "LMResponse",
+    "LMToolCall",
+    "RawCompletion",
+    "Transport",
+    "token_limit",
+    "tool_calls_of",
+]
 
 Message = Mapping[str, Any]
 
@@ -43,19 +52,71 @@ def token_limit(params: Mapping[str, Any]) -> int | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class LMToolCall:
+    """One function call a model asked for (OpenAI's ``message.tool_calls[i]``).
+
+    ``arguments`` is the JSON text the provider sent, unparsed: parsing (leniently) is the
+    adapter's job, and the text is what the cache stores. ``id`` is the provider's call id.
+    """
+
+    name: str
+    arguments: str = "{}"
+    id: str | None = None
+
+    def to_openai(self) -> dict[str, Any]:
+        """The call in OpenAI's wire format."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def tool_calls_of(message: Any) -> tuple[LMToolCall, ...]:
+    """The function calls in an OpenAI-shaped assistant message (a dict or an SDK object);
+    ``()`` when it has none. Arguments given as a dict are kept as JSON text."""
+    calls = _get(message, "tool_calls") if message is not None else None
+    if not calls or isinstance(calls, str | bytes) or not isinstance(calls, Sequence):
+        return ()
+    found = []
+    for call in calls:
+        function = _get(call, "function")
+        name = _get(function, "name") if function is not None else _get(call, "name")
+        if not isinstance(name, str) or not name:
+            continue
+        arguments = _get(function, "arguments") if function is not None else None
+        if arguments is None:
+            arguments = _get(call, "arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments if arguments is not None else {})
+        call_id = _get(call, "id")
+        found.append(LMToolCall(name, arguments, call_id if isinstance(call_id, str) else None))
+    return tuple(found)
+
+
 def _truncated(finish_reasons: Sequence[str | None]) -> bool:
     return "length" in finish_reasons
 
 
 @dataclass(frozen=True, slots=True)
 class RawCompletion:
-    """What a transport returns: the texts of the ``n`` choices and the token counts."""
+    """What a transport returns: the texts of the ``n`` choices and the token counts.
+
+    ``tool_calls`` holds, per choice, the function calls the model asked for (native function
+    calling); it is ``()`` when no choice has any.
+    """
 
     texts: Sequence[str]
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reasons: Sequence[str | None] = ()
     model: str | None = None
+    tool_calls: Sequence[Sequence[LMToolCall]] = ()
 
     @property
     def truncated(self) -> bool:
@@ -71,6 +132,7 @@ class LMResponse:
     bypassed the cache or the answer was truncated, which is never cached);
     ``LM.uncache(response)`` deletes it, e.g. when the answer could not be parsed and must not
     be replayed. ``span_id`` identifies the call in events and traces when it was observed.
+    ``tool_calls`` holds each choice's native function calls (``()`` when there are none).
     """
 
     outputs: list[str]
@@ -81,6 +143,7 @@ class LMResponse:
     finish_reasons: Sequence[str | None] = ()
     cache_key: str | None = None
     span_id: str | None = None
+    tool_calls: Sequence[Sequence[LMToolCall]] = ()
 
     @property
     def truncated(self) -> bool:

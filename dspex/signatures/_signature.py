@@ -354,9 +354,16 @@ def _validate(name: str, fields: Mapping[str, Field]) -> None:
         )
 
 
-def _build(name: str, fields: Mapping[str, Field], instructions: str) -> type[Signature]:
-    """Create a signature class from resolved fields (no re-validation of markers needed)."""
-    _validate(name, fields)
+def _build(
+    name: str, fields: Mapping[str, Field], instructions: str, *, validate: bool = True
+) -> type[Signature]:
+    """Create a signature class from resolved fields (no re-validation of markers needed).
+
+    ``validate=False`` allows a signature without outputs: what an adapter renders when the
+    provider fills the only output natively (tool calls), never one a user declares.
+    """
+    if validate:
+        _validate(name, fields)
     ns: dict[str, Any] = {"__doc__": None, "__module__": __name__, "_dspex_prebuilt": True}
     cls: type[Signature] = type(name, (Signature,), ns)
     cls.fields = _ordered(dict(fields))

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from dspex._jsonable import canonical_json
 from dspex.errors import UserError
-from dspex.lm._types import LMRequest
+from dspex.lm._types import LMRequest, LMToolCall
 from dspex.testing._prompt import message_text
 
 __all__ = ["Counters", "Faults", "Reply", "Responder", "prompt_digest", "unit_hash"]
@@ -37,6 +37,8 @@ class Reply:
         fault: ``"rate_limit"`` (HTTP 429), ``"server_error"`` (500) or ``"hang"`` (no answer
             until the caller's timeout); ``None`` for a normal answer.
         retry_after: seconds to announce with a rate limit.
+        tool_calls: per choice, the function calls the answer makes (native function
+            calling); ``()`` when none does.
     """
 
     texts: tuple[str, ...] = ()
@@ -45,6 +47,7 @@ class Reply:
     finish_reasons: tuple[str, ...] = ()
     fault: FaultKind | None = None
     retry_after: float | None = None
+    tool_calls: tuple[tuple[LMToolCall, ...], ...] = ()
 
 
 class Responder(Protocol):

@@ -124,8 +124,17 @@ def _fault_error(litellm: Any, reply: Reply, provider: str, model: str) -> Excep
 
 
 def _fill(litellm: Any, model_response: Any, reply: Reply, model: str) -> Any:
+    calls = reply.tool_calls
     model_response.choices = [
-        litellm.Choices(index=i, message=litellm.Message(content=text), finish_reason=reason)
+        litellm.Choices(
+            index=i,
+            message=litellm.Message(
+                content=text or None, tool_calls=[c.to_openai() for c in calls[i]]
+            )
+            if i < len(calls) and calls[i]
+            else litellm.Message(content=text),
+            finish_reason="tool_calls" if i < len(calls) and calls[i] else reason,
+        )
         for i, (text, reason) in enumerate(zip(reply.texts, reply.finish_reasons))
     ]
     model_response.model = model

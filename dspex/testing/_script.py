@@ -7,13 +7,14 @@ demo in the prompt whose input matches the final input answers first.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from dspex.errors import ScriptExhaustedError, UserError
-from dspex.lm._types import LMRequest
+from dspex.lm._types import LMRequest, LMToolCall
 from dspex.testing._core import Counters, Reply, rough_tokens
 from dspex.testing._prompt import ParsedPrompt, format_answer, message_text, parse_prompt
 
@@ -112,6 +113,10 @@ class Script:
         demo = _matching_demo(prompt) if self.follow_examples else None
         answers: list[Answer] = [demo] * n if demo is not None else self._take(prompt, n)
         json_mode = self.json_mode if self.json_mode is not None else prompt.json_mode
+        calls: tuple[tuple[LMToolCall, ...], ...] = ()
+        if request.kwargs.get("tools"):
+            # Native function calling: a scripted ``tool_calls`` list is the message's calls.
+            calls, answers = _split_tool_calls(answers, len(self.requests))
         texts = tuple(self._render(a, prompt, json_mode) for a in answers)
         reasons = tuple(
             a.finish_reason if isinstance(a, ScriptedReply) else "stop" for a in answers
@@ -119,7 +124,7 @@ class Script:
         prompt_tokens = sum(rough_tokens(message_text(m)) for m in request.messages)
         completion_tokens = sum(rough_tokens(t) for t in texts)
         self.counters.add_tokens(prompt_tokens, completion_tokens)
-        return Reply(texts, prompt_tokens, completion_tokens, reasons)
+        return Reply(texts, prompt_tokens, completion_tokens, reasons, tool_calls=calls)
 
     def _take(self, prompt: ParsedPrompt, n: int) -> list[Answer]:
         asked = prompt.last_user_text
@@ -151,10 +156,49 @@ class Script:
             answer = answer.answer
         if isinstance(answer, str):
             return answer
+        if not answer:
+            return ""  # an answer that is only tool calls has no text
         # Fields in the order the prompt asks for them, then any extra the script gave.
         order = [f.name for f in prompt.output_fields if f.name in answer]
         order += [k for k in answer if k not in order]
         return format_answer({k: answer[k] for k in order}, json_mode=json_mode)
+
+
+def _split_tool_calls(
+    answers: Sequence[Answer], request_no: int
+) -> tuple[tuple[tuple[LMToolCall, ...], ...], list[Answer]]:
+    """Take each answer's ``"tool_calls": [{"name": ..., "args": {...}}]`` out as the choice's
+    native function calls; the answer's other values stay its text."""
+    calls: list[tuple[LMToolCall, ...]] = []
+    rest: list[Answer] = []
+    for i, answer in enumerate(answers):
+        inner = answer.answer if isinstance(answer, ScriptedReply) else answer
+        scripted = inner.get("tool_calls") if isinstance(inner, Mapping) else None
+        if not isinstance(scripted, list) or not isinstance(inner, Mapping):
+            calls.append(())
+            rest.append(answer)
+            continue
+        calls.append(
+            tuple(
+                LMToolCall(
+                    str(c["name"]),
+                    _arguments_text(c.get("args", c.get("arguments", {}))),
+                    f"call_{request_no}_{i}_{j}",
+                )
+                for j, c in enumerate(scripted)
+            )
+        )
+        others = {k: v for k, v in inner.items() if k != "tool_calls"}
+        rest.append(
+            ScriptedReply(others, answer.finish_reason)
+            if isinstance(answer, ScriptedReply)
+            else others
+        )
+    return (tuple(calls) if any(calls) else ()), rest
+
+
+def _arguments_text(args: Any) -> str:
+    return args if isinstance(args, str) else json.dumps(args)
 
 
 def _matching_demo(prompt: ParsedPrompt) -> Mapping[str, Any] | None:

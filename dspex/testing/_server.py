@@ -141,6 +141,7 @@ class Server:
             completion_tokens=reply.completion_tokens,
             finish_reasons=reply.finish_reasons,
             completion_id=f"chatcmpl-sim{id(reply):x}",
+            tool_calls=[[c.to_openai() for c in calls] for calls in reply.tool_calls],
         )
         return _response(200, dumps(completion)), self.latency
 

@@ -71,6 +71,7 @@ class LocalTransport:
             completion_tokens=reply.completion_tokens,
             finish_reasons=list(reply.finish_reasons),
             model=request.model,
+            tool_calls=reply.tool_calls,
         )
 
     async def aclose(self) -> None:
