@@ -12,7 +12,7 @@ class must be constructible without arguments.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from dspex.lm import LM
     from dspex.primitives._module import Module
 
-__all__ = ["PROGRAM_FILE", "load", "save_program"]
+__all__ = ["PROGRAM_FILE", "load", "save_program", "without_lms"]
 
 PROGRAM_FILE = "program.json"
 _HINT = (
@@ -53,7 +53,7 @@ def save_program(program: Module, path: str | os.PathLike[str]) -> Path:
     # Fail now, not at load time, if the reference cannot rebuild this program.
     try:
         fresh = build_trusted(ref, args, where=str(directory), loader="dspex.load()")
-        fresh.load_state({**state, "predictors": _without_lms(state)})
+        fresh.load_state(without_lms(state))
     except DspexError as e:
         raise UserError(
             f"save({str(directory)!r}, save_program=True): {ref} cannot be rebuilt from the "
@@ -66,8 +66,13 @@ def save_program(program: Module, path: str | os.PathLike[str]) -> Path:
     return directory
 
 
-def _without_lms(state: dict[str, Any]) -> dict[str, Any]:
-    return {n: {**p, "lm": None} for n, p in dict(state.get("predictors") or {}).items()}
+def without_lms(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Program state with every predictor's LM config left out: enough to check that a
+    program of this structure takes the state, without rebuilding any client."""
+    predictors = {
+        name: {**p, "lm": None} for name, p in dict(state.get("predictors") or {}).items()
+    }
+    return {**state, "predictors": predictors}
 
 
 def load(

@@ -24,6 +24,7 @@ from dspex.errors import DataError, DspexError, ProgramIntegrityError, UserError
 from dspex.primitives._module import STATE_SCHEMA_VERSION, Module
 from dspex.primitives._program_file import seal
 from dspex.primitives._trust import build_trusted, code_digest, read_sealed
+from dspex.primitives._whole import without_lms
 from dspex.signatures import Signature
 
 __all__ = [
@@ -191,7 +192,7 @@ def _check_rebuild(program: Module, ref: str, args: dict[str, Any], state: dict[
     fresh = build_program(ref, args)
     try:
         # LM configs are left out: rebuilding clients is not needed to check the structure.
-        fresh.load_state(_without_lms(state))
+        fresh.load_state(without_lms(state))
     except DspexError as e:
         raise UserError(
             f"program_ref {ref!r} builds a program that cannot load this program's state: {e}"
@@ -209,13 +210,6 @@ def _check_rebuild(program: Module, ref: str, args: dict[str, Any], state: dict[
 
 def _field_types(sig: Any) -> list[tuple[str, str, Any, dict[str, Any]]]:
     return [(n, f.kind, f.annotation, f.constraints) for n, f in sig.fields.items()]
-
-
-def _without_lms(state: Mapping[str, Any]) -> dict[str, Any]:
-    predictors = {
-        name: {**p, "lm": None} for name, p in dict(state.get("predictors") or {}).items()
-    }
-    return {**state, "predictors": predictors}
 
 
 def infer_fields(program: Module) -> tuple[tuple[tuple[str, bool], ...], tuple[str, ...]]:
@@ -337,7 +331,7 @@ def load_program_dir(
     )
     state = _unbundle_adapters(state, directory)
     if lm is not None:
-        program.load_state(_without_lms(state))
+        program.load_state(without_lms(state))
         program.set_lm(lm)
         return program
     # Endpoint settings (api_base, headers, transport, keys) in the state are never used:
