@@ -40,7 +40,7 @@ from dspex.modules._program_of_thought import (
     parse_code,
 )
 from dspex.primitives import Module, Prediction
-from dspex.primitives._tool import Tool
+from dspex.primitives._tool import Tool, tools_by_name
 from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
 
 __all__ = ["CodeAct"]
@@ -253,21 +253,14 @@ def _call_tool(tool: Tool, *args: Any, **kwargs: Any) -> Any:
 
 
 def _tool_map(tools: Sequence[Callable[..., Any] | Tool]) -> dict[str, Tool]:
-    tool_map: dict[str, Tool] = {}
-    for item in tools:
-        tool = item if isinstance(item, Tool) else Tool(item)
+    def check(tool: Tool) -> None:
         if not tool.name.isidentifier() or tool.name.startswith("__"):
             raise UserError(
                 f"CodeAct: the tool name {tool.name!r} cannot be called from Python code; "
                 "give it an identifier with Tool(func, name=...)."
             )
-        if tool.name in tool_map:
-            raise UserError(
-                f"CodeAct: two tools are named {tool.name!r}; give one another name with "
-                "Tool(func, name=...)."
-            )
-        tool_map[tool.name] = tool
-    return tool_map
+
+    return tools_by_name(tools, "CodeAct", check)
 
 
 def _instructions(signature: type[Signature], tools: Mapping[str, Tool]) -> str:

@@ -25,7 +25,7 @@ from dspex.errors import AdapterParseError, ContextWindowExceededError, ParseErr
 from dspex.modules._cot import ChainOfThought
 from dspex.modules._predict import Predict
 from dspex.primitives import Module, Prediction
-from dspex.primitives._tool import AllowPolicy, Tool
+from dspex.primitives._tool import AllowPolicy, Tool, tools_by_name
 from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
 
 __all__ = ["ReAct"]
@@ -261,21 +261,14 @@ def _literal(names: tuple[str, ...]) -> Any:
 
 
 def _tool_map(tools: Sequence[Callable[..., Any] | Tool]) -> dict[str, Tool]:
-    tool_map: dict[str, Tool] = {}
-    for item in tools:
-        tool = item if isinstance(item, Tool) else Tool(item)
+    def check(tool: Tool) -> None:
         if tool.name == "finish":
             raise UserError(
                 "ReAct: a tool is named 'finish', which is ReAct's own tool for ending the run; "
                 "rename it (Tool(func, name=...))."
             )
-        if tool.name in tool_map:
-            raise UserError(
-                f"ReAct: two tools are named {tool.name!r}; give one another name with "
-                "Tool(func, name=...)."
-            )
-        tool_map[tool.name] = tool
-    return tool_map
+
+    return tools_by_name(tools, "ReAct", check)
 
 
 def _instructions(signature: type[Signature], tools: Mapping[str, Tool]) -> str:

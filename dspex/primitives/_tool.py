@@ -14,7 +14,7 @@ import contextvars
 import copy
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol
 
@@ -23,7 +23,7 @@ from dspex.callbacks import Observation, active, observed
 from dspex.errors import UserError
 from dspex.primitives._tool_schema import ArgSpec, inspect_function, schema_to_args
 
-__all__ = ["AllowPolicy", "Tool"]
+__all__ = ["AllowPolicy", "Tool", "tools_by_name"]
 
 
 class Tool:
@@ -366,3 +366,25 @@ def _mcp_result(result: Any, mode: str) -> Any:
             if (attr in fields_set) if fields_set is not None else hasattr(result, attr):
                 return getattr(result, attr, None)
     return text or others
+
+
+def tools_by_name(
+    tools: Sequence[Callable[..., Any] | Tool],
+    owner: str,
+    check: Callable[[Tool], None] | None = None,
+) -> dict[str, Tool]:
+    """Each tool (a ``Tool`` or a plain function, wrapped) by its name, for an agent module
+    named ``owner``. ``check`` refuses names the module cannot use; two tools with one name
+    are refused."""
+    found: dict[str, Tool] = {}
+    for item in tools:
+        tool = item if isinstance(item, Tool) else Tool(item)
+        if check is not None:
+            check(tool)
+        if tool.name in found:
+            raise UserError(
+                f"{owner}: two tools are named {tool.name!r}; give one another name with "
+                "Tool(func, name=...)."
+            )
+        found[tool.name] = tool
+    return found
