@@ -26,7 +26,7 @@ from dspex.errors import (
 )
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.lm import LM, BaseLM, configure_cache, inspect_history
-from dspex.modules import ChainOfThought, CodeAct, Predict, ProgramOfThought, ReAct
+from dspex.modules import ChainOfThought, CodeAct, Predict, ProgramOfThought, ReAct, Retrieve
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
 from dspex.primitives._tool import Tool
 from dspex.primitives._whole import load
@@ -34,6 +34,7 @@ from dspex.signatures import InputField, OutputField, Signature, make_signature
 
 if _typing.TYPE_CHECKING:
     from dspex import mlflow as mlflow
+    from dspex import retrievers as retrievers
     from dspex import traces as traces
     from dspex.sandbox import PythonInterpreter
     from dspex.teleprompt import (
@@ -54,6 +55,7 @@ _LAZY = {
     "MIPROv2": "dspex.teleprompt",
     "PythonInterpreter": "dspex.sandbox",  # the code sandbox (Deno + Pyodide)
     "mlflow": "dspex.mlflow",  # a public submodule: dspex.mlflow.log_model(...)
+    "retrievers": "dspex.retrievers",  # a public submodule: dspex.retrievers.BM25(...)
     "traces": "dspex.traces",  # a public submodule: dspex.traces.record(...)
 }
 
@@ -110,6 +112,7 @@ __all__ = [
     "ProgramOfThought",
     "PythonInterpreter",
     "ReAct",
+    "Retrieve",
     "Signature",
     "SignatureError",
     "Tool",

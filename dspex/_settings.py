@@ -55,6 +55,8 @@ class Settings:
         max_errors: failed examples after which ``Evaluate`` and ``Module.batch`` stop when
             they are not told; ``None``: ``Evaluate`` never stops, ``batch`` stops at 10.
         provide_traceback: log the traceback of each example that fails in ``Evaluate``.
+        rm: the retriever that ``dspex.Retrieve`` uses when it is not given one (any
+            ``dspex.retrievers.Retriever``, or a DSPy-style callable ``rm(query, k=k)``).
 
     The other fields are DSPy's settings of the same names, accepted so that DSPy code runs
     and readable as ``dspex.settings.<name>``; dspex itself does not use them (see
@@ -73,9 +75,9 @@ class Settings:
     max_errors: int | None = None
     provide_traceback: bool = False
     # DSPy's settings that dspex accepts but does not use (DSPY_ONLY says why); DSPy's defaults.
+    rm: Any = None
     track_usage: bool = False
     async_max_workers: int = 8
-    rm: Any = None
     branch_idx: int = 0
     trace: Any = None
     send_stream: Any = None
@@ -103,7 +105,6 @@ class Settings:
 DSPY_ONLY: Mapping[str, str] = {
     "track_usage": "predictions always carry their LM usage (Prediction.get_lm_usage())",
     "async_max_workers": "async calls run on dspex's event loop, bounded by lm_limit",
-    "rm": "retrievers are passed to the modules that use them",
     "branch_idx": "DSPy-internal",
     "trace": "module traces go to dspex.traces; optimizers collect their own",
     "send_stream": "DSPy-internal (streaming)",

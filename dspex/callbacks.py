@@ -48,7 +48,7 @@ __all__ = ["Callback", "Span", "UsageTracker", "current_span", "tool_span", "tra
 
 _log = logging.getLogger("dspex.callbacks")
 
-SpanKind = Literal["module", "lm", "adapter", "tool", "evaluate"]
+SpanKind = Literal["module", "lm", "adapter", "tool", "evaluate", "retrieve", "embed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,8 @@ class Span:
     Attributes:
         span_id: unique id of this call.
         parent_id: the enclosing call's span id (``None`` at the top).
-        kind: ``module``, ``lm``, ``adapter``, ``tool`` or ``evaluate``.
+        kind: ``module``, ``lm``, ``adapter``, ``tool``, ``evaluate``, ``retrieve`` or
+            ``embed``.
         name: the module path (``draft.predict``), model, tool or adapter name.
         labels: the labels in effect when the call started.
         started_at: wall-clock start, epoch seconds.
@@ -137,6 +138,22 @@ class Callback:
     def on_tool_end(
         self, span: Span, name: str, result: Any, error: BaseException | None
     ) -> None: ...
+
+    def on_retrieve_start(self, span: Span, retriever: Any, query: str, k: int) -> None:
+        """A retriever (``dspex.retrievers.Retriever``) starts searching ``query`` for ``k``."""
+
+    def on_retrieve_end(
+        self, span: Span, retriever: Any, passages: Any, error: BaseException | None
+    ) -> None:
+        """The search ended: ``passages`` is its ``list[Passage]`` (``None`` on error)."""
+
+    def on_embed_start(self, span: Span, embedder: Any, model: str, n: int) -> None:
+        """An ``Embedder`` starts embedding ``n`` texts with ``model`` (one batch)."""
+
+    def on_embed_end(
+        self, span: Span, embedder: Any, result: Any, error: BaseException | None
+    ) -> None:
+        """The batch ended: ``result`` is an ``EmbedResult`` (usage, cost, cache hit)."""
 
     def on_evaluate_start(self, span: Span, evaluate: Any, program: Any, n: int) -> None: ...
 

@@ -152,7 +152,7 @@ async def test_context_in_concurrent_async_tasks() -> None:
 def test_every_dspy_setting_is_accepted_and_readable() -> None:
     assert set(DSPY_SETTINGS) <= {f for f in Settings.__dataclass_fields__}
     # Each one dspex does not use says what dspex does instead.
-    used = {"lm", "adapter", "callbacks", "num_threads", "max_errors", "provide_traceback"}
+    used = {"lm", "adapter", "rm", "callbacks", "num_threads", "max_errors", "provide_traceback"}
     assert set(DSPY_SETTINGS) - used == set(DSPY_ONLY)
     dspex.configure(track_usage=True, async_max_workers=4, max_errors=3, num_threads=2)
     assert dspex.settings.track_usage is True

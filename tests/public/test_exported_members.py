@@ -32,6 +32,7 @@ def test_all_is_sorted_and_complete() -> None:
         "mlflow",
         "optimize",
         "traces",
+        "retrievers",
         "teleprompt",
         "sandbox",
         # installed as dspex.flows/.tasks/.deployments; present once something imports them
