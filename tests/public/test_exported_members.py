@@ -30,6 +30,7 @@ def test_all_is_sorted_and_complete() -> None:
         "cli",
         "integrations",
         "mlflow",
+        "observability",
         "optimize",
         "traces",
         "retrievers",
@@ -47,7 +48,7 @@ def test_import_pulls_in_no_heavy_dependency() -> None:
     code = (
         "import sys, dspex\n"
         "heavy = ['litellm', 'prefect', 'mlflow', 'duckdb', 'optuna', 'torch', 'pyarrow',"
-        " 'transformers', 'aiohttp', 'pandas', 'rich']\n"
+        " 'transformers', 'aiohttp', 'pandas', 'rich', 'opentelemetry']\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
