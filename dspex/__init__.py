@@ -34,6 +34,7 @@ from dspex.signatures import InputField, OutputField, Signature, make_signature
 
 if _typing.TYPE_CHECKING:
     from dspex import mlflow as mlflow
+    from dspex import observability as observability
     from dspex import retrievers as retrievers
     from dspex import traces as traces
     from dspex.sandbox import PythonInterpreter
@@ -55,6 +56,7 @@ _LAZY = {
     "MIPROv2": "dspex.teleprompt",
     "PythonInterpreter": "dspex.sandbox",  # the code sandbox (Deno + Pyodide)
     "mlflow": "dspex.mlflow",  # a public submodule: dspex.mlflow.log_model(...)
+    "observability": "dspex.observability",  # dspex.observability.instrument()
     "retrievers": "dspex.retrievers",  # a public submodule: dspex.retrievers.BM25(...)
     "traces": "dspex.traces",  # a public submodule: dspex.traces.record(...)
 }
