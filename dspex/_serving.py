@@ -14,6 +14,10 @@ and errors in the OpenAI shape. Routes are plain functions from the parsed body 
     print(server_url(server))  # http://127.0.0.1:PORT
     serve_until_interrupted(server)
 
+A route may answer ``(200, EventStream(...))`` instead of a JSON body: the events go out as
+server-sent events (``Content-Type: text/event-stream``, chunked), as OpenAI streams;
+:func:`chat_completion_chunks` builds OpenAI's ``chat.completion.chunk`` sequence for a text.
+
 The simulator server keeps its own asyncio HTTP parser for throughput (see
 ``dspex.testing._server``) and uses only the bodies and :func:`set_nodelay`.
 """
@@ -21,28 +25,124 @@ The simulator server keeps its own asyncio HTTP parser for throughput (see
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from dspex._jsonable import json_default_or_str
 
 __all__ = [
+    "EventStream",
     "JSONRoute",
     "chat_completion",
+    "chat_completion_chunks",
     "error_body",
     "make_json_server",
     "model_list",
     "serve_until_interrupted",
     "server_url",
     "set_nodelay",
+    "split_text",
+    "sse_event",
+    "wants_usage",
 ]
 
-JSONRoute = Callable[[Any], tuple[int, dict[str, Any]]]
-"""A route: the parsed JSON body (``None`` for a GET) to ``(status, JSON body)``."""
+
+@dataclass(frozen=True)
+class EventStream:
+    """A streamed answer: each JSON object of ``events`` is sent as one ``data:`` event as
+    soon as the iterator yields it, then ``data: [DONE]`` (when ``done``).
+
+    If the client goes away, the iterator is closed (``GeneratorExit`` in a generator), so
+    whatever produces the events can stop.
+    """
+
+    events: Iterable[Mapping[str, Any]]
+    done: bool = True
+
+
+JSONRoute = Callable[[Any], tuple[int, "dict[str, Any] | EventStream"]]
+"""A route: the parsed JSON body (``None`` for a GET) to ``(status, JSON body)`` or
+``(200, EventStream(...))``."""
+
+_PIECE = re.compile(r"\s*\S+\s*?(?=\s|$)|\s+$")
+
+
+def split_text(text: str) -> list[str]:
+    """``text`` in word-sized pieces that join back to it, as a model streams tokens.
+
+    Example:
+        >>> split_text("The answer is 4.")
+        ['The', ' answer', ' is', ' 4.']
+    """
+    pieces = _PIECE.findall(text)
+    return pieces if "".join(pieces) == text else [text]
+
+
+def sse_event(data: Mapping[str, Any] | str) -> bytes:
+    """One server-sent event: ``data: <JSON>`` (or the literal string) and a blank line."""
+    text = data if isinstance(data, str) else json.dumps(data, default=json_default_or_str)
+    return f"data: {text}\n\n".encode()
+
+
+def chat_completion_chunks(
+    model: str,
+    pieces: Iterable[str],
+    *,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    finish_reason: str | None = "stop",
+    include_usage: bool = False,
+    completion_id: str | None = None,
+    created: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """OpenAI's ``chat.completion.chunk`` sequence for one choice, as ``stream=true`` gets it.
+
+    A first chunk with ``delta.role``, one ``delta.content`` chunk per piece (pulled from
+    ``pieces`` lazily, so a generator of tokens streams as it generates), a chunk with the
+    ``finish_reason``, and with ``include_usage`` (``stream_options.include_usage``) a last
+    chunk with no choices and the usage. The caller sends ``data: [DONE]`` after them.
+
+    Example:
+        >>> chunks = list(chat_completion_chunks("m", ["4"], include_usage=True))
+        >>> [c["choices"][0]["delta"] if c["choices"] else c["usage"] for c in chunks]
+        [{'role': 'assistant', 'content': ''}, {'content': '4'}, {}, \
+{'prompt_tokens': 0, 'completion_tokens': 0, 'total_tokens': 0}]
+    """
+    head = {
+        "id": completion_id or f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**head, "choices": [choice]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in pieces:
+        if piece:
+            yield chunk({"content": piece})
+    yield chunk({}, finish_reason or "stop")
+    if include_usage:
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        yield {**head, "choices": [], "usage": usage}
+
+
+def wants_usage(body: Mapping[str, Any]) -> bool:
+    """Whether a streaming request asked for the usage chunk (``stream_options``)."""
+    options = body.get("stream_options")
+    return isinstance(options, Mapping) and bool(options.get("include_usage"))
 
 
 def chat_completion(
@@ -162,12 +262,42 @@ def make_json_server(
             # at the next request.
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             status, body = _dispatch(table, method, self.path, raw)
+            if isinstance(body, EventStream):
+                self._stream(body)
+                return
             data = json.dumps(body, default=json_default_or_str).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _stream(self, stream: EventStream) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            events = iter(stream.events)
+            try:
+                for event in events:
+                    self._chunk(sse_event(event))
+                if stream.done:
+                    self._chunk(sse_event("[DONE]"))
+                self._chunk(b"")
+            except OSError:  # the client went away: stop producing, drop the connection
+                self.close_connection = True
+            except Exception as e:  # a failure mid-stream is reported as OpenAI does
+                self._chunk(sse_event(error_body(f"{type(e).__name__}: {e}", "server_error")))
+                self._chunk(b"")
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
+
+        def _chunk(self, data: bytes) -> None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: a loopback server's callers log what they need
@@ -177,7 +307,7 @@ def make_json_server(
 
 def _dispatch(
     table: Mapping[tuple[str, str], JSONRoute], method: str, target: str, raw: bytes
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, dict[str, Any] | EventStream]:
     path = target.split("?", 1)[0].rstrip("/")
     route = table.get((method, path))
     if route is None:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dspex._redact import redact_text, register_secret
@@ -26,6 +26,7 @@ from dspex.errors import (
     lm_error_from_status,
 )
 from dspex.lm._openai import parse_retry_after
+from dspex.lm._stream import StreamAssembler
 from dspex.lm._types import LMRequest, LMToolCall, RawCompletion, tool_calls_of
 
 __all__ = ["LiteLLMTransport", "load_litellm"]
@@ -183,8 +184,8 @@ class LiteLLMTransport:
         base = redact_text(self._api_base) if self._api_base else None
         return f"LiteLLMTransport(api_base={base!r})"
 
-    async def complete(self, request: LMRequest, *, timeout: float) -> RawCompletion:
-        """Call ``litellm.acompletion``; raise a typed ``LMError`` on any failure."""
+    async def _prepare(self, request: LMRequest) -> tuple[Any, dict[str, Any]]:
+        """litellm (imported on first use) and the call's parameters with the credentials."""
         litellm = _litellm
         if litellm is None:
             litellm = await asyncio.to_thread(load_litellm)
@@ -195,6 +196,11 @@ class LiteLLMTransport:
             params["api_key"] = self._api_key
         if self._api_base is not None:
             params["api_base"] = self._api_base
+        return litellm, params
+
+    async def complete(self, request: LMRequest, *, timeout: float) -> RawCompletion:
+        """Call ``litellm.acompletion``; raise a typed ``LMError`` on any failure."""
+        litellm, params = await self._prepare(request)
         try:
             response = await litellm.acompletion(
                 model=request.model,
@@ -211,3 +217,36 @@ class LiteLLMTransport:
 
     async def aclose(self) -> None:
         """Nothing to release: litellm owns its HTTP clients."""
+
+    async def stream(
+        self, request: LMRequest, *, timeout: float, on_text: Callable[[str], None]
+    ) -> RawCompletion:
+        """``litellm.acompletion(stream=True)``: each text delta of the first choice goes to
+        ``on_text``; the whole completion, with the usage of the last chunk, is returned.
+        Stopping early (cancellation) closes litellm's stream and its connection."""
+        litellm, params = await self._prepare(request)
+        options = {**(params.pop("stream_options", None) or {}), "include_usage": True}
+        assembler = StreamAssembler()
+        response: Any = None
+        try:
+            response = await litellm.acompletion(
+                model=request.model,
+                messages=[dict(m) for m in request.messages],
+                timeout=timeout,
+                num_retries=0,
+                max_retries=0,
+                stream=True,
+                stream_options=options,
+                **params,
+            )
+            async for chunk in response:
+                text = assembler.add(chunk)
+                if text:
+                    on_text(text)
+        except Exception as exc:
+            raise map_litellm_error(exc, request.model) from None
+        finally:
+            close = getattr(response, "aclose", None)
+            if close is not None and not assembler.finished:
+                await close()
+        return assembler.result()

@@ -39,6 +39,7 @@ from dspex.lm._history import GLOBAL_HISTORY, HistoryEntry, format_history
 from dspex.lm._litellm import LiteLLMTransport
 from dspex.lm._openai import OpenAITransport
 from dspex.lm._pricing import cost_of, price_of
+from dspex.lm._stream import LMStream, StreamChunk, current_sink
 from dspex.lm._types import LMRequest, LMResponse, RawCompletion, Transport
 from dspex.primitives._usage import Usage
 
@@ -315,6 +316,24 @@ class LM:
         """Async :meth:`__call__`."""
         return (await self.aforward(_as_messages(prompt, messages), **kwargs)).outputs
 
+    def astream(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> LMStream:
+        """Send chat messages and iterate over the answer's text as it arrives.
+
+        Takes :meth:`aforward`'s arguments. The call is the same one (cache, retries before
+        the first chunk, usage, history, events); a cache hit yields the cached answer as one
+        chunk, a transport that cannot stream yields its whole answer as one chunk. After the
+        loop, the stream's ``response`` is the :class:`LMResponse`. Leaving the loop early
+        cancels the call and closes its connection.
+
+        Example:
+            >>> from dspex.lm import LM
+            >>> lm = LM("openai/gpt-4o-mini")
+            >>> stream = lm.astream([{"role": "user", "content": "hi"}])
+            >>> async for text in stream:  # doctest: +SKIP
+            ...     print(text, end="")
+        """
+        return LMStream(self, messages, kwargs)
+
     def forward(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> LMResponse:
         """Sync :meth:`aforward`, run on dspex's shared event loop (callable from any thread
         other than that loop's, including from inside a user's running asyncio loop)."""
@@ -480,6 +499,8 @@ class LM:
         transport = self._transport
         settings = current()
         throttle = settings.lm_throttle
+        sink = current_sink()
+        sent: list[bool] = []  # non-empty once a chunk of this call has been streamed
         attempt = 0
         while True:
             began = time.perf_counter()
@@ -487,9 +508,12 @@ class LM:
                 if throttle is not None:
                     await throttle.acquire()
                     began = time.perf_counter()
-                return await transport.complete(request, timeout=timeout)
+                if sink is None:
+                    return await transport.complete(request, timeout=timeout)
+                return await _stream_once(transport, request, timeout, sink, sent)
             except LMError as exc:
-                if not exc.retryable or attempt >= self.num_retries:
+                # Text already streamed cannot be taken back: a retry would repeat it.
+                if not exc.retryable or attempt >= self.num_retries or sent:
                     if attempt:
                         exc.add_note(f"(gave up after {attempt + 1} attempts)")
                     raise
@@ -526,6 +550,9 @@ class LM:
         cache_hit: bool,
     ) -> LMResponse:
         if cache_hit:
+            sink = current_sink()
+            if sink is not None and raw.texts and raw.texts[0]:
+                sink.put(StreamChunk(raw.texts[0], self.model, _span_id(), cache_hit=True))
             usage = Usage(
                 calls=1,
                 cache_hits=1,
@@ -622,6 +649,33 @@ class LM:
     def close(self) -> None:
         """Release the transport's connections on dspex's shared loop (where sync calls run)."""
         run_sync(self.aclose())
+
+
+def _span_id() -> str | None:
+    span = current_span()
+    return span.span_id if span is not None else None
+
+
+async def _stream_once(
+    transport: Transport, request: LMRequest, timeout: float, sink: Any, sent: list[bool]
+) -> RawCompletion:
+    """One attempt that streams the first choice's text into ``sink`` as it arrives; a
+    transport without ``stream`` sends its whole answer as one chunk."""
+    model, span_id = request.model, _span_id()
+
+    def on_text(text: str) -> None:
+        if not sent:
+            sent.append(True)
+        sink.put(StreamChunk(text, model, span_id))
+
+    stream = getattr(transport, "stream", None)
+    if stream is not None:
+        raw: RawCompletion = await stream(request, timeout=timeout, on_text=on_text)
+        return raw
+    raw = await transport.complete(request, timeout=timeout)
+    if raw.texts and raw.texts[0]:
+        on_text(raw.texts[0])
+    return raw
 
 
 def _join_in_flight(key: str) -> asyncio.Future[RawCompletion | None] | None:

@@ -22,12 +22,13 @@ import email.utils
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dspex._jsonable import dumps, loads
 from dspex._redact import redact_text, register_secret
 from dspex.errors import LMError, LMServerError, LMTimeoutError, lm_error_from_status
+from dspex.lm._stream import StreamAssembler
 from dspex.lm._types import LMRequest, RawCompletion, tool_calls_of
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ _guards: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
 # This thread's most recently used (loop, session): one identity check on the common path.
 _local = threading.local()
 _timeouts: dict[float, aiohttp.ClientTimeout] = {}
+_stream_timeouts: dict[float, aiohttp.ClientTimeout] = {}
 # aiohttp loads on the first request, not at ``import dspex`` (it costs ~90 ms).
 _aio: Any = None
 _exit_hook = False
@@ -188,6 +190,17 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     found = _timeouts.get(seconds)
     if found is None:
         found = _timeouts[seconds] = _load_aiohttp().ClientTimeout(total=seconds)
+    return found
+
+
+def _stream_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    # A stream may run longer than ``timeout`` in all; what must not exceed it is the wait
+    # for the connection and for each next piece.
+    found = _stream_timeouts.get(seconds)
+    if found is None:
+        found = _stream_timeouts[seconds] = _load_aiohttp().ClientTimeout(
+            total=None, sock_connect=seconds, sock_read=seconds
+        )
     return found
 
 
@@ -351,7 +364,94 @@ class OpenAITransport:
             ) from None
         return parse_completion(payload, model)
 
+    async def stream(
+        self, request: LMRequest, *, timeout: float, on_text: Callable[[str], None]
+    ) -> RawCompletion:
+        """POST the request with ``stream=true`` and read the server-sent events: each text
+        delta of the first choice goes to ``on_text`` as it arrives, the whole completion
+        (with the usage the last chunk carries, ``stream_options.include_usage``) is returned.
+
+        If the caller stops waiting (cancellation), the connection is closed, not reused: the
+        server sees the client go and can stop generating.
+        """
+        session = await _session()
+        model = request.model
+        kwargs = dict(request.kwargs)
+        headers = {**self._headers, **kwargs.pop("extra_headers", {})}
+        options = {**(kwargs.pop("stream_options", None) or {}), "include_usage": True}
+        body = dumps(
+            {
+                "model": model.removeprefix("openai/"),
+                "messages": request.messages,
+                **kwargs,
+                "stream": True,
+                "stream_options": options,
+            }
+        )
+        try:
+            async with session.post(
+                self._url_text, data=body, headers=headers, timeout=_stream_timeout(timeout)
+            ) as resp:
+                if resp.status >= 300:
+                    raise http_error(resp.status, await resp.read(), resp.headers, model)
+                try:
+                    return await _read_events(resp, model, on_text)
+                except BaseException:
+                    resp.close()  # drop the connection: the rest of the stream is unread
+                    raise
+        except TimeoutError:
+            raise LMTimeoutError(
+                f"{model}: the stream stalled for {timeout:g}s. Raise LM(timeout=...) for slow "
+                "models.",
+                model=model,
+            ) from None
+        except _aio.ClientError as exc:
+            raise LMServerError(
+                f"{model}: the stream from the provider broke ({type(exc).__name__}: "
+                f"{redact_text(str(exc))}).",
+                model=model,
+            ) from None
+
     async def aclose(self) -> None:
         """Close the connection pool of the running loop, which this transport shares with
         every other on that loop."""
         await aclose_sessions()
+
+
+async def _read_events(
+    resp: aiohttp.ClientResponse, model: str, on_text: Callable[[str], None]
+) -> RawCompletion:
+    """Read an OpenAI ``text/event-stream`` to ``data: [DONE]``."""
+    assembler = StreamAssembler()
+    done = False
+    async for raw_line in resp.content:
+        line = raw_line.strip()
+        if not line.startswith(b"data:"):
+            continue  # blank separators, ``:`` keep-alive comments, ``event:`` lines
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            done = True
+            break
+        try:
+            chunk = loads(data)
+        except ValueError:
+            raise _bad_stream(model, data) from None
+        if not isinstance(chunk, dict):
+            raise _bad_stream(model, data)
+        if "error" in chunk:  # a provider failing mid-stream says so in an event
+            raise LMServerError(f"{model}: {_provider_message(data)}", status=200, model=model)
+        text = assembler.add(chunk)
+        if text:
+            on_text(text)
+    if not done and not assembler.finished:
+        raise LMServerError(f"{model}: the stream ended before the answer did.", model=model)
+    return assembler.result()
+
+
+def _bad_stream(model: str, data: bytes) -> LMServerError:
+    shown = redact_text(data[:300].decode("utf-8", "replace"))
+    return LMServerError(
+        f"{model}: the provider sent a stream event that is not a chat completion chunk: {shown}",
+        status=200,
+        model=model,
+    )

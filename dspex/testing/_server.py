@@ -8,6 +8,9 @@ Run it (the command line lives in ``dspex.testing.server``)::
 It prints ``listening http://127.0.0.1:PORT/v1`` once ready and serves
 ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health`` and ``GET /stats``
 (``{"requests": N, ...}``, so another process can count LM calls). It binds 127.0.0.1 only.
+A request with ``stream: true`` is answered as OpenAI streams: server-sent
+``chat.completion.chunk`` events, one per word of the answer (``--stream-interval`` seconds
+apart), the usage chunk when ``stream_options.include_usage``, then ``data: [DONE]``.
 
 Why raw ``asyncio.Protocol``: the throughput benchmark drives 64 keep-alive connections on a
 2-core machine that also runs the client, so the server must cost well under a millisecond
@@ -29,7 +32,15 @@ from pathlib import Path
 from typing import Any, cast
 
 from dspex._jsonable import dumps, loads
-from dspex._serving import chat_completion, error_body, model_list, set_nodelay
+from dspex._serving import (
+    chat_completion,
+    chat_completion_chunks,
+    error_body,
+    model_list,
+    set_nodelay,
+    split_text,
+    sse_event,
+)
 from dspex.errors import DspexError, UserError
 from dspex.lm._types import LMRequest
 from dspex.testing._core import Faults, Responder
@@ -69,11 +80,18 @@ class Server:
     Args:
         responder: a ``Simulator`` or ``Script`` (see :func:`build_responder`).
         latency: seconds before each answer; defaults to the responder's own.
+        stream_interval: seconds between the events of a streamed answer (0: all at once).
     """
 
-    def __init__(self, responder: Responder, *, latency: float | None = None) -> None:
+    def __init__(
+        self, responder: Responder, *, latency: float | None = None, stream_interval: float = 0.0
+    ) -> None:
         self.responder = responder
         self.latency = responder.latency if latency is None else latency
+        self.stream_interval = stream_interval
+        # Streamed answers sent in full, and those whose client left before the end.
+        self.streams_completed = 0
+        self.streams_cancelled = 0
         self.started = time.time()
         self._connections: set[_HTTPProtocol] = set()
 
@@ -84,6 +102,8 @@ class Server:
             "prompt_tokens": getattr(counters, "prompt_tokens", 0),
             "completion_tokens": getattr(counters, "completion_tokens", 0),
             "uptime_s": round(time.time() - self.started, 3),
+            "streams_completed": self.streams_completed,
+            "streams_cancelled": self.streams_cancelled,
         }
 
     def protocol(self) -> _HTTPProtocol:
@@ -94,7 +114,7 @@ class Server:
         for conn in list(self._connections):
             conn.close()
 
-    def handle(self, method: bytes, path: bytes, body: bytes) -> tuple[bytes | None, float]:
+    def handle(self, method: bytes, path: bytes, body: bytes) -> tuple[_Answer | None, float]:
         """The response bytes for a request (``None``: never answer) and the delay before it."""
         path = path.split(b"?", 1)[0].rstrip(b"/")
         if path in (b"/v1/chat/completions", b"/chat/completions"):
@@ -111,7 +131,7 @@ class Server:
             return _response(200, dumps(model_list("dspex-sim"))), 0.0
         return _error(404, f"no route {path.decode(errors='replace')}", "not_found"), 0.0
 
-    def _chat(self, body: bytes) -> tuple[bytes | None, float]:
+    def _chat(self, body: bytes) -> tuple[_Answer | None, float]:
         try:
             payload = loads(body)
             messages = payload.pop("messages")
@@ -120,7 +140,8 @@ class Server:
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             return _error(400, f"invalid request body: {e}", "invalid_request_error"), 0.0
         model = str(payload.pop("model", "dspex-sim"))
-        payload.pop("stream", None)
+        stream = payload.pop("stream", None) is True
+        options = payload.pop("stream_options", None)
         request = LMRequest(model=model, messages=tuple(messages), kwargs=payload)
         try:
             reply = self.responder.reply(request)
@@ -134,6 +155,9 @@ class Server:
             return _error(429, "simulated rate limit", "rate_limit_error", extra.encode()), 0.0
         if reply.fault == "server_error":
             return _error(500, "simulated server error", "server_error"), 0.0
+        if stream:
+            usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            return _stream_answer(model, reply, usage), self.latency
         completion = chat_completion(
             model,
             reply.texts,
@@ -146,6 +170,40 @@ class Server:
         return _response(200, dumps(completion)), self.latency
 
 
+class _Stream:
+    """A streamed answer: the response head, then each piece as an HTTP chunk."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+
+_Answer = bytes | _Stream
+
+
+def _stream_answer(model: str, reply: Any, usage: bool) -> _Stream:
+    """The SSE events of a reply's first text, one per word, as OpenAI streams them."""
+    text = reply.texts[0] if reply.texts else ""
+    reasons = list(reply.finish_reasons or ())
+    chunks = chat_completion_chunks(
+        model,
+        split_text(text),
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        finish_reason=reasons[0] if reasons else "stop",
+        include_usage=usage,
+        completion_id=f"chatcmpl-sim{id(reply):x}",
+    )
+    events = [sse_event(c) for c in chunks]
+    events.append(sse_event("[DONE]"))
+    return _Stream(events)
+
+
+def _http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
 class _HTTPProtocol(asyncio.Protocol):
     """Minimal HTTP/1.1: Content-Length bodies, keep-alive, responses in request order."""
 
@@ -154,9 +212,11 @@ class _HTTPProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
         # One slot per request in arrival order; a response waits until earlier ones are sent.
-        self._slots: deque[list[bytes | None]] = deque()
+        self._slots: deque[list[_Answer | None]] = deque()
         self._timers: set[asyncio.TimerHandle] = set()
         self._close_after = False
+        # The streamed answer being written: later answers wait until it ends.
+        self._streaming: _Stream | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -171,6 +231,9 @@ class _HTTPProtocol(asyncio.Protocol):
         self._timers.clear()
         self._transport = None
         self._server._connections.discard(self)
+        if self._streaming is not None:  # the client left in the middle of a stream
+            self._streaming = None
+            self._server.streams_cancelled += 1
 
     def close(self) -> None:
         if self._transport is not None:
@@ -220,11 +283,11 @@ class _HTTPProtocol(asyncio.Protocol):
             data, delay = self._server.handle(method, path, body)
         except Exception as e:  # never let one bad request kill the connection loop
             data, delay = _error(500, f"{type(e).__name__}: {e}", "server_error"), 0.0
-        slot: list[bytes | None] = [None]
+        slot: list[_Answer | None] = [None]
         self._slots.append(slot)
         if data is None:  # a simulated hang: this slot is never filled
             return
-        if self._close_after:
+        if self._close_after and isinstance(data, bytes):
             data = data.replace(b"Connection: keep-alive", b"Connection: close", 1)
         if delay > 0:
             loop = asyncio.get_running_loop()
@@ -240,13 +303,65 @@ class _HTTPProtocol(asyncio.Protocol):
         else:
             self._fill(slot, data)
 
-    def _fill(self, slot: list[bytes | None], data: bytes) -> None:
+    def _fill(self, slot: list[_Answer | None], data: _Answer) -> None:
         slot[0] = data
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write the answers that are ready, in request order."""
         transport = self._transport
-        while transport is not None and self._slots and self._slots[0][0] is not None:
-            transport.write(self._slots.popleft()[0] or b"")
-        if transport is not None and self._close_after and not self._slots:
+        while (
+            transport is not None
+            and self._streaming is None
+            and self._slots
+            and self._slots[0][0] is not None
+        ):
+            answer = self._slots.popleft()[0]
+            if isinstance(answer, _Stream):
+                self._start_stream(transport, answer)
+            else:
+                transport.write(answer or b"")
+        if transport is not None and self._close_after and not self._slots and not self._streaming:
             transport.close()
+
+    def _start_stream(self, transport: asyncio.Transport, stream: _Stream) -> None:
+        conn = b"close" if self._close_after else b"keep-alive"
+        transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: %s\r\n\r\n" % conn
+        )
+        self._streaming = stream
+        interval = self._server.stream_interval
+        if interval <= 0:
+            transport.write(b"".join(_http_chunk(p) for p in stream.pieces))
+            self._end_stream(transport)
+            return
+        self._stream_next(stream, 0, interval)
+
+    def _stream_next(self, stream: _Stream, index: int, interval: float) -> None:
+        transport = self._transport
+        if transport is None or self._streaming is not stream:
+            return  # the connection went away meanwhile
+        transport.write(_http_chunk(stream.pieces[index]))
+        if index + 1 == len(stream.pieces):
+            self._end_stream(transport)
+            return
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+
+        def _fire() -> None:
+            if timer is not None:
+                self._timers.discard(timer)
+            self._stream_next(stream, index + 1, interval)
+
+        timer = loop.call_later(interval, _fire)
+        self._timers.add(timer)
+
+    def _end_stream(self, transport: asyncio.Transport) -> None:
+        transport.write(_http_chunk(b""))
+        self._streaming = None
+        self._server.streams_completed += 1
+        self._flush()
 
     def _fail(self, data: bytes) -> None:
         # A request we cannot frame: answer it and drop the connection (HTTP allows it).
@@ -312,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     parser.add_argument("--faults", default="", help='e.g. "429=0.1,500=0.02,retry_after=1"')
     parser.add_argument("--dummy-file", default=None, help="JSON list/mapping of DummyLM answers")
+    parser.add_argument(
+        "--stream-interval", type=float, default=0.0, help="seconds between streamed events"
+    )
     args = parser.parse_args(argv)
     try:
         responder = build_responder(
@@ -328,5 +446,6 @@ def main(argv: list[str] | None = None) -> int:
     def announce(line: str) -> None:
         print(line, flush=True)
 
-    asyncio.run(_serve_forever(Server(responder), args.port, announce))
+    server = Server(responder, stream_interval=args.stream_interval)
+    asyncio.run(_serve_forever(server, args.port, announce))
     return 0
