@@ -10,7 +10,6 @@ import random
 from collections.abc import Callable
 
 from dspex.datasets._task import SimTask
-from dspex.primitives._example import Example
 
 __all__ = ["ARITHMETIC_SIZE", "arithmetic_rows", "build_arithmetic"]
 
@@ -139,12 +138,9 @@ def arithmetic_rows(size: int = ARITHMETIC_SIZE, seed: int = 20240611) -> list[d
 
 def build_arithmetic() -> SimTask:
     """The ``arithmetic`` task: 300 word problems, integer answers."""
-    examples = tuple(Example(row).with_inputs("question") for row in arithmetic_rows())
-    return SimTask(
-        name="arithmetic",
-        examples=examples,
-        input_keys=("question",),
-        answer_key="answer",
+    return SimTask.from_rows(
+        "arithmetic",
+        arithmetic_rows(),
         answer_type="int",
         hints=HINTS,
         instruction_pool=INSTRUCTIONS,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 
 from dspex.datasets._task import SimTask
-from dspex.primitives._example import Example
 
 __all__ = ["FACTQA_SIZE", "build_factqa", "factqa_rows"]
 
@@ -145,12 +144,9 @@ def factqa_rows(seed: int = 7349) -> list[dict[str, object]]:
 
 def build_factqa() -> SimTask:
     """The ``factqa`` task: 300 questions about invented entities, one-name answers."""
-    examples = tuple(Example(row).with_inputs("question") for row in factqa_rows())
-    return SimTask(
-        name="factqa",
-        examples=examples,
-        input_keys=("question",),
-        answer_key="answer",
+    return SimTask.from_rows(
+        "factqa",
+        factqa_rows(),
         answer_type="str",
         hints=HINTS,
         instruction_pool=INSTRUCTIONS,

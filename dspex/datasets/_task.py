@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from dspex.errors import UserError
 from dspex.primitives._example import Example
@@ -62,6 +62,13 @@ class SimTask:
             first call's observation). The simulated model then acts as a ReAct agent: each
             step makes the planned call with :meth:`accuracy`'s probability (counting correct
             trajectory demos), and the answer is right only when the trajectory holds it.
+        corpus: for a retrieval task, the passages its questions are answered from
+            (``{"id", "title", "text"}`` each); ``datasets/<name>_corpus.jsonl`` holds a copy.
+        needs_context: for a retrieval task: the simulated model answers right with
+            :meth:`accuracy`'s probability only when the gold answer is in the prompt's
+            other inputs (the passage that states it was retrieved), and with
+            ``closed_book_accuracy`` (a lucky guess) otherwise.
+        closed_book_accuracy: see ``needs_context``.
 
     Example:
         >>> from dspex.datasets import load_task
@@ -83,6 +90,9 @@ class SimTask:
     summary_pool: tuple[str, ...]
     distractor_key: str | None = None
     plan_key: str | None = None
+    corpus: tuple[Mapping[str, str], ...] = ()
+    needs_context: bool = False
+    closed_book_accuracy: float = 0.05
     base_accuracy: float = 0.35
     hint_bonus: float = 0.25
     demo_bonus: float = 0.06
@@ -103,6 +113,32 @@ class SimTask:
                     f"SimTask {self.name!r}: example {i} must declare inputs "
                     f"(ex.with_inputs(...)) and carry the answer field {self.answer_key!r}."
                 )
+
+    @classmethod
+    def from_rows(
+        cls,
+        name: str,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        answer_type: AnswerType,
+        hints: tuple[str, ...],
+        instruction_pool: tuple[str, ...],
+        summary_pool: tuple[str, ...],
+        **params: Any,
+    ) -> SimTask:
+        """A task of ``question`` -> ``answer`` rows (other fields kept as labels); ``params``
+        are the other :class:`SimTask` fields (accuracy knobs, ``distractor_key``, ...)."""
+        return cls(
+            name=name,
+            examples=tuple(Example(dict(row)).with_inputs("question") for row in rows),
+            input_keys=("question",),
+            answer_key="answer",
+            answer_type=answer_type,
+            hints=hints,
+            instruction_pool=instruction_pool,
+            summary_pool=summary_pool,
+            **params,
+        )
 
     def accuracy(
         self, *, hint: bool, correct_demos: int, reasoning: bool, wrong_demos: int = 0
@@ -156,9 +192,15 @@ def _builders() -> dict[str, Callable[[], SimTask]]:
     # Imported here: the generators are only needed when a task is loaded.
     from dspex.datasets._arithmetic import build_arithmetic
     from dspex.datasets._factqa import build_factqa
+    from dspex.datasets._rag import build_rag
     from dspex.datasets._tooluse import build_tooluse
 
-    return {"arithmetic": build_arithmetic, "factqa": build_factqa, "tooluse": build_tooluse}
+    return {
+        "arithmetic": build_arithmetic,
+        "factqa": build_factqa,
+        "rag": build_rag,
+        "tooluse": build_tooluse,
+    }
 
 
 def task_names() -> list[str]:

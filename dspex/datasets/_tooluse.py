@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from dspex.datasets._task import SimTask
 from dspex.modules._react import ReAct
-from dspex.primitives._example import Example
 
 __all__ = [
     "CATALOG",
@@ -240,12 +239,9 @@ SUMMARIES = (
 
 def build_tooluse() -> SimTask:
     """The ``tooluse`` task: 240 questions needing a calculator and a catalog lookup."""
-    examples = tuple(Example(row).with_inputs("question") for row in tooluse_rows())
-    return SimTask(
-        name="tooluse",
-        examples=examples,
-        input_keys=("question",),
-        answer_key="answer",
+    return SimTask.from_rows(
+        "tooluse",
+        tooluse_rows(),
         answer_type="int",
         hints=HINTS,
         instruction_pool=INSTRUCTIONS,

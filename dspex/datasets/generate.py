@@ -10,18 +10,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from dspex.datasets._task import load_task, task_names
 
-__all__ = ["main", "render_task"]
+__all__ = ["main", "render_corpus", "render_task"]
 
 
 def render_task(name: str) -> str:
     """The JSON Lines text of a bundled task: one object per row, keys in a fixed order."""
     task = load_task(name)
-    lines = [json.dumps(ex.to_dict(), ensure_ascii=False) for ex in task.examples]
-    return "\n".join(lines) + "\n"
+    return _jsonl(ex.to_dict() for ex in task.examples)
+
+
+def render_corpus(name: str) -> str | None:
+    """The JSON Lines text of a retrieval task's corpus (``None`` for other tasks)."""
+    task = load_task(name)
+    return _jsonl(task.corpus) if task.corpus else None
+
+
+def _jsonl(rows: Iterable[Mapping[str, object]]) -> str:
+    return "".join(json.dumps(dict(row), ensure_ascii=False) + "\n" for row in rows)
+
+
+def _files() -> Iterator[tuple[str, str]]:
+    """``(file name, text)`` of every bundled file."""
+    for name in task_names():
+        yield f"{name}.jsonl", render_task(name)
+        corpus = render_corpus(name)
+        if corpus is not None:
+            yield f"{name}_corpus.jsonl", corpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     stale = []
-    for name in task_names():
-        target = out / f"{name}.jsonl"
-        text = render_task(name)
+    for file_name, text in _files():
+        target = out / file_name
         if target.is_file() and target.read_text(encoding="utf-8") == text:
             continue
         stale.append(str(target))

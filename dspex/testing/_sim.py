@@ -26,6 +26,7 @@ from dspex.testing._prompt import (
     message_text,
     parse_prompt,
 )
+from dspex.testing._sim_rag import in_context
 from dspex.testing._sim_tools import is_react_step, observations, react_step, tool_demo_counts
 
 __all__ = ["Simulator"]
@@ -226,6 +227,10 @@ class Simulator:
             # An agent's answer is only as good as its tool calls: right when one observed it.
             seen = {_norm(o) for o in observations(prompt.inputs)}
             correct = _norm(gold) in seen
+        elif task.needs_context and not in_context(task, prompt, gold):
+            # The answer passage was not retrieved: the model can only guess.
+            u = unit_hash("closed-book", task.name, self.seed, idx, sample)
+            correct = u < task.closed_book_accuracy
         else:
             u = unit_hash("correct", task.name, self.seed, idx, sample)
             correct = u < self.probability(prompt)
