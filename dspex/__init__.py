@@ -24,9 +24,20 @@ from dspex.errors import (
     SignatureError,
     UserError,
 )
-from dspex.evaluate import Evaluate, EvaluationResult
+from dspex.evaluate import Evaluate, EvaluationResult, majority
 from dspex.lm import LM, BaseLM, configure_cache, inspect_history
-from dspex.modules import ChainOfThought, CodeAct, Predict, ProgramOfThought, ReAct, Retrieve
+from dspex.modules import (
+    BestOfN,
+    ChainOfThought,
+    CodeAct,
+    MultiChainComparison,
+    Parallel,
+    Predict,
+    ProgramOfThought,
+    ReAct,
+    Refine,
+    Retrieve,
+)
 from dspex.primitives import Completions, Example, Module, Prediction, Usage
 from dspex.primitives._tool import Tool
 from dspex.primitives._whole import load
@@ -82,6 +93,7 @@ __all__ = [
     "LM",
     "Adapter",
     "BaseLM",
+    "BestOfN",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapFinetune",
@@ -106,7 +118,9 @@ __all__ = [
     "LabeledFewShot",
     "MIPROv2",
     "Module",
+    "MultiChainComparison",
     "OutputField",
+    "Parallel",
     "ParseError",
     "Predict",
     "Prediction",
@@ -114,6 +128,7 @@ __all__ = [
     "ProgramOfThought",
     "PythonInterpreter",
     "ReAct",
+    "Refine",
     "Retrieve",
     "Signature",
     "SignatureError",
@@ -127,6 +142,7 @@ __all__ = [
     "context",
     "inspect_history",
     "load",
+    "majority",
     "make_signature",
     "settings",
     "track_usage",

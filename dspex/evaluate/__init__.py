@@ -1,5 +1,6 @@
 """Evaluation: ``Evaluate`` and its ``EvaluationResult``."""
 
+from dspex.evaluate._aggregation import majority
 from dspex.evaluate._evaluate import Evaluate, Metric
 from dspex.evaluate._metrics import (
     answer_exact_match,
@@ -16,6 +17,7 @@ __all__ = [
     "Metric",
     "answer_exact_match",
     "exact_match",
+    "majority",
     "normalize_text",
     "requires_labels",
 ]

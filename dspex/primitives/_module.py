@@ -302,7 +302,7 @@ class Module:
             num_threads=num_threads,
             max_errors=max_errors,
             return_failed_examples=return_failed_examples,
-            provide_traceback=bool(provide_traceback),
+            provide_traceback=provide_traceback,
         )
 
     # -- state ---------------------------------------------------------------------------
