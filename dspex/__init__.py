@@ -47,6 +47,7 @@ if _typing.TYPE_CHECKING:
     from dspex import mlflow as mlflow
     from dspex import observability as observability
     from dspex import retrievers as retrievers
+    from dspex import streaming as streaming
     from dspex import traces as traces
     from dspex.sandbox import PythonInterpreter
     from dspex.teleprompt import (
@@ -67,6 +68,8 @@ _LAZY = {
     "MIPROv2": "dspex.teleprompt",
     "PythonInterpreter": "dspex.sandbox",  # the code sandbox (Deno + Pyodide)
     "mlflow": "dspex.mlflow",  # a public submodule: dspex.mlflow.log_model(...)
+    "streamify": "dspex.streaming",  # streaming programs (docs/streaming.md)
+    "streaming": "dspex.streaming",  # a public submodule: dspex.streaming.StreamListener
     "observability": "dspex.observability",  # dspex.observability.instrument()
     "retrievers": "dspex.retrievers",  # a public submodule: dspex.retrievers.BM25(...)
     "traces": "dspex.traces",  # a public submodule: dspex.traces.record(...)
@@ -145,5 +148,6 @@ __all__ = [
     "majority",
     "make_signature",
     "settings",
+    "streamify",
     "track_usage",
 ]

@@ -36,6 +36,7 @@ def test_all_is_sorted_and_complete() -> None:
         "retrievers",
         "teleprompt",
         "sandbox",
+        "streaming",
         # installed as dspex.flows/.tasks/.deployments; present once something imports them
         "flows",
         "tasks",
