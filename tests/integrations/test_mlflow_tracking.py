@@ -3,6 +3,7 @@ with pinned artifact locations, and no MLflow import at ``import dspex`` time.""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import dspex.integrations.mlflow._tracking
 import dspex.mlflow
 from dspex.testing import DummyLM, serve
 from tests.integrations.conftest import Tracking
@@ -95,3 +97,42 @@ def test_importing_dspex_does_not_import_mlflow() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+class _Migrations(logging.Handler):
+    """Counts MLflow's own "Creating initial MLflow database tables" log records."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.runs = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.runs += "Creating initial MLflow database tables" in record.getMessage()
+
+
+def test_new_stores_are_copies_of_one_migrated_template(
+    no_env_uri: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    monkeypatch.setenv("DSPEX_CACHE_DIR", str(tmp_path / "cache"))
+    migrations = _Migrations()
+    logger = logging.getLogger("mlflow.store.db.utils")
+    logger.addHandler(migrations)
+    try:
+        uris = []
+        for name in ("a", "b"):
+            client = dspex.mlflow.tracking_client(runs_dir=tmp_path / name)
+            uris.append(client.tracking_uri)  # MLflow checked the copy's schema revision
+            run = client.create_run("0")
+            client.log_metric(run.info.run_id, "score", 1.0)
+            default = client.get_experiment("0").artifact_location
+            assert Path(default.removeprefix("file://")).parent == Path.cwd() / "mlruns"
+            assert client.get_run(run.info.run_id).data.metrics == {"score": 1.0}
+            assert (tmp_path / name / "mlflow.db").is_file()
+    finally:
+        logger.removeHandler(migrations)
+    # The template was migrated once; the two stores were copied from it.
+    assert migrations.runs == 1
+    assert len(list((tmp_path / "cache" / "mlflow-store").glob("mlflow-*.db"))) == 1
+    # An existing store is never replaced.
+    assert not dspex.integrations.mlflow._tracking.seed_sqlite_store(uris[0])

@@ -8,6 +8,13 @@ The embedded default keeps everything under the runs directory (``dspex._paths.r
 MLflow on a database backend without a server stores artifacts under ``./mlruns`` of
 whatever directory the process started in, so :func:`ensure_experiment` pins each
 experiment's artifact location under the runs directory instead.
+
+A new SQLite store that :func:`tracking_client` or :func:`ensure_experiment` opens starts
+as a copy of a template: an empty database MLflow itself created
+and migrated once per MLflow version (``<cache>/mlflow-store/mlflow-<version>.db``, where
+``<cache>`` is ``$DSPEX_CACHE_DIR`` or ``~/.cache/dspex``). Running MLflow's ~100 schema
+migrations for every new runs directory costs ~1 s of CPU; copying the file costs
+milliseconds, and MLflow still checks the copy's schema revision when it opens it.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shutil
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -34,6 +43,7 @@ __all__ = [
     "configure_tracking",
     "embedded_tracking_uri",
     "ensure_experiment",
+    "seed_sqlite_store",
     "tracking_client",
 ]
 
@@ -109,6 +119,68 @@ def configure_tracking(
     mlflow.set_tracking_uri(uri)
     import_sql_store(uri)
     return uri
+
+
+_TEMPLATE_DIR = "mlflow-store"
+
+
+def seed_sqlite_store(uri: str) -> bool:
+    """Create the SQLite database ``uri`` names, if it does not exist yet, as a copy of the
+    migrated template (made first if missing); True if it did. Any other URI is left alone.
+
+    Example:
+        >>> seed_sqlite_store("sqlite:////tmp/runs/mlflow.db")  # doctest: +SKIP
+        True
+    """
+    path = _sqlite_path(uri)
+    if path is None or path.exists():
+        return False
+    template = _store_template()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    shutil.copyfile(template, staged)
+    try:
+        os.link(staged, path)  # never over a store another process created meanwhile
+    except FileExistsError:
+        return False
+    finally:
+        staged.unlink()
+    return True
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI; None for anything else (in-memory, query options)."""
+    parts = urlparse(uri)
+    if parts.scheme != "sqlite" or parts.netloc or parts.query or not parts.path:
+        return None
+    name = parts.path[1:]  # sqlite:///rel.db → "rel.db"; sqlite:////abs.db → "/abs.db"
+    return None if name in ("", ":memory:") else Path(name).resolve()
+
+
+def _store_template() -> Path:
+    """The migrated empty store for this MLflow version, created on first use."""
+    import mlflow
+
+    cache = os.environ.get("DSPEX_CACHE_DIR")
+    root = Path(cache) if cache else Path.home() / ".cache" / "dspex"
+    template = root / _TEMPLATE_DIR / f"mlflow-{mlflow.__version__}.db"
+    if template.exists():
+        return template
+    template.parent.mkdir(parents=True, exist_ok=True)
+    staged = template.with_name(f".{template.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    # What `mlflow db upgrade` does to an empty database: create the tables, run every
+    # migration. No experiment is made: MLflow creates the default one, with this store's
+    # artifact root, when it opens the copy.
+    from mlflow.store.db import utils
+
+    url = f"sqlite:///{staged}"
+    engine = utils.create_sqlalchemy_engine_with_retry(url)  # type: ignore[no-untyped-call]
+    try:
+        utils._initialize_tables(engine)  # type: ignore[no-untyped-call]
+    finally:
+        engine.dispose()
+    os.replace(staged, template)  # concurrent builders each write a whole, equal file
+    return template
 
 
 _ALLOW_INSECURE_ENV = "DSPEX_ALLOW_INSECURE_TRACKING"
@@ -192,7 +264,9 @@ def tracking_client(
     """
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri=configure_tracking(tracking_uri, runs_dir=runs_dir))
+    uri = configure_tracking(tracking_uri, runs_dir=runs_dir)
+    seed_sqlite_store(uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def ensure_experiment(name: str, *, runs_dir: str | os.PathLike[str] | None = None) -> str:
@@ -214,6 +288,7 @@ def ensure_experiment(name: str, *, runs_dir: str | os.PathLike[str] | None = No
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
+    seed_sqlite_store(mlflow.get_tracking_uri())
     client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
