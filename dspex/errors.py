@@ -24,6 +24,8 @@ The hierarchy::
     │   ├── LMAuthError             HTTP 401/403: the key is missing or wrong (not retryable)
     │   ├── LMBadRequestError       HTTP 4xx the provider refused (not retryable)
     │   └── ContextWindowExceededError  the prompt is too long for the model (not retryable)
+    ├── RetrievalError              a retriever's backend failed: unreachable, timed out, or an
+    │                               answer outside its protocol (``retryable`` says which)
     ├── EvaluationError             an evaluation stopped, e.g. it reached ``max_errors``
     ├── BudgetExceededError         a run reached its cap on LM calls, tokens or cost
     └── ScriptExhaustedError        a scripted test LM ran out of answers
@@ -58,6 +60,7 @@ __all__ = [
     "MetricError",
     "ParseError",
     "ProgramIntegrityError",
+    "RetrievalError",
     "ScriptExhaustedError",
     "SignatureError",
     "UnknownSettingError",
@@ -301,6 +304,22 @@ class MetricError(UserError, TypeError):
         super().__init__(message)
         self.row_id = row_id
         self.value = value
+
+
+class RetrievalError(DspexError):
+    """A retriever's backend failed: a search server or vector database was unreachable, did
+    not answer in time, or answered something that is not its protocol.
+
+    Attributes:
+        status: the HTTP status, when there was one.
+        retryable: whether the same search may succeed later (a dropped connection, a
+            timeout, a 5xx), as ``LMError.retryable``.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
 
 
 class EvaluationError(DspexError):
