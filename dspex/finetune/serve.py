@@ -8,6 +8,11 @@ batched — so any OpenAI client can use a finetuned model: ``dspex.LM("openai/<
 api_base="http://127.0.0.1:8000/v1")``, the ``openai`` package, curl. ``GET /v1/models`` lists
 it. It listens on 127.0.0.1 unless ``--host`` says otherwise, prints its URL on the first line
 of stdout, and stops on SIGTERM/SIGINT.
+
+With ``stream: true`` the answer comes as OpenAI's server-sent ``chat.completion.chunk``
+events (role, content pieces, finish reason, the usage when ``stream_options.include_usage``,
+``data: [DONE]``). The model generates the whole answer first (generation is batched across
+requests), then it is sent word by word.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from dspex._serving import (
+    EventStream,
     chat_completion,
+    chat_completion_chunks,
     error_body,
     make_json_server,
     model_list,
     serve_until_interrupted,
     server_url,
+    split_text,
+    wants_usage,
 )
 
 __all__ = ["main", "make_server"]
@@ -40,7 +49,7 @@ def make_server(
     lm = LM(f"local/{model}", cache=False, **extra)
     name = model.rstrip("/").rsplit("/", 1)[-1]
 
-    def chat(body: Any) -> tuple[int, dict[str, Any]]:
+    def chat(body: Any) -> tuple[int, dict[str, Any] | EventStream]:
         try:
             messages = body["messages"]
             params = {k: body[k] for k in _PARAMS if body.get(k) is not None}
@@ -48,6 +57,17 @@ def make_server(
             return 400, error_body(f"bad request: {e!r}", "invalid_request_error")
         response = lm.forward(messages, **params)  # a failure here is a 500
         usage = response.usage
+        if body.get("stream") is True:
+            reasons = list(response.finish_reasons)
+            chunks = chat_completion_chunks(
+                name,
+                split_text(response.outputs[0] if response.outputs else ""),
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                finish_reason=reasons[0] if reasons else "stop",
+                include_usage=wants_usage(body),
+            )
+            return 200, EventStream(chunks)
         return 200, chat_completion(
             name,
             response.outputs,

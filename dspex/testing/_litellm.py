@@ -21,8 +21,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+from dspex._serving import split_text
 from dspex.errors import ConfigurationError, UserError
 from dspex.lm._types import LMRequest
 from dspex.testing._core import Reply, Responder
@@ -146,11 +148,25 @@ def _fill(litellm: Any, model_response: Any, reply: Reply, model: str) -> Any:
     return model_response
 
 
+def _generic_chunk(
+    text: str, *, finish: str | None = None, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """litellm's ``GenericStreamingChunk`` for a custom provider's stream."""
+    return {
+        "text": text,
+        "is_finished": finish is not None,
+        "finish_reason": finish,
+        "usage": usage,
+        "index": 0,
+        "tool_use": None,
+    }
+
+
 def _make_handler(litellm: Any, provider: str) -> Any:
     """A ``litellm.CustomLLM`` for ``provider``; defined here because litellm loads lazily."""
 
     class _Handler(litellm.CustomLLM):  # type: ignore[misc]
-        async def acompletion(self, *args: Any, **kw: Any) -> Any:
+        async def _areply(self, kw: dict[str, Any]) -> Reply:
             model, timeout = kw["model"], _timeout_s(kw.get("timeout"))
             responder = resolve(provider, model)
             reply = responder.reply(_request(provider, kw))
@@ -161,7 +177,26 @@ def _make_handler(litellm: Any, provider: str) -> Any:
                 raise _fault_error(litellm, reply, provider, model)
             if responder.latency > 0:
                 await asyncio.sleep(responder.latency)
-            return _fill(litellm, kw["model_response"], reply, model)
+            return reply
+
+        async def acompletion(self, *args: Any, **kw: Any) -> Any:
+            reply = await self._areply(kw)
+            return _fill(litellm, kw["model_response"], reply, kw["model"])
+
+        async def astreaming(self, *args: Any, **kw: Any) -> AsyncIterator[dict[str, Any]]:
+            # ``stream=True``: the first answer word by word, as litellm's generic chunks.
+            reply = await self._areply(kw)
+            for piece in split_text(reply.texts[0] if reply.texts else ""):
+                yield _generic_chunk(piece)
+            usage = {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+            }
+            reasons = list(reply.finish_reasons)
+            yield _generic_chunk(
+                "", finish=(reasons[0] if reasons else None) or "stop", usage=usage
+            )
 
         def completion(self, *args: Any, **kw: Any) -> Any:
             model, timeout = kw["model"], _timeout_s(kw.get("timeout"))
