@@ -49,6 +49,7 @@ if _typing.TYPE_CHECKING:
     from dspex import retrievers as retrievers
     from dspex import streaming as streaming
     from dspex import traces as traces
+    from dspex.retrievers._colbert import ColBERTv2
     from dspex.sandbox import PythonInterpreter
     from dspex.teleprompt import (
         BootstrapFewShot,
@@ -62,6 +63,7 @@ if _typing.TYPE_CHECKING:
 # parameter models), the MLflow flavor and the trace store are not needed to run a program.
 _LAZY = {
     "BootstrapFewShot": "dspex.teleprompt",
+    "ColBERTv2": "dspex.retrievers._colbert",  # DSPy's top-level name (loads aiohttp on use)
     "BootstrapFewShotWithRandomSearch": "dspex.teleprompt",
     "BootstrapFinetune": "dspex.teleprompt",
     "LabeledFewShot": "dspex.teleprompt",
@@ -105,6 +107,7 @@ __all__ = [
     "ChatAdapter",
     "Code",
     "CodeAct",
+    "ColBERTv2",
     "Completions",
     "ConfigurationError",
     "DataError",

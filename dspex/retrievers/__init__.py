@@ -22,16 +22,28 @@ from dspex.retrievers._base import CallableRetriever, Passage, Retriever
 
 if _typing.TYPE_CHECKING:
     from dspex.retrievers._bm25 import BM25
+    from dspex.retrievers._chroma import ChromadbRM
+    from dspex.retrievers._colbert import ColBERTv2
     from dspex.retrievers._embedder import Embedder
     from dspex.retrievers._embeddings import Embeddings
     from dspex.retrievers._hybrid import Hybrid
+    from dspex.retrievers._pinecone import PineconeRM
+    from dspex.retrievers._qdrant import QdrantRM
+    from dspex.retrievers._weaviate import WeaviateRM
 
 # Imported on first use (PEP 562): each pulls in numpy or an engine.
 _LAZY = {
     "BM25": "dspex.retrievers._bm25",
+    "ChromadbRM": "dspex.retrievers._chroma",
+    "ColBERTv2": "dspex.retrievers._colbert",
     "Embedder": "dspex.retrievers._embedder",
     "Embeddings": "dspex.retrievers._embeddings",
     "Hybrid": "dspex.retrievers._hybrid",
+    # Clients of search servers and vector databases: each engine's client is imported only
+    # when one is made (the `qdrant`, `chroma`, `weaviate`, `pinecone` extras).
+    "PineconeRM": "dspex.retrievers._pinecone",
+    "QdrantRM": "dspex.retrievers._qdrant",
+    "WeaviateRM": "dspex.retrievers._weaviate",
 }
 
 
@@ -53,9 +65,14 @@ def __dir__() -> list[str]:
 __all__ = [
     "BM25",
     "CallableRetriever",
+    "ChromadbRM",
+    "ColBERTv2",
     "Embedder",
     "Embeddings",
     "Hybrid",
     "Passage",
+    "PineconeRM",
+    "QdrantRM",
     "Retriever",
+    "WeaviateRM",
 ]

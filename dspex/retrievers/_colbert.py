@@ -114,10 +114,10 @@ class ColBERTv2(Retriever):
         return self._prediction(self.search(query, k))
 
     async def _asearch(self, query: str, k: int) -> list[Passage]:
-        payload = await self._request(query, k)
-        return [_passage(row, rank) for rank, row in enumerate(_topk(payload, self.url)[:k], 1)]
+        rows = await self._request(query, k)
+        return [_passage(row, rank) for rank, row in enumerate(rows[:k], 1)]
 
-    async def _request(self, query: str, k: int) -> Any:
+    async def _request(self, query: str, k: int) -> list[Mapping[str, Any]]:
         from dspex.lm._openai import _load_aiohttp, _session, _timeout
 
         aio = _load_aiohttp()
@@ -152,8 +152,8 @@ class ColBERTv2(Retriever):
         return _decode(status, raw, where)
 
 
-def _decode(status: int, raw: bytes, where: str) -> Any:
-    """The answer's JSON, or a ``RetrievalError`` naming what came back instead."""
+def _decode(status: int, raw: bytes, where: str) -> list[Mapping[str, Any]]:
+    """The answer's ``topk`` rows, or a ``RetrievalError`` naming what came back instead."""
     try:
         payload = loads(raw)
     except ValueError:
@@ -177,17 +177,14 @@ def _decode(status: int, raw: bytes, where: str) -> Any:
             "Is the URL the server's search endpoint?",
             status=status,
         )
-    return payload
-
-
-def _topk(payload: Any, where: str) -> list[Mapping[str, Any]]:
     rows = payload.get("topk") if isinstance(payload, Mapping) else None
     if not isinstance(rows, list) or not all(
         isinstance(r, Mapping) and isinstance(r.get("text"), str) for r in rows
     ):
         raise RetrievalError(
-            f"ColBERTv2 server {_safe_url(where)} answered without a 'topk' list of passages "
-            f'with "text": {str(payload)[:200]!r}'
+            f"ColBERTv2 server {where} answered without a 'topk' list of passages with "
+            f'"text": {str(payload)[:200]!r}',
+            status=status,
         )
     return rows
 

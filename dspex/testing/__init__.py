@@ -8,6 +8,8 @@
 * :func:`serve` / :func:`start_server_process` put either behind a loopback OpenAI-compatible
   HTTP server; :func:`register_litellm_providers` makes ``dspex-sim/...`` and
   ``dspex-dummy/...`` litellm models.
+* :func:`serve_colbert` serves a corpus over the ColBERTv2 search protocol on loopback, for
+  ``dspex.ColBERTv2`` (also ``python -m dspex.testing.colbert --corpus passages.jsonl``).
 
 Nothing here imports litellm, pyarrow or any server framework until it is used.
 
@@ -17,6 +19,7 @@ Example:
     >>> sim = SimulatedLM("arithmetic", latency=0.0, cache=False)
 """
 
+from dspex.testing._colbert import ColBERTServer, RunningColBERT, serve_colbert
 from dspex.testing._core import Faults, Reply, Responder
 from dspex.testing._litellm import register_litellm_providers
 from dspex.testing._models import DummyLM, SimulatedLM
@@ -34,12 +37,14 @@ from dspex.testing._tiny import build_tiny_causal_lm
 from dspex.testing._transport import LocalTransport
 
 __all__ = [
+    "ColBERTServer",
     "DummyLM",
     "Faults",
     "LocalTransport",
     "ParsedPrompt",
     "Reply",
     "Responder",
+    "RunningColBERT",
     "RunningServer",
     "Script",
     "ScriptedReply",
@@ -52,5 +57,6 @@ __all__ = [
     "parse_prompt",
     "register_litellm_providers",
     "serve",
+    "serve_colbert",
     "start_server_process",
 ]

@@ -44,7 +44,14 @@ from urllib.parse import parse_qs, urlsplit
 from dspex._serving import set_nodelay
 from dspex.errors import DataError, UserError
 
-__all__ = ["ColBERTServer", "LexicalIndex", "load_corpus", "serve_colbert"]
+__all__ = [
+    "ColBERTServer",
+    "LexicalIndex",
+    "RunningColBERT",
+    "load_corpus",
+    "make_server",
+    "serve_colbert",
+]
 
 _TOKEN = re.compile(r"\w+")
 # The ColBERT server caps k at 100: it searches the top 100 and cuts.
@@ -256,7 +263,9 @@ def serve_colbert(
         raise UserError("serve_colbert takes a list of passage strings.")
     service = ColBERTServer(list(passages), latency=latency)
     server = make_server(service, port)
-    thread = threading.Thread(target=server.serve_forever, name="colbert-loopback", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="colbert-loopback", daemon=True
+    )
     thread.start()
     bound = int(server.server_address[1])
     try:
