@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openai
 import pytest
 
 import dspex
@@ -34,6 +35,22 @@ def test_openai_clients_reach_a_local_model(tmp_path: Path) -> None:
         # The same request in-process gives the same greedy answer.
         local = dspex.LM(f"local/{base}", cache=False)
         assert local.forward(messages, max_tokens=4).outputs == response.outputs
+        # The official SDK streams it (stream=true): OpenAI's chunks, the usage, [DONE].
+        sdk = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+        assert [m.id for m in sdk.models.list()] == ["tiny"]
+        chunks = list(
+            sdk.chat.completions.create(
+                model="tiny",
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=4,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        assert len(chunks) > 1 and chunks[0].choices[0].delta.role == "assistant"
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == response.outputs[0]
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     finally:
         proc.terminate()
         proc.wait(timeout=10)
