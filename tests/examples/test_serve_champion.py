@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import openai
 import pytest
 
 import dspex
@@ -77,6 +78,39 @@ def test_serves_the_champion_and_follows_a_promotion(tmp_path: Path) -> None:
         assert _call(url, "/reload") == {"version": second, "reloaded": True}
         assert _call(url, "/predict", {"question": "What is 2 + 3?"})["version"] == second
         assert _call(url, "/reload") == {"version": second, "reloaded": False}
+        _check_streaming(url, second)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _check_streaming(url: str, version: str) -> None:
+    """``POST /stream`` sends the fields as they are written, then the prediction; the
+    OpenAI endpoint streams the answer to the official SDK."""
+    request = urllib.request.Request(
+        url + "/stream", data=json.dumps({"question": "What is 7 + 5?"}).encode()
+    )
+    with urllib.request.urlopen(request, timeout=60) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        lines = [line.decode().strip() for line in r if line.strip()]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    final = events[-1]
+    assert final["version"] == version and isinstance(final["prediction"]["answer"], int)
+    answer = [e for e in events[:-1] if e.get("field") == "answer"]
+    reasoning = [e for e in events[:-1] if e.get("field") == "reasoning"]
+    assert len(reasoning) > 1 and answer and answer[-1]["is_last_chunk"]
+    assert int("".join(e["chunk"] for e in answer)) == final["prediction"]["answer"]
+
+    sdk = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in sdk.models.list()] == ["served@champion"]
+    chunks = list(
+        sdk.chat.completions.create(
+            model="served@champion",
+            messages=[{"role": "user", "content": "What is 7 + 5?"}],
+            stream=True,
+        )
+    )
+    assert len(chunks) > 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == str(final["prediction"]["answer"])
