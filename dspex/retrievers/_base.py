@@ -177,6 +177,11 @@ class Retriever:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k})"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Retriever:
+        # A retriever is a resource, like an LM client: a program's copies (an optimizer
+        # makes one per candidate and per Prefect task) share its index, never copy it.
+        return self
+
 
 def _passage_of(item: Any, position: int) -> Passage:
     """One passage from what DSPy-style retrievers return: a string, a ``dotdict``/dict with
