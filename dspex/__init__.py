@@ -49,6 +49,7 @@ if _typing.TYPE_CHECKING:
     from dspex import retrievers as retrievers
     from dspex import streaming as streaming
     from dspex import traces as traces
+    from dspex.retrievers import Embedder
     from dspex.retrievers._colbert import ColBERTv2
     from dspex.sandbox import PythonInterpreter
     from dspex.teleprompt import (
@@ -68,6 +69,7 @@ _LAZY = {
     "BootstrapFinetune": "dspex.teleprompt",
     "LabeledFewShot": "dspex.teleprompt",
     "MIPROv2": "dspex.teleprompt",
+    "Embedder": "dspex.retrievers",  # numpy and the embedding clients load on first use
     "PythonInterpreter": "dspex.sandbox",  # the code sandbox (Deno + Pyodide)
     "mlflow": "dspex.mlflow",  # a public submodule: dspex.mlflow.log_model(...)
     "streamify": "dspex.streaming",  # streaming programs (docs/streaming.md)
@@ -112,6 +114,7 @@ __all__ = [
     "ConfigurationError",
     "DataError",
     "DspexError",
+    "Embedder",
     "Evaluate",
     "EvaluationError",
     "EvaluationResult",

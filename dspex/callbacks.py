@@ -308,6 +308,20 @@ class UsageTracker(Callback):
             stage = str(span.labels.get("stage", "none"))
             self._by_stage[stage] = self._by_stage.get(stage, self._empty) + response.usage
 
+    def on_embed_end(
+        self, span: Span, embedder: Any, result: Any, error: BaseException | None
+    ) -> None:
+        # Embedding batches (dspex.Embedder) bill prompt tokens like LM calls do.
+        usage = getattr(result, "usage", None)
+        if usage is None:
+            return
+        with self._lock:
+            self._total = self._total + usage
+            model = str(result.model)
+            self._by_model[model] = self._by_model.get(model, self._empty) + usage
+            stage = str(span.labels.get("stage", "none"))
+            self._by_stage[stage] = self._by_stage.get(stage, self._empty) + usage
+
     @property
     def total(self) -> Usage:
         """Everything so far: calls, cache hits (counted, free), tokens and cost."""

@@ -7,6 +7,9 @@ the disk; a durable write (``dspex.context(lm_cache_durable=True)``, what resuma
 use) commits before the call returns instead. Reads use one connection per thread. Every
 unreadable entry, row or file is a miss: the cache may lose answers, never crash a run.
 
+``dspex.Embedder``'s vectors share the cache: one entry per (model, text, params), the
+float32 vector base64-encoded in JSON.
+
 Keys hash the request (model, messages, sorted params, rollout id) and nothing else: no API
 key, no API base, no headers. Two servers serving the same model therefore share entries,
 which is what lets a run resume against a simulator that restarted on another port.
@@ -15,6 +18,8 @@ which is what lets a run resume against a simulator that restarted on another po
 from __future__ import annotations
 
 import atexit
+import base64
+import binascii
 import hashlib
 import logging
 import os
@@ -120,6 +125,16 @@ def _decode(value: Any) -> RawCompletion | None:
     return RawCompletion(texts, prompt_tokens, completion_tokens, finish, model, tool_calls)
 
 
+def _decode_vector(value: str) -> bytes | None:
+    """A stored embedding vector as float32 bytes; anything malformed is ``None`` (a miss)."""
+    try:
+        data = loads(value)
+        raw = base64.b64decode(data["vector_f32"], validate=True)
+    except (TypeError, ValueError, KeyError, AttributeError, binascii.Error):
+        return None
+    return raw if raw and len(raw) % 4 == 0 else None
+
+
 class _ThreadConn:
     """A thread's own connection, closed when the thread ends (its ``threading.local`` goes):
     LM calls run on any thread's loop, and a thread per ``asyncio.run`` must not leave an open
@@ -207,6 +222,24 @@ class _Disk:
             _log.debug("LM cache read failed for %s: %s", key, exc)
             return None
         return None if row is None else _decode(row[0])
+
+    def get_texts(self, keys: list[str]) -> dict[str, str]:
+        """The stored text of each key present (embedding vectors are read this way, many
+        at once); an unreadable database is all misses."""
+        if not self.enabled or not keys:
+            return {}
+        found: dict[str, str] = {}
+        try:
+            conn = self._conn()
+            for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT key, value FROM entries WHERE key IN ({marks})"
+                found.update(conn.execute(sql, chunk).fetchall())
+        except sqlite3.Error as exc:
+            _log.debug("LM cache read failed: %s", exc)
+            return {}
+        return found
 
     def put(self, key: str, value: str, *, durable: bool) -> None:
         """Durable: commit before returning (a SIGKILL loses no finished call); otherwise
@@ -356,6 +389,8 @@ class Cache:
         self._memory: OrderedDict[str, RawCompletion] = OrderedDict()
         self._lock = threading.Lock()
         self._disk = _Disk(self.directory / "lm_cache.sqlite3") if disk else None
+        # Embedding vectors (``dspex.Embedder``), keyed by ``embedding_key``: float32 bytes.
+        self._vectors: OrderedDict[str, bytes] = OrderedDict()
         _open_caches.add(self)
 
     @property
@@ -391,6 +426,43 @@ class Cache:
         if self._disk is not None:
             self._disk.put(key, _encode(raw), durable=self._durable if durable is None else durable)
 
+    def get_vectors(self, keys: list[str]) -> dict[str, bytes]:
+        """Cached embedding vectors (little-endian float32 bytes) of the keys present."""
+        found: dict[str, bytes] = {}
+        with self._lock:
+            for key in keys:
+                hit = self._vectors.get(key)
+                if hit is not None:
+                    self._vectors.move_to_end(key)
+                    found[key] = hit
+        missing = [k for k in keys if k not in found]
+        if self._disk is None or not missing:
+            return found
+        for key, text in self._disk.get_texts(missing).items():
+            vector = _decode_vector(text)
+            if vector is not None:  # a corrupt or foreign entry is a miss
+                found[key] = vector
+                self._remember_vector(key, vector)
+        return found
+
+    def put_vectors(self, items: dict[str, bytes], *, durable: bool | None = None) -> None:
+        """Store embedding vectors (float32 bytes) in memory now and on disk soon."""
+        durable = self._durable if durable is None else durable
+        for key, vector in items.items():
+            self._remember_vector(key, vector)
+            if self._disk is not None:
+                text = dumps({"vector_f32": base64.b64encode(vector).decode()}).decode()
+                self._disk.put(key, text, durable=durable)
+
+    def _remember_vector(self, key: str, vector: bytes) -> None:
+        if self.memory_max_entries == 0:
+            return
+        with self._lock:
+            self._vectors[key] = vector
+            self._vectors.move_to_end(key)
+            if len(self._vectors) > self.memory_max_entries:
+                self._vectors.popitem(last=False)
+
     def delete(self, key: str) -> None:
         """Forget ``key`` everywhere, e.g. because its answer could not be parsed."""
         with self._lock:
@@ -402,6 +474,7 @@ class Cache:
         """Forget every entry, in memory and on disk."""
         with self._lock:
             self._memory.clear()
+            self._vectors.clear()
         if self._disk is not None:
             self._disk.clear()
 

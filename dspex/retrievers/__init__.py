@@ -24,7 +24,7 @@ if _typing.TYPE_CHECKING:
     from dspex.retrievers._bm25 import BM25
     from dspex.retrievers._chroma import ChromadbRM
     from dspex.retrievers._colbert import ColBERTv2
-    from dspex.retrievers._embedder import Embedder
+    from dspex.retrievers._embedder import Embedder, EmbedResult
     from dspex.retrievers._embeddings import Embeddings
     from dspex.retrievers._hybrid import Hybrid
     from dspex.retrievers._pinecone import PineconeRM
@@ -36,6 +36,7 @@ _LAZY = {
     "BM25": "dspex.retrievers._bm25",
     "ChromadbRM": "dspex.retrievers._chroma",
     "ColBERTv2": "dspex.retrievers._colbert",
+    "EmbedResult": "dspex.retrievers._embedder",
     "Embedder": "dspex.retrievers._embedder",
     "Embeddings": "dspex.retrievers._embeddings",
     "Hybrid": "dspex.retrievers._hybrid",
@@ -67,6 +68,7 @@ __all__ = [
     "CallableRetriever",
     "ChromadbRM",
     "ColBERTv2",
+    "EmbedResult",
     "Embedder",
     "Embeddings",
     "Hybrid",

@@ -21,6 +21,7 @@ Example:
 
 from dspex.testing._colbert import ColBERTServer, RunningColBERT, serve_colbert
 from dspex.testing._core import Faults, Reply, Responder
+from dspex.testing._embedding import hash_embed
 from dspex.testing._litellm import register_litellm_providers
 from dspex.testing._models import DummyLM, SimulatedLM
 from dspex.testing._prompt import ParsedPrompt, format_answer, parse_prompt
@@ -54,6 +55,7 @@ __all__ = [
     "build_tiny_causal_lm",
     "fetch_stats",
     "format_answer",
+    "hash_embed",
     "parse_prompt",
     "register_litellm_providers",
     "serve",

@@ -6,7 +6,8 @@ Run it (the command line lives in ``dspex.testing.server``)::
         [--seed 0] [--faults "429=0.1,retry_after=1"] [--dummy-file answers.json]
 
 It prints ``listening http://127.0.0.1:PORT/v1`` once ready and serves
-``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health`` and ``GET /stats``
+``POST /v1/chat/completions``, ``POST /v1/embeddings`` (deterministic hashed embeddings,
+:func:`dspex.testing.hash_embed`), ``GET /v1/models``, ``GET /health`` and ``GET /stats``
 (``{"requests": N, ...}``, so another process can count LM calls). It binds 127.0.0.1 only.
 A request with ``stream: true`` is answered as OpenAI streams: server-sent
 ``chat.completion.chunk`` events, one per word of the answer (``--stream-interval`` seconds
@@ -44,6 +45,7 @@ from dspex._serving import (
 from dspex.errors import DspexError, UserError
 from dspex.lm._types import LMRequest
 from dspex.testing._core import Faults, Responder
+from dspex.testing._embedding import embedding_response
 
 __all__ = ["Server", "build_responder", "main", "start"]
 
@@ -92,6 +94,7 @@ class Server:
         # Streamed answers sent in full, and those whose client left before the end.
         self.streams_completed = 0
         self.streams_cancelled = 0
+        self.embedding_requests = 0
         self.started = time.time()
         self._connections: set[_HTTPProtocol] = set()
 
@@ -104,6 +107,7 @@ class Server:
             "uptime_s": round(time.time() - self.started, 3),
             "streams_completed": self.streams_completed,
             "streams_cancelled": self.streams_cancelled,
+            "embedding_requests": self.embedding_requests,
         }
 
     def protocol(self) -> _HTTPProtocol:
@@ -121,6 +125,8 @@ class Server:
             if method != b"POST":
                 return _error(405, "use POST", "invalid_request_error"), 0.0
             return self._chat(body)
+        if path in (b"/v1/embeddings", b"/embeddings") and method == b"POST":
+            return self._embeddings(body)
         if method != b"GET":
             return _error(405, "use GET", "invalid_request_error"), 0.0
         if path == b"/health":
@@ -168,6 +174,19 @@ class Server:
             tool_calls=[[c.to_openai() for c in calls] for calls in reply.tool_calls],
         )
         return _response(200, dumps(completion)), self.latency
+
+    def _embeddings(self, body: bytes) -> tuple[_Answer | None, float]:
+        """Deterministic hashed embeddings (:func:`dspex.testing.hash_embed`)."""
+        try:
+            payload = loads(body)
+            dim = payload.get("dimensions")
+            if dim is not None and (not isinstance(dim, int) or dim < 1):
+                raise ValueError("dimensions must be a positive int")
+            answer = embedding_response(str(payload.get("model", "hash")), payload["input"], dim)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            return _error(400, f"invalid request body: {e}", "invalid_request_error"), 0.0
+        self.embedding_requests += 1
+        return _response(200, dumps(answer)), 0.0
 
 
 class _Stream:
