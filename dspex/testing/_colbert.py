@@ -31,6 +31,7 @@ import contextlib
 import json
 import math
 import re
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -134,10 +135,20 @@ class ColBERTServer:
     requests: int = 0
     _index: LexicalIndex = field(init=False, repr=False)
     _canned: deque[tuple[int, bytes]] = field(init=False, repr=False, default_factory=deque)
+    # Open keep-alive connections, closed when the server stops (their threads then end).
+    _connections: set[socket.socket] = field(init=False, repr=False, default_factory=set)
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._index = LexicalIndex(self.passages)
+
+    def close_connections(self) -> None:
+        """Close every open client connection (a stopped server leaves none behind)."""
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def inject(self, status: int, body: bytes | str, count: int = 1) -> None:
         """Answer the next ``count`` requests with ``status`` and the raw ``body`` instead."""
@@ -193,6 +204,13 @@ def _handler(service: ColBERTServer) -> type[BaseHTTPRequestHandler]:
         def setup(self) -> None:
             super().setup()
             set_nodelay(self.connection)
+            with service._lock:
+                service._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with service._lock:
+                service._connections.discard(self.connection)
+            super().finish()
 
         def do_GET(self) -> None:
             params = parse_qs(urlsplit(self.path).query)
@@ -278,4 +296,5 @@ def serve_colbert(
     finally:
         server.shutdown()
         server.server_close()
+        service.close_connections()
         thread.join(5.0)

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     args = parser.parse_args(argv)
-    server = make_server(ColBERTServer(load_corpus(args.corpus), latency=args.latency), args.port)
+    service = ColBERTServer(load_corpus(args.corpus), latency=args.latency)
+    server = make_server(service, args.port)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.server_close()
+        service.close_connections()
     return 0
 
 

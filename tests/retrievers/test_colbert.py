@@ -142,17 +142,17 @@ def test_slow_server_times_out() -> None:
 def test_server_runs_as_a_process_over_a_jsonl_corpus(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps(CORPUS[0]) + "\n" + json.dumps({"text": CORPUS[1]}) + "\n")
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "dspex.testing.colbert", "--corpus", str(corpus)],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening http://127.0.0.1:")
-        url = line.split()[1]
-        assert dspex.ColBERTv2(url)("Germany", k=1, simplify=True) == [CORPUS[1]]
-    finally:
-        proc.terminate()
-        assert proc.wait(10) == 0
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("listening http://127.0.0.1:")
+            url = line.split()[1]
+            assert dspex.ColBERTv2(url)("Germany", k=1, simplify=True) == [CORPUS[1]]
+        finally:
+            proc.terminate()
+            assert proc.wait(10) == 0
