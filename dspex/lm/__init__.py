@@ -16,7 +16,8 @@ from dspex.lm._litellm import LiteLLMTransport
 from dspex.lm._lm import LM
 from dspex.lm._openai import OpenAITransport
 from dspex.lm._pricing import register_price
-from dspex.lm._types import LMRequest, LMResponse, RawCompletion, Transport
+from dspex.lm._stream import LMStream, StreamChunk
+from dspex.lm._types import LMRequest, LMResponse, RawCompletion, StreamingTransport, Transport
 
 __all__ = [
     "LM",
@@ -27,9 +28,12 @@ __all__ = [
     "HistoryEntry",
     "LMRequest",
     "LMResponse",
+    "LMStream",
     "LiteLLMTransport",
     "OpenAITransport",
     "RawCompletion",
+    "StreamChunk",
+    "StreamingTransport",
     "Throttle",
     "Transport",
     "configure_cache",

@@ -227,14 +227,19 @@ class LMStream:
 
         task = asyncio.ensure_future(call())
         task.add_done_callback(lambda _: sink.put(_DONE))
+        sent = False
         try:
             while True:
                 item = await sink.queue.get()
                 if item is _DONE:
                     break
                 if isinstance(item, StreamChunk):
+                    sent = True
                     yield item.text
-            self.response = await task
+            self.response = response = await task
+            if not sent and response.outputs and response.outputs[0]:
+                # An LM whose own ``aforward`` answered (a BaseLM subclass): all at once.
+                yield response.outputs[0]
         finally:
             if not task.done():
                 task.cancel()

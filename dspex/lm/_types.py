@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,6 +14,7 @@ __all__ = [
     "LMResponse",
     "LMToolCall",
     "RawCompletion",
+    "StreamingTransport",
     "Transport",
     "token_limit",
     "tool_calls_of",
@@ -166,3 +167,16 @@ class Transport(Protocol):
     async def complete(self, request: LMRequest, *, timeout: float) -> RawCompletion: ...
 
     async def aclose(self) -> None: ...
+
+
+class StreamingTransport(Transport, Protocol):
+    """A transport that can stream: ``stream`` sends the request asking for a stream, calls
+    ``on_text`` with each new piece of the first choice's text as it arrives, and returns the
+    whole completion (with its usage) like ``complete``. Stopping early (the task cancelled)
+    must release the connection. An ``LM`` uses it when a chunk sink is active (see
+    ``dspex.lm._stream``); a transport without it sends its whole answer as one chunk.
+    """
+
+    async def stream(
+        self, request: LMRequest, *, timeout: float, on_text: Callable[[str], None]
+    ) -> RawCompletion: ...

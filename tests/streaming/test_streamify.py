@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -154,3 +155,32 @@ def test_streaming_response_renders_server_sent_events() -> None:
     first, last = json.loads(events[0][6:]), json.loads(events[-2][6:])
     assert first["chunk"]["predict_name"] == "self" and first["chunk"]["chunk"] == "The"
     assert last["prediction"]["answer"] == ANSWER
+
+
+def test_leaving_a_streamed_program_early_stops_its_lm_call() -> None:
+    long_answer = " ".join(f"w{i}" for i in range(40))
+    stream = dspex.streamify(
+        dspex.Predict("question -> answer"),
+        stream_listeners=[StreamListener("answer")],
+        is_async_program=True,
+    )
+    with serve(DummyLM([{"answer": long_answer}])) as srv:
+        srv.server.stream_interval = 0.05  # ~2.5 s for the whole answer
+        lm = dspex.LM("openai/dummy", api_base=srv.url, api_key="x", cache=False)
+
+        async def first_two() -> list[str]:
+            got: list[str] = []
+            values = stream(question="Say many words.")
+            async for value in values:
+                got.append(value.chunk)
+                if len(got) == 2:
+                    break
+            await values.aclose()
+            return got
+
+        with dspex.context(lm=lm):
+            assert asyncio.run(first_two()) == ["w0", " w1"]
+        deadline = time.monotonic() + 5
+        while srv.stats()["streams_cancelled"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv.stats()["streams_cancelled"] == 1
