@@ -313,8 +313,11 @@ def _run(server: LocalServer | None, module: ModuleType, flow: Any, params: Any)
             persist_result=bool(flow.persist_result),
             on_running=[*flow.on_running_hooks, running],
         )
+        from dspex.flows._progress import progress
+
         try:
-            result: dict[str, Any] = flow(params)
+            with progress(flow.name):  # one live line instead of a log line per task
+                result: dict[str, Any] = flow(params)
         finally:
             for flow_run_id in started:
                 forget(runs, flow_run_id)  # finished one way or another, not stale
