@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ _PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs", "prefect.engin
 _MLFLOW_REGISTRY_LOGGER = "mlflow.tracking._model_registry.fluent"
 _MLFLOW_NOISE = "has no artifacts at artifact path"
 
+_RUN_SUFFIX = re.compile(r"-[0-9a-f]{3}$")  # Prefect's "log-winner-1a2" task run names
 _lock = threading.Lock()
 _active: list[RunProgress] = []  # the displays of the runs in progress, innermost last
 
@@ -89,7 +91,8 @@ class RunProgress(Callback):
         with self._lock:
             self.tasks_done += 1
             if task_run_name:
-                self.stage = task_run_name  # until the next LM call names its stage
+                # Until the next LM call names its stage; without Prefect's random suffix.
+                self.stage = _RUN_SUFFIX.sub("", task_run_name)
 
     # -- rendering -----------------------------------------------------------------------
     def line(self) -> str:
@@ -108,8 +111,10 @@ class RunProgress(Callback):
             parts.append(f"{time.monotonic() - self.started:.0f}s")
         return " | ".join(parts)
 
-    def __rich__(self) -> str:
-        return self.line()
+    def __rich__(self) -> Any:
+        from rich.text import Text
+
+        return Text(self.line())  # plain: no highlighting of digits inside stage names
 
 
 class _QuietConsole(logging.Filter):
