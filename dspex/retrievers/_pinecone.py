@@ -88,8 +88,12 @@ class PineconeRM(Retriever):
         self._index = index
 
     def __repr__(self) -> str:
-        where = self.index_name or self.host or "index"
-        return f"PineconeRM({where!r}, namespace={self.namespace!r}, k={self.k})"
+        return f"PineconeRM({self._where()!r}, namespace={self.namespace!r}, k={self.k})"
+
+    def _where(self) -> str:
+        """The index as messages name it: its name, else its host."""
+        host = self.host or getattr(self._index, "host", None)
+        return self.index_name or (str(host) if host else "index")
 
     @property
     def index(self) -> Any:
@@ -97,7 +101,7 @@ class PineconeRM(Retriever):
         if self._index is None:
             pinecone = require_engine("pinecone", "pinecone")
             client = pinecone.Pinecone(api_key=self._api_key)
-            with _sdk_errors("open the index", self.index_name or self.host or ""):
+            with _sdk_errors("open the index", self._where()):
                 self._index = client.Index(name=self.index_name or "", host=self.host or "")
         return self._index
 
@@ -114,10 +118,12 @@ class PineconeRM(Retriever):
         corpus = corpus_of(texts, ids, metadatas, reserved=(self.text_key, "_id", "id"))
         for batch in corpus.batches(batch_size):
             rows = zip(batch.ids, batch.texts, batch.metadatas, strict=True)
-            with _sdk_errors("upsert", self.index_name or self.host or ""):
+            with _sdk_errors("upsert", self._where()):
                 if self.embedder is None:
                     records = [{**m, "_id": i, self.text_key: t} for i, t, m in rows]
-                    self.index.upsert_records(records=records, namespace=self.namespace)
+                    # The records API names the default namespace; it refuses "".
+                    namespace = self.namespace or "__default__"
+                    self.index.upsert_records(records=records, namespace=namespace)
                     continue
                 vectors = embed(self.embedder, batch.texts, "PineconeRM")
                 upserts: list[dict[str, Any]] = [
@@ -131,7 +137,7 @@ class PineconeRM(Retriever):
                 )
 
     def _search(self, query: str, k: int) -> list[Passage]:
-        where = self.index_name or self.host or ""
+        where = self._where()
         if self.embedder is None:
             with _sdk_errors("search", where):
                 response = self.index.search(

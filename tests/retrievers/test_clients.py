@@ -1,14 +1,16 @@
 """What the retriever clients check before any request, and the install hint each engine's
 extra gives. Weaviate and Pinecone run as servers (Pinecone only hosted), which these offline
-tests cannot reach: their searches are not exercised here (docs/retrieval.md says so)."""
+tests cannot reach: their searches are not exercised against a server here (docs/retrieval.md
+says so); Pinecone's SDK is, against a closed loopback port, for its error path."""
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import pytest
 
-from dspex.errors import ConfigurationError, UserError
+from dspex.errors import ConfigurationError, RetrievalError, UserError
 from dspex.retrievers import ChromadbRM, PineconeRM, QdrantRM, WeaviateRM
 from tests.retrievers._vectors import embed
 
@@ -59,3 +61,18 @@ def test_pinecone_arguments_and_key_are_checked_without_a_request(
     rm = PineconeRM("facts", embedder=embed, namespace="wiki", k=4)
     assert rm.k == 4
     assert "pc-secret" not in repr(rm)
+
+
+def test_pinecone_sdk_failures_are_retrieval_errors() -> None:
+    # The real SDK against a loopback port nothing listens on: its connection error, not a
+    # stand-in, is what PineconeRM must turn into a RetrievalError.
+    from pinecone import Pinecone, RetryConfig
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = Pinecone(api_key="pc-key", retry_config=RetryConfig(max_retries=0))
+    index = client.Index(host=f"http://127.0.0.1:{port}")
+    with pytest.raises(RetrievalError, match="Connection refused") as info:
+        PineconeRM(index=index, embedder=embed)("capital of France")
+    assert info.value.retryable
