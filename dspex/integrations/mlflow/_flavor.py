@@ -321,6 +321,7 @@ def load_model(
     lm: Any = None,
     verify: bool = True,
     allowed_modules: Sequence[str] = (),
+    embedder: Any = None,
 ) -> Module:
     """Load a program logged with :func:`log_model` as a dspex program.
 
@@ -341,6 +342,9 @@ def load_model(
             either way.
         allowed_modules: packages the program's class may be imported from, e.g.
             ``["my_project"]`` (also ``$DSPEX_ALLOWED_MODULES``, comma-separated).
+        embedder: the ``dspex.Embedder`` that the program's logged dense indexes embed
+            queries with (see ``docs/retrieval.md``); by default one built from the model
+            name recorded with the index, with this process's endpoint and key.
 
     Returns:
         The program, rebuilt from its code reference with its instructions, demos and LM
@@ -380,4 +384,5 @@ def load_model(
         verify=verify,
         allowed_modules=allowed_modules,
         code_dir=code_dir,
+        embedder=embedder,
     )

@@ -21,6 +21,12 @@ from typing import Any
 from dspex import _redact
 from dspex._jsonable import json_default
 from dspex.errors import DataError, DspexError, ProgramIntegrityError, UserError
+from dspex.integrations.mlflow._retrievers import (
+    PackedRetriever,
+    attach_retrievers,
+    bundle_retrievers,
+    pack_retrievers,
+)
 from dspex.primitives._module import STATE_SCHEMA_VERSION, Module
 from dspex.primitives._program_file import seal
 from dspex.primitives._trust import build_trusted, code_digest, read_sealed
@@ -57,6 +63,8 @@ class PackedProgram:
         text: ``state`` as the JSON text written to ``program.json``.
         inputs: the program's input fields as ``(name, required)``.
         outputs: the program's output fields.
+        retrievers: the indexes of the retrievers the program holds, saved as files
+            (see :mod:`dspex.integrations.mlflow._retrievers`).
     """
 
     ref: str
@@ -65,12 +73,15 @@ class PackedProgram:
     text: str
     inputs: tuple[tuple[str, bool], ...]
     outputs: tuple[str, ...]
+    retrievers: tuple[PackedRetriever, ...] = ()
 
     def manifest(self) -> dict[str, Any]:
         """What the ``dspex`` flavor records: enough to rebuild the program elsewhere."""
         from dspex._version import __version__
 
+        retrievers = {"retrievers": [r.manifest() for r in self.retrievers]}
         return {
+            **(retrievers if self.retrievers else {}),
             "format": MANIFEST_FORMAT,
             "dspex_version": __version__,
             "program_ref": self.ref,
@@ -101,7 +112,7 @@ def pack_program(program: Module, program_ref: str | None = None) -> PackedProgr
     _refuse_secrets(state)
     _check_rebuild(program, ref, args, state)
     inputs, outputs = infer_fields(program)
-    return PackedProgram(ref, args, state, text, inputs, outputs)
+    return PackedProgram(ref, args, state, text, inputs, outputs, pack_retrievers(program))
 
 
 def _refuse_secrets(state: Mapping[str, Any]) -> None:
@@ -263,6 +274,7 @@ def write_program_dir(packed: PackedProgram, directory: Path) -> None:
     # Both files carry the sha256 manifest of Module.save files, checked on load.
     (directory / STATE_FILE).write_text(seal(json.loads(text)), encoding="utf-8")
     write_manifest(packed.manifest(), directory)
+    bundle_retrievers(packed.retrievers, directory)
 
 
 def write_manifest(manifest: Mapping[str, Any], directory: Path) -> None:
@@ -288,6 +300,7 @@ def load_program_dir(
     verify: bool = True,
     allowed_modules: Iterable[str] = (),
     code_dir: Path | None = None,
+    embedder: Any = None,
 ) -> Module:
     """Rebuild the program stored in ``directory`` by :func:`write_program_dir`.
 
@@ -300,6 +313,8 @@ def load_program_dir(
         allowed_modules: modules (and their submodules) the program reference may import
             besides dspex, already imported ones and the model's own ``code_dir``.
         code_dir: the model's ``code/`` directory (its ``code_paths``), if it has one.
+        embedder: the embedder for the model's dense indexes (default: one built from the
+            recorded model name with this process's endpoint and key).
 
     Raises:
         ProgramIntegrityError: a file was edited or has no manifest, or the program
@@ -330,6 +345,8 @@ def load_program_dir(
         where=str(directory),
     )
     state = _unbundle_adapters(state, directory)
+    # Indexes are rebuilt with this process's embedder, never an endpoint from the file.
+    attach_retrievers(program, directory, manifest, embedder=embedder, verify=verify)
     if lm is not None:
         program.load_state(without_lms(state))
         program.set_lm(lm)
