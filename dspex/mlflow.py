@@ -11,6 +11,8 @@
 * :func:`configure_tracking`, :func:`tracking_client`, :func:`ensure_experiment`: the
   embedded SQLite backend under the runs directory by default, a tracking server by
   configuration.
+* :func:`autolog`: every program call as an MLflow trace (the UI's Traces tab,
+  ``mlflow.search_traces()``), linked to the active or optimization run.
 
 The one public MLflow API of dspex (``dspex.integrations.mlflow`` is its implementation);
 see ``docs/mlflow.md``. Importing this module does not import MLflow (each function does,
@@ -30,6 +32,7 @@ from dspex.integrations.mlflow._registry import (
     register,
     set_alias,
 )
+from dspex.integrations.mlflow._tracing import autolog
 from dspex.integrations.mlflow._tracking import (
     configure_tracking,
     embedded_tracking_uri,
@@ -39,6 +42,7 @@ from dspex.integrations.mlflow._tracking import (
 
 __all__ = [
     "FLAVOR_NAME",
+    "autolog",
     "configure_tracking",
     "embedded_tracking_uri",
     "ensure_experiment",

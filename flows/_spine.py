@@ -23,6 +23,7 @@ from dspex.callbacks import track_usage
 from dspex.errors import BudgetExceededError
 from dspex.flows._locks import file_lock
 from dspex.integrations.mlflow._logging import WinnerModel, open_optimization_run
+from dspex.integrations.mlflow._tracing import run_traces
 from dspex.lm import Budget, ConcurrencyLimit
 from dspex.mlflow import configure_tracking
 from dspex.optimize import OptimizeParams, RunInputs, program_fingerprint
@@ -67,10 +68,13 @@ class SpineRun:
 
     @contextmanager
     def tracking(self) -> Iterator[None]:
-        """Record every LM and module call of the run as trace rows, and count usage."""
+        """Record every LM and module call of the run as trace rows, and count usage; with
+        ``dspex.mlflow.autolog()`` on, a sample of the calls also become MLflow traces of
+        the run."""
         with (
             record_traces(run_id=self.mlflow_run_id, runs_dir=self.runs),
             track_usage() as usage,
+            run_traces(self.mlflow_run_id, self.tracking_uri),
         ):
             self.usage = usage
             yield
