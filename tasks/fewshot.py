@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect import task
@@ -42,17 +42,27 @@ def evaluate_candidate(
     demos: Mapping[str, Any],
     concurrency: int = 16,
     runtime: TaskRuntime | None = None,
+    rows: Sequence[int] | None = None,
+    errors_before: int = 0,
 ) -> dict[str, Any]:
-    """Score one candidate on the valset (the trainset when there is none)."""
+    """Score one candidate on the valset (the trainset when there is none), or on the
+    examples at ``rows`` of it (one rung of a race).
+
+    ``row_scores`` are the per-example scores in ``rows`` order (a failed example scores
+    0); ``errors_before``: errors earlier rungs already counted against ``max_errors``.
+    """
     with run_context(run, runtime, stage="evaluate", candidate=candidate_id) as ctx:
         program = apply_demos(ctx.program, DemoSet.from_dict(demos))
         devset = ctx.valset or ctx.trainset
+        if rows is not None:
+            devset = [devset[i] for i in rows]
+        max_errors = run.settings.get("max_errors")
         result = Evaluate(
             devset=devset,
             metric=ctx.metric,
             concurrency=concurrency,
             progress=False,
-            max_errors=run.settings.get("max_errors"),
+            max_errors=None if max_errors is None else max(0, max_errors - errors_before),
         )(program)
     usage = result.usage
     return {
@@ -66,4 +76,5 @@ def evaluate_candidate(
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cost": usage.cost,
+        "row_scores": [0.0 if r.error is not None else float(r.score or 0.0) for r in result.rows],
     }

@@ -1,8 +1,9 @@
 """Bootstrapping demos: run a teacher over the trainset and keep the traces that pass.
 
 DSPy bootstraps one example at a time. Here the teacher runs over the trainset in windows
-of ``concurrency`` examples; the result is still deterministic because demos are taken from
-the first successes *in trainset order*, whatever order the calls finish in.
+of as many examples as passes are still needed (at most ``concurrency``), so it tries the
+same examples DSPy does and no more; the result is deterministic because demos are taken
+from the first successes *in trainset order*, whatever order the calls finish in.
 
 A metric that raises on an example is called once more; if it raises again, that example is
 skipped (logged, and counted in the demo set's ``stats["skipped"]``), not the whole run. A
@@ -209,9 +210,15 @@ async def _abootstrap(
     found: dict[int, Trace] = {}
     tried = skipped = errors = 0
     max_errors = _max_errors(settings)
-    window = max(1, settings.concurrency)
-    for start in range(0, len(trainset), window):
+    start = 0
+    while start < len(trainset) and len(found) < settings.max_bootstrapped_demos:
+        # No more examples in flight than passes still needed: the examples tried are then
+        # exactly those DSPy's one-at-a-time loop tries (no call past the last needed pass),
+        # and so are the examples left for the labeled top-up.
+        need = settings.max_bootstrapped_demos - len(found)
+        window = max(1, min(settings.concurrency, need))
         batch = list(enumerate(trainset))[start : start + window]
+        start += window
         results = await asyncio.gather(
             *(_try_example(_without_example(teacher, ex), ex, metric, settings) for _, ex in batch)
         )
@@ -241,8 +248,6 @@ async def _abootstrap(
                     type(failed.error).__name__,
                     redact_text(str(failed.error))[:200],
                 )
-        if len(found) >= settings.max_bootstrapped_demos:
-            break
     return found, tried, skipped
 
 

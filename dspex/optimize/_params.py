@@ -176,6 +176,11 @@ class RandomSearchSettings(BootstrapFewShotSettings):
     stop_at_score: float | None = Field(
         None, description="candidates after the first scoring at least this are not chosen"
     )
+    racing: bool = Field(
+        True,
+        description="race the candidates: score all on half the valset, drop those "
+        "statistically behind, score the rest on all of it (False: every candidate on all)",
+    )
 
 
 class MIPROv2Settings(OptimizerSettings):

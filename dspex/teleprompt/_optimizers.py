@@ -287,6 +287,11 @@ class BootstrapFewShotWithRandomSearch(BootstrapFewShot):
         num_threads: LM calls in flight (``compile(concurrency=...)`` when not given there).
         stop_at_score: the winner is the best of the candidates up to the first one scoring
             at least this (0-100), as DSPy's early stop returns; the others still run.
+        racing: dspex's; ``True`` (the default) races the candidates: all are scored on a
+            seeded half of the valset, those statistically behind the leader are dropped
+            (the full-valset winner survives with probability ≥ 0.95), the rest are scored
+            on all of it. ``False`` scores every candidate on every example, as DSPy does.
+            Off when ``stop_at_score`` is set.
         Others: as :class:`BootstrapFewShot`.
     """
 
@@ -307,6 +312,7 @@ class BootstrapFewShotWithRandomSearch(BootstrapFewShot):
         metric_threshold: float | None = None,
         *,
         seed: int = 0,
+        racing: bool = True,
         **unknown: Never,
     ) -> None:
         self._reject_unknown(unknown)
@@ -325,12 +331,14 @@ class BootstrapFewShotWithRandomSearch(BootstrapFewShot):
         self.num_candidate_programs = num_candidate_programs
         self.num_threads = num_threads
         self.stop_at_score = stop_at_score
+        self.racing = racing
 
     def settings(self) -> dict[str, Any]:
         return {
             **super().settings(),
             "num_candidate_programs": self.num_candidate_programs,
             "stop_at_score": self.stop_at_score,
+            "racing": self.racing,
         }
 
 

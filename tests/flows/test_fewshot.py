@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -169,3 +170,33 @@ def test_prefect_ui_gets_a_candidate_table_and_a_winner_summary(tmp_path: Path) 
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
     kinds = {a.key: a.type for a in artifacts}
     assert kinds == {"dspex-candidates": "table", "dspex-winner": "markdown"}
+
+
+def test_racing_drops_a_hopeless_candidate_and_keeps_the_winner(tmp_path: Path) -> None:
+    # Zero-shot is right ~2% of the time on this task; any correct demos lift it past 60%.
+    task = dataclasses.replace(TASK, base_accuracy=0.0, reasoning_bonus=0.0, demo_bonus=0.3)
+    lm = SimulatedLM(task=task)
+    results = {}
+    for racing in (False, True):
+        opt = dspex.BootstrapFewShotWithRandomSearch(
+            exact,
+            num_candidate_programs=1,
+            max_bootstrapped_demos=2,
+            max_labeled_demos=4,
+            racing=racing,
+        )
+        best = opt.compile(
+            solver(), trainset=TRAIN, valset=DEV, lm=lm, runs_dir=tmp_path / str(racing)
+        )
+        assert opt.last_result is not None
+        results[racing] = (opt.last_result, best)
+    (full, best_full), (raced, best_raced) = results[False], results[True]
+    by_id = {c["id"]: c for c in raced.candidates}
+    assert by_id["zero-shot"]["dropped"] and by_id["zero-shot"]["score"] is None
+    assert by_id["zero-shot"]["n"] == len(DEV) // 2  # scored on half the valset only
+    # Every other candidate finished with the score a full evaluation gives it.
+    assert {c["id"]: c["score"] for c in full.candidates if c["id"] != "zero-shot"} == {
+        c["id"]: c["score"] for c in raced.candidates if c["id"] != "zero-shot"
+    }
+    assert raced.score == full.score
+    assert best_raced.dump_state()["predictors"] == best_full.dump_state()["predictors"]

@@ -102,7 +102,12 @@ def test_miprov2_stops_at_the_first_metric_bug(url: str, demos: int) -> None:
     # labeled) run at once: one window each, and in the evaluation a row or two more may
     # start in the slot a failing row leaves before the stop reaches them. The trials and
     # full evaluations (6 x 10 + 60 calls at least) never start.
-    assert fetch_stats(url)["requests"] <= 3 * CONCURRENCY
+    # Zero-shot has nothing to bootstrap (no teacher call, as in DSPy): the bug surfaces in
+    # the baseline evaluation, which the flow does not wait for, so the proposal (a summary,
+    # a description, 2 instructions) and the first batch of trials (4 x one window) may
+    # have started by then; the rest of the search never does.
+    bound = 3 * CONCURRENCY if demos else 3 * CONCURRENCY + 4 + 4 * CONCURRENCY
+    assert fetch_stats(url)["requests"] <= bound
 
 
 def test_an_async_metric_bug_is_stopped_too() -> None:
