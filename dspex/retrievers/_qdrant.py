@@ -53,7 +53,8 @@ class QdrantRM(Retriever):
         k: passages per call when the call does not say.
         document_field: the payload key holding the passage text.
         vectorizer: DSPy's name for the embedder; pass this or ``embedder``.
-        vector_name: the named vector to search, for collections with several.
+        vector_name: the named vector to search; by default the collection's first named
+            vector when it has named ones (as DSPy's), else its single unnamed one.
         embedder: a ``dspex.Embedder`` or any callable from texts to vectors.
 
     Passages carry the stored id, Qdrant's score (higher is better for every distance the
@@ -96,6 +97,7 @@ class QdrantRM(Retriever):
         self.client = qdrant_client
         self.document_field = document_field
         self.vector_name = vector_name
+        self._looked_up = vector_name is not None
         self.embedder = check_embedder(embedder if vectorizer is None else vectorizer, "QdrantRM")
 
     @classmethod
@@ -188,7 +190,7 @@ class QdrantRM(Retriever):
             response = self.client.query_points(
                 self.collection_name,
                 query=vector,
-                using=self.vector_name,
+                using=self._using(),
                 limit=k,
                 with_payload=True,
             )
@@ -201,6 +203,17 @@ class QdrantRM(Retriever):
                 and not isinstance(e, ValueError),
             ) from None
         return [self._passage(point) for point in response.points]
+
+    def _using(self) -> str | None:
+        """The vector to search: ``vector_name``, else the first named one, else unnamed
+        (looked up once, on the first search of an existing collection)."""
+        if self._looked_up or not self.client.collection_exists(self.collection_name):
+            return self.vector_name
+        vectors = self.client.get_collection(self.collection_name).config.params.vectors
+        if isinstance(vectors, Mapping) and vectors:
+            self.vector_name = next(iter(vectors))
+        self._looked_up = True
+        return self.vector_name
 
     def _passage(self, point: Any) -> Passage:
         payload = dict(point.payload or {})

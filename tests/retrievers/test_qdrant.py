@@ -74,3 +74,10 @@ def test_bad_arguments_are_user_errors(rm: QdrantRM) -> None:
         QdrantRM("facts", rm.client, embedder=lambda texts: [[1.0], [2.0]])("a query")
     with pytest.raises(UserError, match="one id each"):
         rm.add(["a", "b"], ids=["only-one"])
+
+
+def test_named_vectors_are_found_as_dspy_does() -> None:
+    client = QdrantClient(":memory:")
+    QdrantRM("named", client, vector_name="dense", embedder=embed).add(CORPUS, ids=IDS)
+    # No vector_name: the collection's first named vector, as DSPy's QdrantRM picks it.
+    assert QdrantRM("named", client, embedder=embed, k=1)("largest ocean").indices == ["pacific"]
