@@ -214,14 +214,15 @@ def _in_notebook() -> bool:
 @contextmanager
 def _notebook(display: RunProgress) -> Iterator[None]:
     """One output line in the notebook, updated in place (no ipywidgets needed)."""
+    from IPython.display import Pretty
     from IPython.display import display as show
 
-    handle = show(display.line(), display_id=True)
+    handle = show(Pretty(display.line()), display_id=True)  # Pretty: the text, not its repr
     stop = threading.Event()
 
     def refresh() -> None:
         while not stop.wait(0.5):
-            handle.update(display.line())
+            handle.update(Pretty(display.line()))
 
     thread = threading.Thread(target=refresh, name="dspex-progress", daemon=True)
     thread.start()
@@ -230,4 +231,4 @@ def _notebook(display: RunProgress) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-        handle.update(display.line())
+        handle.update(Pretty(display.line()))
