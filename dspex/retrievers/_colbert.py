@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dspex._jsonable import dumps, loads
+from dspex._redact import register_secret
 from dspex.errors import RetrievalError, UserError
 from dspex.primitives import Prediction
 from dspex.retrievers._base import Passage, Retriever
@@ -88,6 +89,8 @@ class ColBERTv2(Retriever):
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise UserError(f"ColBERTv2(timeout={timeout!r}): pass a positive number of seconds.")
         self.url = f"{url}:{port}" if port else url
+        # A password in the URL (basic auth) is a secret: redacted wherever text is logged.
+        register_secret(urlsplit(self.url).password)
         self.post_requests = bool(post_requests)
         self.timeout = float(timeout)
 
