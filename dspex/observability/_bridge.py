@@ -28,6 +28,8 @@ from dspex.observability._attributes import (
     lm_request_attributes,
     lm_response_attributes,
     module_attributes,
+    provider_of,
+    request_model,
     usage_attributes,
 )
 
@@ -39,7 +41,7 @@ __all__ = ["Kind", "SpanBridge"]
 
 _log = logging.getLogger("dspex.observability")
 
-Kind = Literal["module", "adapter", "lm", "tool", "evaluate", "retrieve"]
+Kind = Literal["module", "adapter", "lm", "tool", "evaluate", "retrieve", "embed"]
 Attributes = dict[str, AttributeValue]
 
 
@@ -234,7 +236,7 @@ class SpanBridge(Callback):
         attrs = lm_response_attributes(response) if response is not None else {}
         self._close(span, "lm", attrs, (request, response), error)
 
-    # -- tools and evaluations -------------------------------------------------------------
+    # -- tools ---------------------------------------------------------------------------
     def on_tool_start(self, span: Span, name: str, args: Mapping[str, Any]) -> None:
         attrs: Attributes = {
             "dspex.span.kind": "tool",
@@ -246,6 +248,51 @@ class SpanBridge(Callback):
     def on_tool_end(self, span: Span, name: str, result: Any, error: BaseException | None) -> None:
         self._close(span, "tool", {}, result, error)
 
+    # -- retrieval -------------------------------------------------------------------------
+    def on_retrieve_start(self, span: Span, retriever: Any, query: str, k: int) -> None:
+        attrs: Attributes = {
+            "dspex.span.kind": "retrieve",
+            "dspex.retriever": type(retriever).__name__,
+            "dspex.retrieve.k": k,
+        }
+        self._open(span, "retrieve", f"retrieve {span.name}", attrs, {"query": query, "k": k})
+
+    def on_retrieve_end(
+        self, span: Span, retriever: Any, passages: Any, error: BaseException | None
+    ) -> None:
+        attrs: Attributes = {}
+        found = None
+        if passages is not None:
+            found = [
+                {"id": p.id, "text": p.text, "score": p.score, "metadata": dict(p.metadata)}
+                for p in passages
+            ]
+            attrs["dspex.retrieve.passages"] = len(found)
+        self._close(span, "retrieve", attrs, found, error)
+
+    def on_embed_start(self, span: Span, embedder: Any, model: str, n: int) -> None:
+        attrs: Attributes = {
+            "dspex.span.kind": "embed",
+            "gen_ai.operation.name": "embeddings",
+            "gen_ai.request.model": request_model(model),
+            "dspex.embed.texts": n,
+        }
+        if "/" in model:  # a hosted or local model; a callable's name says no provider
+            attrs["gen_ai.provider.name"] = provider_of(model)
+        self._open(span, "embed", f"embeddings {request_model(model)}", attrs, None)
+
+    def on_embed_end(
+        self, span: Span, embedder: Any, result: Any, error: BaseException | None
+    ) -> None:
+        attrs: Attributes = {}
+        if result is not None:
+            attrs["gen_ai.usage.input_tokens"] = result.usage.prompt_tokens
+            attrs["dspex.embed.cache_hit"] = bool(result.cache_hit)
+            if result.usage.cost is not None:
+                attrs["dspex.usage.cost"] = float(result.usage.cost)
+        self._close(span, "embed", attrs, None, error)
+
+    # -- evaluations -----------------------------------------------------------------------
     def on_evaluate_start(self, span: Span, evaluate: Any, program: Any, n: int) -> None:
         attrs: Attributes = {"dspex.span.kind": "evaluate", "dspex.evaluate.examples": n}
         self._open(span, "evaluate", f"evaluate {span.name}", attrs, {"examples": n})

@@ -99,6 +99,18 @@ def test_an_agent_is_an_agent_span_and_its_tools_tool_spans(autolog: None) -> No
     assert sum(s.span_type == "CHAT_MODEL" for s in trace.data.spans) == 3
 
 
+def test_a_retrieval_is_a_retriever_span_with_documents(autolog: None) -> None:
+    rm = dspex.retrievers.CallableRetriever(lambda query, k: ["Paris", "Rome"][:k], k=2)
+    before = _trace_ids()
+    rm("capitals")
+
+    (trace,) = _new_traces(before)
+    (span,) = trace.data.spans
+    assert span.span_type == "RETRIEVER"
+    assert span.inputs == {"query": "capitals", "k": 2}
+    assert [d["page_content"] for d in span.outputs] == ["Paris", "Rome"]
+
+
 def test_autolog_disable_stops_tracing(tracking: Tracking) -> None:
     dspex.mlflow.autolog(tracking_uri=tracking.uri)
     dspex.mlflow.autolog(disable=True)

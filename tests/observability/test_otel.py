@@ -129,6 +129,21 @@ def test_failures_and_tool_calls_are_spans_with_their_status(
     assert not any(SECRET in v for v in _every_value(bad))
 
 
+def test_retrieval_and_embedding_calls_are_spans(exporter: InMemorySpanExporter) -> None:
+    rm = dspex.retrievers.CallableRetriever(lambda query, k: ["Paris", "Rome"][:k], k=1)
+    assert rm("capital of France").passages == ["Paris"]
+    embed = dspex.retrievers.Embedder(lambda texts: [[float(len(t)), 1.0] for t in texts])
+    assert len(embed(["ab", "abc"])) == 2
+
+    spans = exporter.get_finished_spans()
+    (retrieve,) = [s for s in spans if (s.attributes or {})["dspex.span.kind"] == "retrieve"]
+    (embedding,) = [s for s in spans if (s.attributes or {})["dspex.span.kind"] == "embed"]
+    assert (retrieve.attributes or {})["dspex.retrieve.passages"] == 1
+    assert "Paris" in str((retrieve.attributes or {})["dspex.outputs"])
+    assert (embedding.attributes or {})["gen_ai.operation.name"] == "embeddings"
+    assert (embedding.attributes or {})["dspex.embed.texts"] == 2
+
+
 def test_uninstrument_stops_the_spans(exporter: InMemorySpanExporter) -> None:
     assert dspex.observability.is_instrumented()
     dspex.observability.uninstrument()

@@ -38,6 +38,7 @@ _SPAN_TYPES = {
     "tool": "TOOL",
     "evaluate": "CHAIN",
     "retrieve": "RETRIEVER",
+    "embed": "EMBEDDING",
 }
 
 
@@ -172,6 +173,14 @@ def _outputs(kind: Kind, content: Any) -> Any:
     if kind == "lm":
         _, response = content
         return None if response is None else redacted_value(_choices(response))
+    if kind == "retrieve":  # MLflow's document shape, which its retriever view reads
+        return redacted_value(
+            [
+                {"id": p["id"], "page_content": p["text"], "metadata": p["metadata"]}
+                | {"score": p["score"]}
+                for p in content
+            ]
+        )
     if hasattr(content, "to_dict"):  # a Prediction
         return redacted_value(content.to_dict())
     return redacted_value(content)
