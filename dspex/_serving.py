@@ -100,13 +100,16 @@ def chat_completion_chunks(
     include_usage: bool = False,
     completion_id: str | None = None,
     created: int | None = None,
+    tool_calls: Sequence[Mapping[str, Any]] = (),
 ) -> Iterator[dict[str, Any]]:
     """OpenAI's ``chat.completion.chunk`` sequence for one choice, as ``stream=true`` gets it.
 
     A first chunk with ``delta.role``, one ``delta.content`` chunk per piece (pulled from
-    ``pieces`` lazily, so a generator of tokens streams as it generates), a chunk with the
-    ``finish_reason``, and with ``include_usage`` (``stream_options.include_usage``) a last
-    chunk with no choices and the usage. The caller sends ``data: [DONE]`` after them.
+    ``pieces`` lazily, so a generator of tokens streams as it generates), one
+    ``delta.tool_calls`` chunk per OpenAI-format function call in ``tool_calls`` (the finish
+    reason is then ``"tool_calls"``), a chunk with the ``finish_reason``, and with
+    ``include_usage`` (``stream_options.include_usage``) a last chunk with no choices and the
+    usage. The caller sends ``data: [DONE]`` after them.
 
     Example:
         >>> chunks = list(chat_completion_chunks("m", ["4"], include_usage=True))
@@ -129,6 +132,10 @@ def chat_completion_chunks(
     for piece in pieces:
         if piece:
             yield chunk({"content": piece})
+    for index, call in enumerate(tool_calls):
+        yield chunk({"tool_calls": [{"index": index, **call}]})
+    if tool_calls and finish_reason in (None, "stop"):
+        finish_reason = "tool_calls"
     yield chunk({}, finish_reason or "stop")
     if include_usage:
         usage = {

@@ -213,6 +213,7 @@ def _stream_answer(model: str, reply: Any, usage: bool) -> _Stream:
         finish_reason=reasons[0] if reasons else "stop",
         include_usage=usage,
         completion_id=f"chatcmpl-sim{id(reply):x}",
+        tool_calls=[c.to_openai() for c in reply.tool_calls[0]] if reply.tool_calls else (),
     )
     events = [sse_event(c) for c in chunks]
     events.append(sse_event("[DONE]"))

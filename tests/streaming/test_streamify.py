@@ -184,3 +184,24 @@ def test_leaving_a_streamed_program_early_stops_its_lm_call() -> None:
         while srv.stats()["streams_cancelled"] == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert srv.stats()["streams_cancelled"] == 1
+
+
+def test_native_tool_calls_come_through_a_stream() -> None:
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    class CallTools(dspex.Signature):
+        """Call the tools the question needs."""
+
+        question: str = dspex.InputField()
+        tools: list[dspex.Tool] = dspex.InputField()
+        calls: dspex.ToolCalls = dspex.OutputField()
+
+    stream = dspex.streamify(dspex.Predict(CallTools))
+    adapter = dspex.ChatAdapter(use_native_function_calling=True)
+    answer = {"tool_calls": [{"name": "add", "args": {"a": 2, "b": 3}}]}
+    with served([answer]) as lm, dspex.context(lm=lm, adapter=adapter):
+        values = collect(stream, question="2 + 3?", tools=[dspex.Tool(add)])
+    calls = values[-1].calls.tool_calls  # assembled from the stream's tool_calls deltas
+    assert [(c.name, c.args) for c in calls] == [("add", {"a": 2, "b": 3})] and calls[0].id
