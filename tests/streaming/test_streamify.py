@@ -205,3 +205,9 @@ def test_native_tool_calls_come_through_a_stream() -> None:
         values = collect(stream, question="2 + 3?", tools=[dspex.Tool(add)])
     calls = values[-1].calls.tool_calls  # assembled from the stream's tool_calls deltas
     assert [(c.name, c.args) for c in calls] == [("add", {"a": 2, "b": 3})] and calls[0].id
+
+
+def test_the_programs_error_ends_the_stream() -> None:
+    stream = dspex.streamify(dspex.Predict("question -> answer"))
+    with served([]) as lm, dspex.context(lm=lm), pytest.raises(dspex.LMError, match="ran out"):
+        collect(stream, question="What is 2 + 2?")
