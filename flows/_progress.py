@@ -58,6 +58,7 @@ class RunProgress(Callback):
         self.tasks_done = 0
         self.best: float | None = None
         self.best_minibatch: float | None = None
+        self._scored: dict[str, tuple[float, int]] = {}  # per candidate: score x n, n
         self.started = time.monotonic()
         self._lock = threading.Lock()
 
@@ -76,16 +77,22 @@ class RunProgress(Callback):
             self._saw(span.labels)
 
     def on_evaluate_end(self, span: Span, evaluate: Any, result: Any, error: Any) -> None:
-        score = getattr(result, "score", None)
-        if not isinstance(score, int | float):
+        score, n = getattr(result, "score", None), getattr(result, "n", None)
+        if not isinstance(score, int | float) or not isinstance(n, int) or n <= 0:
             return
         with self._lock:
             self._saw(span.labels)
             # A minibatch (MIPROv2's search) is a noisy estimate: shown only until a full one.
             if span.labels.get("stage") == "search":
                 self.best_minibatch = max(score, self.best_minibatch or score)
-            else:
-                self.best = max(score, self.best if self.best is not None else score)
+                return
+            # A candidate scored in parts (a race's rungs) is scored on all of them together;
+            # one only partly scored (dropped from the race) is not a best score.
+            key = str(span.labels.get("candidate") or span.span_id)
+            total, count = self._scored.get(key, (0.0, 0))
+            self._scored[key] = (total + score * n, count + n)
+            most = max(c for _, c in self._scored.values())
+            self.best = max(t / c for t, c in self._scored.values() if c == most)
 
     def task_finished(self, task_run_name: str) -> None:
         with self._lock:
