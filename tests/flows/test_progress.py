@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(
@@ -54,6 +56,7 @@ def _compile(tmp_path: Path, **env: str) -> tuple[str, str]:
     return done.stdout, done.stderr
 
 
+@pytest.mark.slow  # two compiles in child processes (each starts Prefect's local server)
 def test_compile_shows_progress_and_quiets_the_logs_unless_verbose(tmp_path: Path) -> None:
     out, err = _compile(tmp_path)
     score = out.split("SCORE ")[1].strip()
