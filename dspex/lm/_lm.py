@@ -39,7 +39,7 @@ from dspex.lm._history import GLOBAL_HISTORY, HistoryEntry, format_history
 from dspex.lm._litellm import LiteLLMTransport
 from dspex.lm._openai import OpenAITransport
 from dspex.lm._pricing import cost_of, price_of
-from dspex.lm._stream import LMStream, StreamChunk, current_sink
+from dspex.lm._stream import LMStream, StreamChunk, _sink, current_sink
 from dspex.lm._types import LMRequest, LMResponse, RawCompletion, Transport
 from dspex.primitives._usage import Usage
 
@@ -499,7 +499,7 @@ class LM:
         transport = self._transport
         settings = current()
         throttle = settings.lm_throttle
-        sink = current_sink()
+        sink = _sink.get()  # set only while something streams: one read on the plain path
         sent: list[bool] = []  # non-empty once a chunk of this call has been streamed
         attempt = 0
         while True:
