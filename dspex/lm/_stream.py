@@ -223,7 +223,7 @@ class LMStream:
 
         async def call() -> LMResponse:
             with stream_to(sink):
-                return await self._lm.aforward(self._messages, **self._kwargs)
+                return await self._lm._adapter_aforward(self._messages, **self._kwargs)
 
         task = asyncio.ensure_future(call())
         task.add_done_callback(lambda _: sink.put(_DONE))
@@ -238,7 +238,7 @@ class LMStream:
                     yield item.text
             self.response = response = await task
             if not sent and response.outputs and response.outputs[0]:
-                # An LM whose own ``aforward`` answered (a BaseLM subclass): all at once.
+                # An LM subclass whose own ``aforward`` answered without streaming: at once.
                 yield response.outputs[0]
         finally:
             if not task.done():

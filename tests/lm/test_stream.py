@@ -75,3 +75,13 @@ def test_a_failed_stream_raises_the_typed_error() -> None:
     lm = dspex.LM("openai/x", api_base="http://127.0.0.1:9/v1", api_key="x", num_retries=0)
     with pytest.raises(dspex.LMError, match="broke"):
         stream_all(lm, cache=False)
+
+
+def test_a_custom_base_lm_streams_its_answer_as_one_chunk() -> None:
+    class Echo(dspex.BaseLM):
+        def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            text = f"echo: {messages[-1]['content']}"
+            return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+
+    texts, response = stream_all(Echo("echo"))
+    assert texts == ["echo: Say many words."] and response.outputs == texts
