@@ -101,6 +101,7 @@ def chat_completion_chunks(
     completion_id: str | None = None,
     created: int | None = None,
     tool_calls: Sequence[Mapping[str, Any]] = (),
+    more_choices: Sequence[tuple[str, str | None]] = (),
 ) -> Iterator[dict[str, Any]]:
     """OpenAI's ``chat.completion.chunk`` sequence for one choice, as ``stream=true`` gets it.
 
@@ -109,7 +110,9 @@ def chat_completion_chunks(
     ``delta.tool_calls`` chunk per OpenAI-format function call in ``tool_calls`` (the finish
     reason is then ``"tool_calls"``), a chunk with the ``finish_reason``, and with
     ``include_usage`` (``stream_options.include_usage``) a last chunk with no choices and the
-    usage. The caller sends ``data: [DONE]`` after them.
+    usage. ``more_choices`` (``n > 1``): the ``(text, finish_reason)`` of choices 1, 2, ...,
+    each sent whole after the first choice's pieces. The caller sends ``data: [DONE]`` after
+    them.
 
     Example:
         >>> chunks = list(chat_completion_chunks("m", ["4"], include_usage=True))
@@ -124,8 +127,8 @@ def chat_completion_chunks(
         "model": model,
     }
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def chunk(delta: dict[str, Any], finish: str | None = None, index: int = 0) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return {**head, "choices": [choice]}
 
     yield chunk({"role": "assistant", "content": ""})
@@ -137,6 +140,9 @@ def chat_completion_chunks(
     if tool_calls and finish_reason in (None, "stop"):
         finish_reason = "tool_calls"
     yield chunk({}, finish_reason or "stop")
+    for index, (text, reason) in enumerate(more_choices, start=1):
+        yield chunk({"role": "assistant", "content": text}, None, index)
+        yield chunk({}, reason or "stop", index)
     if include_usage:
         usage = {
             "prompt_tokens": prompt_tokens,

@@ -214,6 +214,10 @@ def _stream_answer(model: str, reply: Any, usage: bool) -> _Stream:
         include_usage=usage,
         completion_id=f"chatcmpl-sim{id(reply):x}",
         tool_calls=[c.to_openai() for c in reply.tool_calls[0]] if reply.tool_calls else (),
+        more_choices=[
+            (t, reasons[i] if i < len(reasons) else None)
+            for i, t in enumerate(reply.texts[1:], start=1)
+        ],
     )
     events = [sse_event(c) for c in chunks]
     events.append(sse_event("[DONE]"))

@@ -85,3 +85,11 @@ def test_a_custom_base_lm_streams_its_answer_as_one_chunk() -> None:
 
     texts, response = stream_all(Echo("echo"))
     assert texts == ["echo: Say many words."] and response.outputs == texts
+
+
+def test_every_choice_of_a_streamed_call_comes_back() -> None:
+    with serve(DummyLM(["first answer here", "second", "third"])) as srv:
+        lm = dspex.LM("openai/dummy", api_base=srv.url, api_key="x", cache=False)
+        texts, response = stream_all(lm, n=3)
+    assert texts == ["first", " answer", " here"]  # the first choice is what streams
+    assert response.outputs == ["first answer here", "second", "third"]
