@@ -243,10 +243,10 @@ _tracer: MlflowTracer | None = None
 
 
 def autolog(
+    *,
     log_traces: bool = True,
     log_traces_from_compile: bool = False,
     disable: bool = False,
-    *,
     log_inputs_outputs: bool = True,
     compile_trace_sample: int = 20,
     tracking_uri: str | None = None,
@@ -281,7 +281,7 @@ def autolog(
         >>> dspex.mlflow.autolog()  # doctest: +SKIP
         >>> qa = dspex.ChainOfThought("question -> answer")  # doctest: +SKIP
         >>> qa(question="What is 2+2?")  # doctest: +SKIP
-        >>> import mlflow
+        >>> import mlflow  # doctest: +SKIP
         >>> mlflow.search_traces(return_type="list")  # doctest: +SKIP
     """
     global _settings, _tracer
