@@ -66,6 +66,10 @@ def make_server(
                 completion_tokens=usage.completion_tokens,
                 finish_reason=reasons[0] if reasons else "stop",
                 include_usage=wants_usage(body),
+                more_choices=[
+                    (text, reasons[i] if i < len(reasons) else None)
+                    for i, text in enumerate(response.outputs[1:], start=1)
+                ],
             )
             return 200, EventStream(chunks)
         return 200, chat_completion(
