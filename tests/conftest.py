@@ -90,3 +90,47 @@ def _isolated(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     if "mlflow" in sys.modules:  # the tracking URI is process-global: don't leak it
         sys.modules["mlflow"].set_tracking_uri(None)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+# The longest modules, longest first (their tests' durations in CI). They start first so that
+# no worker picks up a two-minute test at the end of the run while the other sits idle; with
+# `--dist worksteal` (pyproject.toml) the other worker takes tests from the back of the list.
+_LONGEST_FIRST = (
+    "tests/reliability/test_local_runs.py",
+    "tests/flows/test_mipro_durable.py",
+    "tests/deployments/test_prefect_yaml.py",
+    "tests/reliability/test_deployments.py",
+    "tests/flows/test_dask.py",
+    "tests/flows/test_resume.py",
+    "tests/flows/test_local_server.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run modules with slow tests before the others, the longest known ones first.
+
+    Whole modules move (a stable sort by module), so module-scoped fixtures are still set up
+    once per module and the order inside a module is kept.
+    """
+    slow = {item.nodeid.split("::", 1)[0] for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        if path in _LONGEST_FIRST:
+            return _LONGEST_FIRST.index(path)
+        return len(_LONGEST_FIRST) + (0 if path in slow else 1)
+
+    items.sort(key=rank)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``-n``'s default scheduling (``load``) becomes work stealing: each worker starts on its
+    half of the ordered collection and an idle one takes tests from the back of the other's
+    queue, so the long modules ordered first never wait behind a worker's chunk of short ones.
+    Another ``--dist`` given on the command line is kept."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import WorkStealingScheduling
+
+    return WorkStealingScheduling(config, log)  # type: ignore[arg-type]
