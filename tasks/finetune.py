@@ -115,6 +115,10 @@ def finetune_predictor(
     for key in ("loss_before", "loss_after"):
         if result[key] is not None:
             client.log_metric(mlflow_run_id, f"sft_{key}.{predictor}", result[key])
+    # How the run used its device: throughput and peak memory, next to the losses.
+    for key in ("tokens_per_s", "peak_memory_mb", "batch_size"):
+        if _number(result.get(key)):
+            client.log_metric(mlflow_run_id, f"sft_{key}.{predictor}", float(result[key]))
     if progress is not None:
         update_progress_artifact(progress, 100.0)
     return {**result, "rows": len(rows), "data_fingerprint": data_fingerprint}

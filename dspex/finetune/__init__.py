@@ -7,12 +7,24 @@ trl and peft are the ``finetune`` extra and are imported only when a step runs.
 
 from dspex._extras import INSTALL_HINT, require
 from dspex.finetune._data import sft_rows, write_sft
-from dspex.finetune._train import TrainSettings, last_checkpoint, train_lora
+from dspex.finetune._train import (
+    DeviceInfo,
+    ModelShape,
+    TrainPlan,
+    TrainSettings,
+    last_checkpoint,
+    plan_training,
+    train_lora,
+)
 
 __all__ = [
     "INSTALL_HINT",
+    "DeviceInfo",
+    "ModelShape",
+    "TrainPlan",
     "TrainSettings",
     "last_checkpoint",
+    "plan_training",
     "require",
     "sft_rows",
     "train_lora",

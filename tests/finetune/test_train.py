@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import dspex
+from dspex._extras import device as auto_device
 from dspex.datasets import load_task
 from dspex.evaluate import exact_match
 from dspex.finetune import TrainSettings, sft_rows, train_lora
@@ -57,7 +58,12 @@ def test_finetuning_fits_the_traces(data: dict[str, Any], tmp_path: Path) -> Non
         TrainSettings.from_dict(SETTINGS),
         on_log=logs.append,
     )
-    assert out["steps"] == 150 and out["device"] == "cpu" and out["resumed_from"] is None
+    # The device auto-pick chose (a GPU when there is one), with the plan made for it.
+    assert out["steps"] == 150 and out["device"] == auto_device() and out["resumed_from"] is None
+    gpu = out["device"].startswith("cuda")
+    assert out["precision"] in (("bf16", "fp16") if gpu else ("fp32",))
+    assert out["batch_size"] >= 1 and out["train_tokens"] > 0
+    assert out["tokens_per_s"] > 0 and out["peak_memory_mb"] > 0
     assert out["loss_after"] < out["loss_before"]
     assert any("loss" in r and "learning_rate" in r for r in logs)
     assert (Path(out["adapter_dir"]) / "adapter_config.json").exists()
