@@ -1,6 +1,6 @@
 """Predict + Evaluate throughput against the loopback simulated server at 50 ms latency.
 
-For each concurrency (1, 8, 32, 64) this evaluates ``dspex.Predict`` over N examples with
+For each concurrency (1, 8, 32, 64, 256) this evaluates ``dspex.Predict`` over N examples with
 ``dspex.Evaluate`` against ``python -m dspex.testing.server`` (the SimulatedLM behind an
 OpenAI-compatible HTTP server, in its own process) and prints:
 
@@ -9,12 +9,18 @@ OpenAI-compatible HTTP server, in its own process) and prints:
 * client CPU ms per call (``time.process_time()`` of this process only: the whole dspex stack
   of adapter formatting, LM client, HTTP, parsing, pydantic validation, metric, Evaluate).
 
+With ``--repeats R`` each concurrency runs R times and the table shows the median run and
+the best efficiency (the machine may be shared: CPU time, being this process's own, varies
+far less than wall time). Targets (issue #17): at concurrency 256, efficiency >= 0.8 and
+client CPU <= 0.2 ms per call.
+
 It also measures ``import dspex`` time (median of 5 fresh interpreters, minus an empty one).
 
 Usage::
 
     python benchmarks/lm_throughput.py                 # the table in docs/performance.md
     python benchmarks/lm_throughput.py --calls 2000 --concurrency 64
+    python benchmarks/lm_throughput.py --concurrency 256 --calls 4000 --repeats 5
 """
 
 from __future__ import annotations
@@ -79,17 +85,27 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--calls-at-1", type=int, default=200, help="N at concurrency 1")
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32, 64])
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32, 64, 256])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--no-import-time", action="store_true")
     args = parser.parse_args()
-    print(f"import dspex: {import_time() * 1000:.0f} ms")
-    print(f"{'conc':>4} {'calls':>6} {'calls/s':>8} {'efficiency':>10} {'CPU ms/call':>11}")
+    if not args.no_import_time:
+        print(f"import dspex: {import_time() * 1000:.0f} ms")
+    print(
+        f"{'conc':>4} {'calls':>6} {'calls/s':>8} {'efficiency':>10} {'best eff.':>9} "
+        f"{'CPU ms/call':>11} {'best CPU':>8}"
+    )
     with start_server_process("arithmetic", latency=args.latency) as server:
         for c in args.concurrency:
             n = args.calls_at_1 if c == 1 else args.calls
-            r = run_one(server.url, n, c, args.latency)
+            runs = [run_one(server.url, n, c, args.latency) for _ in range(args.repeats)]
+            r = sorted(runs, key=lambda x: x["efficiency"])[len(runs) // 2]
+            best_eff = max(x["efficiency"] for x in runs)
+            cpu = statistics.median(x["cpu_ms_per_call"] for x in runs)
+            best_cpu = min(x["cpu_ms_per_call"] for x in runs)
             print(
                 f"{c:>4} {n:>6} {r['calls_per_s']:>8.0f} {r['efficiency']:>10.2f} "
-                f"{r['cpu_ms_per_call']:>11.2f}"
+                f"{best_eff:>9.2f} {cpu:>11.3f} {best_cpu:>8.3f}"
             )
 
 
