@@ -154,6 +154,11 @@ class SharedStudy:
         for t in trials:
             if not all(_number(v) for v in t.values or ()):
                 raise ValueError(f"trial {t.number} has a value that is not a number")
+            pairs = t.user_attrs.get("row_scores", [])
+            if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(map(_number, p)) for p in pairs
+            ):
+                raise ValueError(f"trial {t.number} has row scores that are not numbers")
         for key, value in attrs.items():
             if key.startswith("full:") and not (value is None or _number(value)):
                 raise ValueError(f"the study attribute {key!r} is not a score")
@@ -204,6 +209,10 @@ class SharedStudy:
                 config={k: int(v) for k, v in t.params.items()},
                 score=t.value if t.state == TrialState.COMPLETE else None,
                 error=t.user_attrs.get("error"),
+                row_scores={
+                    int(row): float(score) for row, score in t.user_attrs.get("row_scores", [])
+                },
+                reused_from=t.user_attrs.get("reused_from"),
             )
             for index, t in self.finished().items()
         }
@@ -263,6 +272,10 @@ class SharedStudy:
             trial.set_user_attr("error", result["error"])
             self.study.tell(trial, state=TrialState.FAIL)
         else:
+            if result.get("row_scores") is not None:
+                trial.set_user_attr("row_scores", result["row_scores"])
+            if result.get("reused_from") is not None:
+                trial.set_user_attr("reused_from", result["reused_from"])
             self.study.tell(trial, result["score"])
 
     def reached_checkpoints(self) -> dict[int, str]:

@@ -40,7 +40,9 @@ from dspex.optimize._mipro_search import (
     candidate_rows,
     default_config,
     due_full_evaluations,
+    finished_prefix,
     parse_config_key,
+    reusable_trial,
     search_space,
     trial_rows,
     validation_rows,
@@ -71,6 +73,7 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
         setup = _prepare(params, spine)
         baseline = _start_baseline(setup)  # runs while the demo sets are bootstrapped
         demosets, exhausted = _bootstrap(setup)
+        _raise_if_failed(baseline)  # a metric or program bug: every trial would fail alike
         instructions, skipped = _propose(setup, demosets)
         search = _Search(setup, instructions, demosets)
         full, stopped = search.run(baseline)
@@ -144,6 +147,12 @@ def _start_baseline(setup: _Setup) -> PrefectFuture[dict[str, Any]] | None:
     return _evaluate(setup, f"default-{key}", setup.default, setup.rows, original, empty)
 
 
+def _raise_if_failed(future: PrefectFuture[Any] | None) -> None:
+    """Raise what an evaluation that has already failed raised (without waiting for it)."""
+    if future is not None and future.state.is_failed():
+        future.result()
+
+
 def _bootstrap(setup: _Setup) -> tuple[list[dict[str, Any]], bool]:
     """One demo set per candidate (empty where the budget stopped its bootstrap)."""
     p, params = setup.plan, setup.params
@@ -210,6 +219,7 @@ class _Search:
     # checkpoint → (configuration key, its running full evaluation)
     pending: dict[int, tuple[str, PrefectFuture[dict[str, Any]]]] = field(default_factory=dict)
     logging: list[PrefectFuture[Any]] = field(default_factory=list)
+    stopped: bool = False  # the budget stopped a full evaluation harvested early
     warming: threading.Thread = field(
         default_factory=lambda: threading.Thread(
             target=_warm_imports, name="dspex-warm-imports", daemon=True
@@ -224,6 +234,7 @@ class _Search:
         study, p = self.setup.study, self.setup.plan
         if baseline is not None:  # checkpoint 0: nothing to choose, only a score to store
             self.pending[0] = (config_key(self.setup.default), baseline)
+        _raise_if_failed(baseline)
         space = self._space()
         exhausted = False
         try:
@@ -235,7 +246,7 @@ class _Search:
         except BudgetExceededError:
             exhausted = True
         finally:
-            exhausted = self._harvest(wait=True) or exhausted
+            exhausted = self._harvest(wait=True) or exhausted or self.stopped
         for future in self.logging:
             future.result()  # a logging failure fails the run, as it would in finish_run
         return study.full_scores(), exhausted
@@ -260,14 +271,22 @@ class _Search:
             exhausted = self._harvest(wait=False)
             time.sleep(0.5)
             return exhausted
-        futures = []
+        outcomes = study.outcomes()
+        jobs: list[PrefectFuture[dict[str, Any]] | dict[str, Any]] = []
         for trial in trials:
             index = int(trial.user_attrs["index"])
             config = {k: int(v) for k, v in trial.params.items()}
-            futures.append(self._submit(f"trial-{index}", config, trial_rows(rows, p, index)))
+            earlier = reusable_trial(outcomes, index, config)
+            if earlier is not None:  # evaluated already: its score, no LM call
+                jobs.append({"score": earlier.score, "error": None, "reused_from": earlier.index})
+            else:
+                jobs.append(self._submit(f"trial-{index}", config, trial_rows(rows, p, index)))
         if self.warming.ident is None:
             self.warming.start()  # while the first trials wait on the LM
-        results, exhausted = gather_results(futures)
+        futures = [j for j in jobs if not isinstance(j, dict)]
+        evaluated, exhausted = gather_results(futures)
+        done = iter(evaluated)
+        results = [j if isinstance(j, dict) else next(done) for j in jobs]
         for trial, result in zip(trials, results, strict=True):
             study.tell(trial, result)
         exhausted = self._harvest(wait=False) or exhausted
@@ -276,21 +295,33 @@ class _Search:
         return exhausted
 
     def _start_due(self) -> None:
-        """Start the full evaluations the policy makes due now."""
+        """Start the full evaluations the policy makes due now. The last one is chosen
+        once every earlier full score is in (they are waited for), so that one that cannot
+        win is not run."""
         study, p = self.setup.study, self.setup.plan
+        outcomes = study.outcomes()
+        last_open = p.num_trials not in study.reached_checkpoints()
+        if last_open and finished_prefix(outcomes.keys()) >= p.num_trials:
+            self.stopped = self._harvest(wait=True) or self.stopped
         started = {c: key for c, (key, _) in self.pending.items()}
         due = due_full_evaluations(
-            p, study.outcomes(), study.reached_checkpoints(), started, self.setup.default
+            p,
+            outcomes,
+            study.reached_checkpoints(),
+            started,
+            self.setup.default,
+            study.full_scores(),
+            len(self.setup.rows),
         )
         for evaluation in due:
-            if evaluation.config is None:  # nothing new to evaluate: reached as it is
+            if evaluation.config is None:  # nothing new, or nothing that can win: reached
                 study.record_checkpoint(evaluation.checkpoint, "")
-                continue
-            key = config_key(evaluation.config)
-            future = self._submit(f"full-{key}", evaluation.config, self.setup.rows)
-            self.pending[evaluation.checkpoint] = (key, future)
+            else:
+                key = config_key(evaluation.config)
+                future = self._submit(f"full-{key}", evaluation.config, self.setup.rows)
+                self.pending[evaluation.checkpoint] = (key, future)
             if evaluation.checkpoint == p.num_trials:
-                self._log_trials()  # while the last full evaluation waits on the LM
+                self._log_trials()  # while the last full evaluation (if any) waits on the LM
 
     def _harvest(self, wait: bool) -> bool:
         """Store the scores of finished full evaluations (all of them when ``wait``); True

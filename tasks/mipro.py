@@ -102,4 +102,10 @@ def evaluate_config(
         "errors": result.n_errors,
         "lm_calls": result.usage.calls,
         "cache_hits": result.usage.cache_hits,
+        # [row, score] per example (a failed one scores 0): what bounds a configuration's
+        # full score before its full evaluation (dspex.optimize._mipro_search)
+        "row_scores": [
+            [int(i), 0.0 if r.error is not None else float(r.score or 0.0)]
+            for i, r in zip(rows, result.rows, strict=True)
+        ],
     }

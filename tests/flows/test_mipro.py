@@ -124,4 +124,9 @@ def test_every_trial_is_visible_in_mlflow_traces_and_prefect(tmp_path: Path) -> 
         "SELECT DISTINCT trial FROM traces WHERE stage = 'search' AND kind = 'lm' ORDER BY 1",
         tmp_path,
     ).to_pylist()
-    assert [r["trial"] for r in rows] == [0, 1, 2, 3]
+    # A trial repeating an earlier trial's configuration reuses its score: no LM call.
+    reused = {c["id"]: c["reused_from"] for c in result.candidates if c.get("reused_from")}
+    evaluated = [i for i in range(4) if f"trial-{i}" not in reused]
+    assert [r["trial"] for r in rows] == evaluated
+    scores = {c["id"]: (c["score"], c["config"]) for c in result.candidates}
+    assert all(scores[trial] == scores[earlier] for trial, earlier in reused.items())

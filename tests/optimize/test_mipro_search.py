@@ -7,6 +7,7 @@ from dspex.optimize._mipro_search import (
     FullEvaluation,
     TrialOutcome,
     best_configuration,
+    best_possible_score,
     best_unseen,
     candidate_rows,
     checkpoints,
@@ -14,6 +15,7 @@ from dspex.optimize._mipro_search import (
     due_full_evaluations,
     finished_prefix,
     parse_config_key,
+    reusable_trial,
     search_space,
     trial_rows,
     validation_rows,
@@ -167,3 +169,31 @@ def test_candidate_rows_list_trials_by_index_then_full_evaluations() -> None:
         {"id": "trial-1", "kind": "minibatch", "score": 60.0, "config": key, "error": None},
         {"id": f"full:{key}", "kind": "full", "score": 75.0, "config": key},
     ]
+
+
+def test_a_trial_repeating_a_scored_configuration_reuses_its_score() -> None:
+    trials = {0: _trial(0, 1, 2, 80.0), 1: _trial(1, 2, 2, None), 2: _trial(2, 2, 2, 60.0)}
+    assert reusable_trial(trials, 5, _config(1, 2)) == trials[0]
+    assert reusable_trial(trials, 5, _config(2, 2)) == trials[2]  # the failed one is skipped
+    assert reusable_trial(trials, 0, _config(1, 2)) is None  # only earlier trials count
+    assert reusable_trial(trials, 5, _config(3, 3)) is None
+    reused = TrialOutcome(index=3, config=_config(3, 3), score=50.0, reused_from=9)
+    assert reusable_trial({3: reused}, 5, _config(3, 3)) is None  # never a reuse of a reuse
+
+
+def test_the_last_full_evaluation_is_skipped_when_it_cannot_win() -> None:
+    plan = _plan(num_trials=4, minibatch_full_eval_steps=4)
+    rows = {0: 1.0, 1: 0.0, 2: 0.0, 3: 1.0, 4: 1.0}  # 2 of 5 wrong: at most 8 of 10 right
+    trials = {
+        i: TrialOutcome(i, _config(1, 1), 60.0, row_scores=rows) if i == 0 else _trial(i, 0, 1, 0)
+        for i in range(4)
+    }
+    assert best_possible_score(trials, 4, _config(1, 1), 10) == 80.0
+    full = {config_key(DEFAULT): 85.0}
+    due = due_full_evaluations(plan, trials, {}, {}, DEFAULT, full, 10)
+    assert due == [FullEvaluation(checkpoint=4, config=None)]
+    # It could tie or beat a lower best: it runs.
+    due = due_full_evaluations(plan, trials, {}, {}, DEFAULT, {config_key(DEFAULT): 80.0}, 10)
+    assert due == [FullEvaluation(checkpoint=4, config=_config(1, 1))]
+    # Not before every earlier full evaluation is scored: the choice must not depend on timing.
+    assert due_full_evaluations(plan, trials, {}, {0: config_key(DEFAULT)}, DEFAULT, {}, 10) == []
