@@ -1,4 +1,5 @@
-"""The DSPy side of ``mipro_vs_dspy.py``: one ``dspy.MIPROv2`` compile, in its own process.
+"""The DSPy side of ``mipro_vs_dspy.py``: one ``dspy.MIPROv2`` (or, with ``optimizer:
+random-search``, ``dspy.BootstrapFewShotWithRandomSearch``) compile, in its own process.
 
 Run by the harness as ``<bench venv>/bin/python benchmarks/_dspy_side.py CONFIG.json``; it
 imports only the standard library, DSPy and the harness's stdlib helpers (no dspex), so its
@@ -61,9 +62,16 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     trainset = _examples(data["train"], data["input_keys"])
     valset = _examples(data["dev"], data["input_keys"])
     program = dspy.ChainOfThought(data["signature"])
-    optimizer = dspy.MIPROv2(
-        exact_match, auto="light", seed=config["seed"], num_threads=config["threads"]
-    )
+    if str(config.get("optimizer", "")).startswith("random-search"):
+        optimizer = dspy.BootstrapFewShotWithRandomSearch(
+            exact_match, num_candidate_programs=6, num_threads=config["threads"]
+        )
+        label = "dspy.BootstrapFewShotWithRandomSearch(6)"
+    else:
+        optimizer = dspy.MIPROv2(
+            exact_match, auto="light", seed=config["seed"], num_threads=config["threads"]
+        )
+        label = "dspy.MIPROv2(auto='light')"
 
     before = requests_served(config["url"])
     t0 = time.perf_counter()
@@ -79,7 +87,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     own = evaluate(winner)
     return {
         "side": "dspy",
-        "optimizer": "dspy.MIPROv2(auto='light')",
+        "optimizer": label,
         "versions": {"dspy": dspy.__version__, "python": sys.version.split()[0]},
         "import_s": import_s,
         "compile_s": compile_s,

@@ -40,6 +40,14 @@ Usage::
     .venv-bench/bin/python benchmarks/mipro_vs_dspy.py                # full: 200/100, 200 ms
     .venv-bench/bin/python benchmarks/mipro_vs_dspy.py --quick        # smoke: 50/50, 50 ms
     .venv-bench/bin/python benchmarks/mipro_vs_dspy.py --json out.json --sides dspex
+    # BootstrapFewShotWithRandomSearch(6) on both sides (dspex races its candidates):
+    .venv-bench/bin/python benchmarks/mipro_vs_dspy.py --dspex-optimizer random-search
+    .venv-bench/bin/python benchmarks/mipro_vs_dspy.py --dspex-optimizer random-search --task factqa
+
+The last table compares each dspex side with DSPy's on the issue's targets: score difference,
+LM requests ratio, compile wall ratio, and peak RSS ratio (helper processes, such as Prefect's
+local API server, included). dspex's side runs with a ``DSPEX_CACHE_DIR`` as on a machine where
+dspex has run before (the migrated MLflow store template exists) and a fresh LM cache.
 
 The script itself needs only dspex; the DSPy side runs under ``--dspy-python`` (default: this
 interpreter when it can import dspy, else ``.venv-bench/bin/python``).
@@ -66,6 +74,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SIGNATURE = "question -> answer: int"
+SIGNATURES = {"arithmetic": SIGNATURE, "factqa": "question -> answer"}
 # Unset for every child: compile() must run locally (ephemeral Prefect, MLflow on SQLite).
 _SERVER_ENV = ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")
 
@@ -147,15 +156,21 @@ def _dspex_optimizer(name: str, seed: int) -> tuple[Any, str]:
 
     if name == "mipro":
         return dspex.MIPROv2(exact_match, auto="light", seed=seed), "dspex.MIPROv2(auto='light')"
+    racing = name == "random-search"  # "random-search-full": every candidate on every row
     optimizer = dspex.BootstrapFewShotWithRandomSearch(
-        exact_match, num_candidate_programs=6, seed=seed
+        exact_match, num_candidate_programs=6, seed=seed, racing=racing
     )
-    return optimizer, "dspex.BootstrapFewShotWithRandomSearch(6) [stand-in for MIPROv2]"
+    return (
+        optimizer,
+        f"dspex.BootstrapFewShotWithRandomSearch(6{'' if racing else ', racing=False'})",
+    )
 
 
 def run_dspex_worker(config: dict[str, Any]) -> dict[str, Any]:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "true"
-    os.environ["DSPEX_CACHE_DIR"] = config["cache_dir"]
+    # What lasts on a machine where dspex has run before (the migrated MLflow store
+    # template) is under DSPEX_CACHE_DIR; the LM cache itself is fresh for every compile.
+    os.environ["DSPEX_CACHE_DIR"] = config["machine_cache"]
     os.environ["DSPEX_RUNS_DIR"] = config["runs_dir"]
     if config.get("prefect_api_url"):  # the "dspex-server" side: a Prefect server is running
         os.environ["PREFECT_API_URL"] = config["prefect_api_url"]
@@ -163,6 +178,7 @@ def run_dspex_worker(config: dict[str, Any]) -> dict[str, Any]:
     import dspex
 
     import_s = time.perf_counter() - t0
+    dspex.configure_cache(directory=config["cache_dir"])
     data = json.loads(Path(config["data"]).read_text())
     keys = data["input_keys"]
     trainset = [dspex.Example(row).with_inputs(*keys) for row in data["train"]]
@@ -207,14 +223,16 @@ def run_dspex_worker(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the harness -------------------------------------------------------------------------------
-def _write_data(workdir: Path, n_train: int, n_dev: int) -> tuple[Path, list[Any]]:
+def _write_data(
+    workdir: Path, n_train: int, n_dev: int, name: str = "arithmetic"
+) -> tuple[Path, list[Any]]:
     from dspex.datasets import load_task
 
-    task = load_task("arithmetic")
+    task = load_task(name)
     train, dev, _ = task.split(train=n_train, dev=n_dev, seed=0)
     keys = list(task.input_keys)
     data = {
-        "signature": SIGNATURE,
+        "signature": SIGNATURES[name],
         "input_keys": keys,
         "train": [dict(ex.items()) for ex in train],
         "dev": [dict(ex.items()) for ex in dev],
@@ -287,11 +305,11 @@ def _fresh_timing(python: str, setup: str, statement: str, repeats: int = 3) -> 
     return statistics.median(times)
 
 
-def _rebuild(winner: dict[str, Any]) -> Any:
+def _rebuild(winner: dict[str, Any], signature: str = SIGNATURE) -> Any:
     """A dspex ChainOfThought carrying a winner's instructions and demos."""
     import dspex
 
-    program = dspex.ChainOfThought(SIGNATURE)
+    program = dspex.ChainOfThought(signature)
     if "state" in winner:
         return program.load_state(winner["state"])
     for name, predictor in program.named_predictors():
@@ -301,10 +319,12 @@ def _rebuild(winner: dict[str, Any]) -> Any:
     return program
 
 
-def _evaluate(winner: dict[str, Any], url: str, devset: list[Any], threads: int) -> float:
+def _evaluate(
+    winner: dict[str, Any], url: str, devset: list[Any], threads: int, signature: str = SIGNATURE
+) -> float:
     import dspex
 
-    program = _rebuild(winner)
+    program = _rebuild(winner, signature)
     lm = dspex.LM("openai/dspex-sim", api_base=url, api_key="unused", cache=False)
     for predictor in program.predictors():
         predictor.lm = lm
@@ -337,7 +357,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency", type=float, help="seconds per LM request (0.2; quick 0.05)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=16, help="num_threads / concurrency")
-    p.add_argument("--dspex-optimizer", choices=("mipro", "random-search"))
+    p.add_argument(
+        "--dspex-optimizer",
+        choices=("mipro", "random-search", "random-search-full"),
+        help="both sides run it (random-search: DSPy's BootstrapFewShotWithRandomSearch(6); "
+        "random-search-full: dspex without racing)",
+    )
+    p.add_argument("--task", default="arithmetic", choices=("arithmetic", "factqa"))
     p.add_argument(
         "--sides",
         default="dspy,dspex,dspex-server",
@@ -364,10 +390,10 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     optimizer = args.dspex_optimizer or _default_optimizer()
     dspy_python = args.dspy_python or _default_dspy_python()
-    data, devset = _write_data(workdir, args.train, args.dev)
+    data, devset = _write_data(workdir, args.train, args.dev, args.task)
     report: dict[str, Any] = {
         "setup": {
-            "task": "arithmetic",
+            "task": args.task,
             "train": args.train,
             "dev": args.dev,
             "latency_s": args.latency,
@@ -378,8 +404,9 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         },
         "sides": {},
     }
-    with start_server_process("arithmetic", latency=args.latency) as server:
+    with start_server_process(args.task, latency=args.latency) as server:
         base = {
+            "optimizer": optimizer,
             "url": server.url,
             "data": str(data),
             "seed": args.seed,
@@ -392,6 +419,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "runs_dir": str(workdir / "dspex-runs"),
             "cache_dir": str(workdir / "dspex-cache"),
         }
+        dspex_cfg["machine_cache"] = _machine_cache(workdir)
         dspex_cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "dspex"]
         for side in sides:
             if side == "dspy":
@@ -409,7 +437,9 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             report["dspex_cached_rerun"] = _run_worker("dspex-rerun", dspex_cmd, rerun_cfg, workdir)
         for side, result in report["sides"].items():
             print(f"[{side}] evaluating the winner with dspex Evaluate ...", flush=True)
-            result["val_score"] = _evaluate(result["winner"], server.url, devset, args.threads)
+            result["val_score"] = _evaluate(
+                result["winner"], server.url, devset, args.threads, SIGNATURES[args.task]
+            )
     if not args.no_overhead:
         print("timing start-up in fresh interpreters ...", flush=True)
         report["startup_s"] = {
@@ -419,6 +449,24 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if "dspy" in sides:
             report["startup_s"]["import dspy"] = _fresh_timing(dspy_python, "", "import dspy")
     return report
+
+
+def _machine_cache(workdir: Path) -> str:
+    """A ``DSPEX_CACHE_DIR`` as on a machine where dspex has run once: the MLflow store
+    template made (``dspex.integrations.mlflow._tracking``), no LM response cached."""
+    from dspex.integrations.mlflow._tracking import seed_sqlite_store
+
+    machine = workdir / "machine-cache"
+    previous = os.environ.get("DSPEX_CACHE_DIR")
+    os.environ["DSPEX_CACHE_DIR"] = str(machine)
+    try:
+        seed_sqlite_store(f"sqlite:///{workdir / 'warm-up' / 'mlflow.db'}")
+    finally:
+        if previous is None:
+            os.environ.pop("DSPEX_CACHE_DIR")
+        else:
+            os.environ["DSPEX_CACHE_DIR"] = previous
+    return str(machine)
 
 
 def _run_with_prefect_server(cmd: list[str], config: dict[str, Any], workdir: Path) -> dict:
@@ -457,10 +505,35 @@ def _fmt(value: Any, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _ratios(report: dict[str, Any]) -> list[str]:
+    """Each dspex side against DSPy's: the issue's targets, one row per side."""
+    sides = report["sides"]
+    ref = sides.get("dspy")
+    if ref is None:
+        return []
+    ref_rss = ref["peak_rss_mb"] + (ref.get("helper_peak_rss_mb") or 0)
+    lines = [
+        "",
+        "| dspex side vs DSPy | score (dspex − DSPy) | LM requests ratio | wall ratio "
+        "| peak RSS ratio (helpers incl.) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for side, r in sides.items():
+        if side == "dspy":
+            continue
+        score = (r.get("val_score") or 0) - (ref.get("val_score") or 0)
+        rss = r["peak_rss_mb"] + (r.get("helper_peak_rss_mb") or 0)
+        lines.append(
+            f"| {side} | {score:+.1f} | {r['compile_requests'] / ref['compile_requests']:.2f}× "
+            f"| {r['compile_s'] / ref['compile_s']:.2f}× | {rss / ref_rss:.2f}× |"
+        )
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     s = report["setup"]
     lines = [
-        f"arithmetic, {s['train']} train / {s['dev']} validation, simulated LM at "
+        f"{s['task']}, {s['train']} train / {s['dev']} validation, simulated LM at "
         f"{s['latency_s'] * 1000:.0f} ms over loopback HTTP, seed {s['seed']}, "
         f"{s['threads']} threads; {s['machine']}",
         "",
@@ -476,6 +549,7 @@ def render(report: dict[str, Any]) -> str:
             f"| {_fmt(r.get('own_eval_score'), '.1f')} | {_fmt(r.get('optimizer_score'), '.1f')} "
             f"| {r['compile_requests']:,} | {r['compile_s']:.1f} | {rss} |"
         )
+    lines += _ratios(report)
     lines += ["", "Heavy modules imported by the end of compile:", ""]
     for side, r in report["sides"].items():
         lines.append(f"- {side}: {', '.join(r.get('heavy_modules') or []) or 'none of note'}")
