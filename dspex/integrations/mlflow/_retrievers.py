@@ -99,7 +99,10 @@ def pack_retrievers(program: Module) -> tuple[PackedRetriever, ...]:
     for path, module in _retrieve_modules(program):
         rm = module.rm
         kind = type(rm).__name__
-        if kind not in _LOADABLE or type(rm).__module__.split(".")[0] != "dspex":
+        saveable = callable(getattr(rm, "save", None)) and callable(
+            getattr(type(rm), "from_saved", None)
+        )
+        if kind not in _LOADABLE or type(rm).__module__.split(".")[0] != "dspex" or not saveable:
             raise UserError(
                 f"{path}.rm is a {kind}, whose index cannot be logged with the program (only "
                 f"dspex.retrievers {' and '.join(_LOADABLE)} save theirs as files). Log the "
