@@ -217,8 +217,10 @@ def uninstrument() -> None:
 
 
 def is_instrumented() -> bool:
-    """Whether :func:`instrument` is in effect."""
-    return _installed is not None
+    """Whether :func:`instrument` is in effect (a later ``dspex.configure(callbacks=...)``
+    that left its callback out ended it)."""
+    installed = _installed
+    return installed is not None and installed in _defaults_callbacks()
 
 
 def _defaults_callbacks() -> tuple[Any, ...]:
