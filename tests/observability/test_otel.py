@@ -89,6 +89,21 @@ def test_a_chain_of_thought_call_is_a_tree_of_spans_with_genai_attributes(
     assert "[REDACTED]" in str((root.attributes or {})["dspex.inputs"])
 
 
+def test_a_program_call_joins_the_callers_current_span() -> None:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("app")
+    with (
+        dspex.context(callbacks=[dspex.observability.OpenTelemetryCallback(provider)]),
+        tracer.start_as_current_span("POST /answer") as request,
+    ):
+        dspex.Predict("q -> a", lm=DummyLM([{"a": "1"}]))(q="?")
+    program = _by_name(spans.get_finished_spans())["Predict"]
+    assert program.parent is not None
+    assert program.parent.span_id == request.get_span_context().span_id
+
+
 def test_content_is_not_recorded_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
     spans = InMemorySpanExporter()
