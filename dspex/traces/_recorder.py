@@ -1,6 +1,10 @@
 """``TraceRecorder``: turns events into trace rows, one per LM call and one per module call,
 plus one per failed LM attempt that was retried (kind ``lm_attempt``) and one per tool call
-(kind ``tool``: the tool's name in ``module_path``, its arguments, redacted, in ``inputs``).
+(kind ``tool``: the tool's name in ``module_path``, its arguments, redacted, in ``inputs``),
+one per retrieval (kind ``retrieve``: the retriever's name in ``module_path``, its class in
+``module_class``, ``{"query", "k"}`` in ``inputs`` and ``{"ids", "scores", "passages"}`` in
+``outputs``) and one per embedding batch (kind ``embed``: the model, its tokens, cost and
+whether the cache answered).
 
 An LM call's row is completed by the adapter's parse event (its parsed outputs or parse
 error) and handed to the writer then; rows whose parse never comes (a direct ``lm(...)`` call,
@@ -107,6 +111,7 @@ class TraceRecorder(Callback):
         self._by_parent: dict[str, list[str]] = {}
         self._attempts: dict[str, int] = {}  # LM span id -> failed attempts retried so far
         self._tool_args: dict[str, Any] = {}  # open tool spans: their redacted arguments
+        self._queries: dict[str, dict[str, Any]] = {}  # open retrieve spans: query and k
 
     # -- modules ---------------------------------------------------------------------------
     def on_module_start(self, span: Span, module: Any, inputs: Mapping[str, Any]) -> None:
@@ -155,6 +160,43 @@ class TraceRecorder(Callback):
         row["module_class"] = "Tool"
         row["inputs"] = args
         row["outputs"] = None if error is not None else redact(result)
+        _set_error(row, error)
+        self._write(row)
+
+    # -- retrieval -------------------------------------------------------------------------
+    def on_retrieve_start(self, span: Span, retriever: Any, query: str, k: int) -> None:
+        with self._lock:
+            self._queries[span.span_id] = {"query": query, "k": k}
+
+    def on_retrieve_end(
+        self, span: Span, retriever: Any, passages: Any, error: BaseException | None
+    ) -> None:
+        with self._lock:
+            inputs = self._queries.pop(span.span_id, None)
+        row = _base_row(span, "retrieve", time.time(), span.elapsed_s)
+        row["module_path"] = span.name
+        row["module_class"] = type(retriever).__name__
+        row["inputs"] = inputs
+        if passages is not None:
+            row["outputs"] = {
+                "ids": [p.id for p in passages],
+                "scores": [p.score for p in passages],
+                "passages": [p.text for p in passages],
+            }
+        _set_error(row, error)
+        self._write(row)
+
+    def on_embed_end(
+        self, span: Span, embedder: Any, result: Any, error: BaseException | None
+    ) -> None:
+        row = _base_row(span, "embed", time.time(), span.elapsed_s)
+        row["model"] = span.name
+        row["module_class"] = type(embedder).__name__
+        if result is not None:
+            row["inputs"] = {"n": result.n}
+            row["prompt_tokens"] = result.usage.prompt_tokens
+            row["cost"] = result.usage.cost
+            row["cache_hit"] = result.cache_hit
         _set_error(row, error)
         self._write(row)
 
@@ -263,6 +305,7 @@ class TraceRecorder(Callback):
             self._by_parent.clear()
             self._attempts.clear()
             self._tool_args.clear()
+            self._queries.clear()
         for row in rows:
             self._write(row)
         self.writer.close()

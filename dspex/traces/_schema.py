@@ -1,5 +1,8 @@
-"""The trace row schema, version 2: one row per LM call, failed LM attempt, module call or tool
-call (``kind``: ``lm``, ``lm_attempt``, ``module``, ``tool``).
+"""The trace row schema, version 2: one row per LM call, failed LM attempt, module call, tool
+call, retrieval or embedding batch (``kind``: ``lm``, ``lm_attempt``, ``module``, ``tool``,
+``retrieve``, ``embed``). A new kind is a new value, not a new column: it keeps the version
+(``retrieve`` rows carry their query in ``inputs`` and the passage ids, scores and texts
+in ``outputs``, as JSON).
 
 A row reaches :class:`~dspex.traces.TraceWriter` as a plain ``dict`` whose keys are
 :data:`COLUMNS`. Two columns accept more than one Python shape, so that the recorder can pass
