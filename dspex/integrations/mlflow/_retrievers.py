@@ -5,9 +5,10 @@ index (vectors, a BM25 table) and a client (the embedder's endpoint and key). So
 whose ``Retrieve`` modules carry their own retriever (``Retrieve(k, rm=...)``) is logged as
 its JSON state plus, per retriever, the index the retriever saves with its own ``save``
 (JSON and ``.npy``, no pickle) in ``data/dspex/retrievers/<module path>/``. The manifest
-records where each goes back (the module path), which retriever class reads it (one of a
-fixed table, never a name chosen by the file), the sha256 of its files, and the embedder's
-*model name* only. Loading rebuilds each retriever from its directory with an embedder made
+records where each goes back (the module path) with the module's ``k``, which retriever
+class reads it (one of a fixed table, never a name chosen by the file), the sha256 of its
+files, and the embedder's *model name* only; a ``Retrieve`` that uses the context's ``rm``
+records only its ``k``. Loading rebuilds each retriever from its directory with an embedder made
 by the loading process: the one passed to ``load_model(..., embedder=...)``, or one built
 from the recorded model name whose endpoint and key come from this process's environment.
 
@@ -29,6 +30,7 @@ from typing import Any
 from dspex.errors import ProgramIntegrityError, UserError
 from dspex.primitives import Module
 from dspex.primitives._trust import code_digest
+from dspex.retrievers._base import check_k
 
 __all__ = [
     "RETRIEVERS_DIR",
@@ -49,9 +51,11 @@ class PackedRetriever:
     """One retriever of a packed program.
 
     Attributes:
-        path: the ``Retrieve`` module holding it, as ``named_sub_modules`` names it without
-            ``self.`` (``"retrieve"``).
-        kind: its class, one of the loadable ones (``"Embeddings"``, ``"BM25"``).
+        path: the ``Retrieve`` module, as ``named_sub_modules`` names it without ``self.``
+            (``"retrieve"``).
+        k: the module's ``k`` (a setting, not predictor state, so it is recorded here).
+        kind: its retriever's class, one of the loadable ones (``"Embeddings"``,
+            ``"BM25"``); ``None`` for a module that uses the context's ``rm``.
         source: the local directory its index was saved to (content-addressed).
         sha256: the digest of that directory's files.
         embedder: the embedder's model name (``None`` when it has none, or a callable that
@@ -59,13 +63,16 @@ class PackedRetriever:
     """
 
     path: str
-    kind: str
-    source: str
-    sha256: str
-    embedder: str | None
+    k: int
+    kind: str | None = None
+    source: str = ""
+    sha256: str = ""
+    embedder: str | None = None
 
     def manifest(self) -> dict[str, Any]:
         """What the model's manifest records (the local ``source`` stays here)."""
+        if self.kind is None:
+            return {"path": self.path, "k": self.k}
         entry = asdict(self)
         entry.pop("source")
         entry["dir"] = f"{RETRIEVERS_DIR}/{_dir_name(self.path)}"
@@ -76,28 +83,21 @@ def _dir_name(path: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in path)
 
 
-def _retrieve_modules(program: Module) -> list[tuple[str, Any]]:
-    from dspex.modules._retrieve import Retrieve
-
-    return [
-        (name.removeprefix("self."), module)
-        for name, module in program.named_sub_modules(Retrieve)
-        if getattr(module, "rm", None) is not None
-    ]
-
-
 def pack_retrievers(program: Module) -> tuple[PackedRetriever, ...]:
     """Save the index of every retriever the program holds; their packed references.
 
-    A ``Retrieve`` without its own retriever (one that uses the context's ``rm``) has
-    nothing to log: the serving process configures it.
+    A ``Retrieve`` without its own retriever (one that uses the context's ``rm``) logs only
+    its ``k``: the serving process configures the retriever.
 
     Raises:
         UserError: a retriever cannot be saved as files (a remote client, a callable).
     """
     packed = []
-    for path, module in _retrieve_modules(program):
+    for path, module in _all_retrieve_modules(program):
         rm = module.rm
+        if rm is None:
+            packed.append(PackedRetriever(path=path, k=module.k))
+            continue
         kind = type(rm).__name__
         saveable = callable(getattr(rm, "save", None)) and callable(
             getattr(type(rm), "from_saved", None)
@@ -115,6 +115,7 @@ def pack_retrievers(program: Module) -> tuple[PackedRetriever, ...]:
         packed.append(
             PackedRetriever(
                 path=path,
+                k=module.k,
                 kind=kind,
                 source=str(source),
                 sha256=digest,
@@ -152,6 +153,8 @@ def _save_index(rm: Any) -> tuple[Path, str]:
 def bundle_retrievers(retrievers: Sequence[PackedRetriever], directory: Path) -> None:
     """Copy each packed index into the model's ``data/dspex/retrievers/`` directory."""
     for r in retrievers:
+        if r.kind is None:
+            continue
         source = Path(r.source)
         if code_digest(source) != r.sha256:
             raise UserError(
@@ -189,12 +192,15 @@ def attach_retrievers(
     modules = dict(_all_retrieve_modules(program))
     for entry in entries:
         kind, path = entry.get("kind"), entry.get("path")
-        if kind not in _LOADABLE or path not in modules:
+        if path not in modules or (kind is not None and kind not in _LOADABLE):
             raise ProgramIntegrityError(
                 f"{directory}: the model names retriever {kind!r} at {path!r}, which this "
                 "program cannot hold; nothing was loaded.",
                 path=str(directory),
             )
+        modules[path].k = check_k(entry.get("k", modules[path].k), f"{path}.k in {directory}")
+        if kind is None:
+            continue
         index = directory / RETRIEVERS_DIR / _dir_name(str(path))
         if verify and code_digest(index) != entry.get("sha256"):
             raise ProgramIntegrityError(
