@@ -123,7 +123,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """``-n``'s default scheduling (``load``) becomes work stealing: each worker starts on its
     half of the ordered collection and an idle one takes tests from the back of the other's
@@ -134,3 +134,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     from xdist.scheduler import WorkStealingScheduling
 
     return WorkStealingScheduling(config, log)  # type: ignore[arg-type]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Before a test's fixtures are torn down: which test runs next in this process, so a
+    module fixture can hand a costly resource on to it (tests/deployments/harness.py)."""
+    from tests.deployments.harness import NEXT_ITEM
+
+    item.session.stash[NEXT_ITEM] = nextitem
