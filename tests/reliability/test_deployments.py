@@ -9,52 +9,23 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deployments.test_prefect_yaml import PREFECT, ROOT, _prefect, _stop, running_server
+from tests.deployments.harness import PREFECT, ROOT, Deployed, shared_deployment
 
 DATA = {"task": "arithmetic", "train_size": 12, "dev_size": 12}
 
 
-@dataclass(frozen=True)
-class Deployed:
-    env: dict[str, str]
-    tmp: Path
-    results: Path  # the worker's PREFECT_LOCAL_STORAGE_PATH
-    worker_log: Path
-
-
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    """Both deployments of deployments/prefect.yaml and a worker that runs them."""
-    tmp = tmp_path_factory.mktemp("deployed")
-    with running_server(tmp) as server_env:
-        results = tmp / "worker-results"
-        env = {
-            **server_env,
-            "PREFECT_LOCAL_STORAGE_PATH": str(results),
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-        }
-        _prefect(env, "work-pool", "create", "dspex-process", "--type", "process")
-        _prefect(env, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
-        log_path = tmp / "worker.log"
-        with log_path.open("wb") as log:
-            worker = subprocess.Popen(
-                [PREFECT, "worker", "start", "--pool", "dspex-process", "--limit", "1"],
-                env=env,
-                cwd=tmp,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                yield Deployed(env, tmp, results, log_path)
-            finally:
-                _stop(worker)
+def deployed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployed]:
+    """Both deployments of deployments/prefect.yaml and a worker that runs them (shared with
+    tests/deployments/test_prefect_yaml.py)."""
+    yield from shared_deployment(request, tmp_path_factory)
 
 
 def _run(deployed: Deployed, name: str, params: dict[str, Any]) -> str:
