@@ -159,9 +159,10 @@ class HNSWIndex:
         keys = np.atleast_2d(np.asarray(found.keys, dtype=np.int64))
         # usearch's "ip" distance is 1 - inner product.
         scores = 1.0 - np.atleast_2d(np.asarray(found.distances, dtype=np.float32))
-        counts = np.atleast_1d(np.asarray(found.counts))
-        if int(counts.min(initial=k)) < k:  # fewer hits than asked: drop the padding
-            n = int(counts.min())
+        # One query gives usearch's Matches (no counts), several its BatchMatches.
+        counts = np.atleast_1d(np.asarray(getattr(found, "counts", keys.shape[1])))
+        n = int(counts.min())
+        if n < keys.shape[1]:  # fewer hits than asked: drop the padding
             keys, scores = keys[:, :n], scores[:, :n]
         return keys, scores
 
