@@ -42,7 +42,8 @@ __all__ = [
 
 RETRIEVERS_DIR = "retrievers"
 # The retriever classes a model may name, by the name the manifest records. A file never
-# chooses what is imported: only these, each reading its own JSON/.npy files.
+# chooses what is imported: only these, each reading its own JSON/.npy files. (BM25 joins
+# once it has save/from_saved; until then it is refused at log time like any other.)
 _LOADABLE = ("Embeddings", "BM25")
 
 
@@ -104,10 +105,10 @@ def pack_retrievers(program: Module) -> tuple[PackedRetriever, ...]:
         )
         if kind not in _LOADABLE or type(rm).__module__.split(".")[0] != "dspex" or not saveable:
             raise UserError(
-                f"{path}.rm is a {kind}, whose index cannot be logged with the program (only "
-                f"dspex.retrievers {' and '.join(_LOADABLE)} save theirs as files). Log the "
-                f"program with {path}.rm=None and configure the retriever in the serving "
-                "process (dspex.configure(rm=...)), where its endpoint lives."
+                f"{path}.rm is a {kind}, whose index cannot be logged with the program (only a "
+                "dspex.retrievers.Embeddings saves its index as files). Log the program with "
+                f"{path}.rm=None and configure the retriever in the serving process "
+                "(dspex.configure(rm=...)), where its endpoint lives."
             )
         source, digest = _save_index(rm)
         embedder = getattr(rm, "embedder", None)
