@@ -159,6 +159,30 @@ def test_an_optimization_run_gets_a_sample_of_traces_linked_to_it(tracking: Trac
     assert {t.data.spans[0].outputs["answer"] for t in traces} == {"1", "2"}
 
 
+def test_the_environment_turns_on_an_optimization_runs_traces(
+    tracking: Tracking, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    # A `dspex optimize` process or a deployment's worker never calls autolog().
+    monkeypatch.setenv("DSPEX_MLFLOW_TRACES", "1")
+    client = mlflow.MlflowClient(tracking.uri)
+    run_id = client.create_run(tracking.experiment_id).info.run_id
+    with run_traces(run_id, tracking.uri):
+        qa, lm = _cot()
+        qa(question="?", lm=lm)
+    client.set_terminated(run_id)
+    mlflow.flush_trace_async_logging()
+    traces = mlflow.search_traces(
+        locations=[tracking.experiment_id], run_id=run_id, return_type="list"
+    )
+    assert len(traces) == 1
+
+    monkeypatch.setenv("DSPEX_MLFLOW_TRACES", "some")
+    with pytest.raises(dspex.UserError, match="DSPEX_MLFLOW_TRACES"), run_traces(run_id):
+        pass
+
+
 def test_autolog_refuses_a_negative_sample() -> None:
     with pytest.raises(dspex.UserError, match="compile_trace_sample"):
         dspex.mlflow.autolog(compile_trace_sample=-1)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from dspex.callbacks import Span
     from dspex.lm import LMRequest, LMResponse
 
-__all__ = ["MlflowTracer", "autolog", "autolog_settings", "run_traces"]
+__all__ = ["ENV", "MlflowTracer", "autolog", "autolog_settings", "run_traces"]
 
 _AGENTS = frozenset({"ReAct", "CodeAct"})
 _SPAN_TYPES = {
@@ -257,10 +257,11 @@ def autolog(
     Each top-level call (a module, an evaluation, a direct LM call) is one trace whose spans
     are the modules, adapter steps, LM calls (with token usage) and tool calls under it. A
     call made while an MLflow run is active is linked to that run. Inside an optimization
-    flow (``optimizer.compile(...)``, ``dspex optimize``) traces go to the flow's MLflow run
+    flow run in this process (``optimizer.compile(...)``) traces go to the flow's MLflow run
     and experiment; by default only the first ``compile_trace_sample`` top-level calls of
     the run are traced, not its thousands of trial calls (``log_traces_from_compile=True``
-    traces them all). Every call is in the parquet traces either way.
+    traces them all; ``$DSPEX_MLFLOW_TRACES`` asks the same of a process that never calls
+    autolog, like ``dspex optimize``). Every call is in the parquet traces either way.
 
     Args:
         log_traces: make traces (``False`` is the same as ``disable=True``).
@@ -317,15 +318,38 @@ def _defaults_callbacks() -> tuple[Any, ...]:
     return tuple(settings_module._defaults.callbacks)
 
 
+ENV = "DSPEX_MLFLOW_TRACES"
+
+
+def _from_env() -> AutologSettings | None:
+    """``$DSPEX_MLFLOW_TRACES`` for a process that never calls :func:`autolog` (``dspex
+    optimize``, a deployment's worker): ``1``/``true`` samples 20 calls per run, a number
+    that many, ``all`` every call; unset, empty, ``0`` or ``false``: none."""
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return None
+    if value == "all":
+        return AutologSettings(True, True, 0)
+    if value in ("1", "true", "yes"):
+        return AutologSettings(True, False, 20)
+    if value.isdigit():
+        return AutologSettings(True, False, int(value))
+    raise UserError(
+        f"${ENV}={value!r} is not understood: use 1 (20 traces per optimization run), a "
+        "number of traces, 'all', or 0 for none."
+    )
+
+
 @contextmanager
 def run_traces(run_id: str, tracking_uri: str | None = None) -> Iterator[None]:
-    """Inside the block, MLflow traces (if :func:`autolog` is on) go to run ``run_id``: its
-    experiment, linked to it, sampled as autolog says. Does nothing while autolog is off.
+    """Inside the block, MLflow traces (if :func:`autolog` or ``$DSPEX_MLFLOW_TRACES`` asks
+    for them) go to run ``run_id``: its experiment, linked to it, sampled as asked. Does
+    nothing otherwise.
 
     What an optimization flow wraps its run in; calls made in the block's thread or task
     and the tasks it starts are traced this way.
     """
-    options = _settings
+    options = _settings or _from_env()
     if options is None:
         yield
         return
