@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from dspex._jsonable import dumps
 from dspex.errors import ConfigurationError, UserError
 from dspex.primitives import Prediction
 from dspex.retrievers._base import Passage, Retriever
+from dspex.retrievers._files import CONFIG, read_config, save_directory
 
 __all__ = ["BM25"]
 
 BM25_INSTALL_HINT = "pip install bm25s"
+_FORMAT = "dspex.retrievers.BM25"
+_VERSION = 1
 
 
 def _bm25s() -> Any:
@@ -72,6 +78,13 @@ class BM25(Retriever):
             raise UserError(f"ids must be a list with one id per passage ({len(corpus)}).")
         self.corpus = list(corpus)
         self.ids = [str(i) for i in ids] if ids is not None else None
+        if self.ids is not None and len(set(self.ids)) != len(self.ids):
+            raise UserError("ids must be unique.")
+        if not (stopwords is None or stopwords == "en" or isinstance(stopwords, list)):
+            raise UserError(f"stopwords={stopwords!r}: use 'en', a list of words, or None.")
+        self.params: dict[str, Any] = {"k1": k1, "b": b, "method": method}
+        self.stopwords = stopwords
+        self.stemmer = stemmer
         bm25s = _bm25s()
         self._tokenizer = bm25s.tokenization.Tokenizer(stopwords=stopwords or [], stemmer=stemmer)
         tokens = self._tokenizer.tokenize(self.corpus, show_progress=False, return_as="tuple")
@@ -105,6 +118,57 @@ class BM25(Retriever):
         if self.ids is None:  # DSPy's indices are corpus positions
             pred["indices"] = [int(p.id) for p in passages]
         return pred
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the corpus and parameters to the directory ``path`` as JSON (replacing it);
+        :meth:`from_saved` indexes them again (bm25s indexes thousands of passages a second),
+        so no engine-specific or pickled file is ever read back."""
+
+        def write(temp: Path) -> None:
+            config = {
+                "format": _FORMAT,
+                "version": _VERSION,
+                "k": self.k,
+                "corpus": self.corpus,
+                "ids": self.ids,
+                "params": self.params,
+                "stopwords": self.stopwords,
+                "stemmed": self.stemmer is not None,
+            }
+            (temp / CONFIG).write_bytes(dumps(config))
+
+        save_directory(path, write)
+
+    @classmethod
+    def from_saved(
+        cls, path: str | os.PathLike[str], stemmer: Callable[[str], str] | None = None
+    ) -> BM25:
+        """A ``BM25`` from a directory :meth:`save` wrote (``stemmer``: the one it used).
+
+        Example:
+            >>> import tempfile
+            >>> d = tempfile.mkdtemp()
+            >>> BM25(["red apples", "yellow bananas"], k=1).save(d)
+            >>> BM25.from_saved(d)("bananas").passages
+            ['yellow bananas']
+        """
+        config = read_config(Path(path), _FORMAT, _VERSION, "BM25")
+        if bool(config.get("stemmed")) != (stemmer is not None):
+            raise UserError(
+                f"{path} was indexed {'with' if config.get('stemmed') else 'without'} a "
+                "stemmer; pass the same stemmer to from_saved."
+            )
+        params = config.get("params") or {}
+        return cls(
+            config["corpus"],
+            k=int(config["k"]),
+            ids=config.get("ids"),
+            k1=float(params.get("k1", 1.5)),
+            b=float(params.get("b", 0.75)),
+            method=str(params.get("method", "lucene")),
+            stopwords=config.get("stopwords"),
+            stemmer=stemmer,
+        )
 
     def __repr__(self) -> str:
         return f"BM25({len(self.corpus)} passages, k={self.k})"

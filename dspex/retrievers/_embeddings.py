@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dspex._jsonable import dumps, loads
+from dspex._jsonable import dumps
 from dspex.errors import DataError, UserError
 from dspex.primitives import Prediction
 from dspex.retrievers._base import Passage, Retriever
+from dspex.retrievers._files import CONFIG, read_config, save_directory
 from dspex.retrievers._index import (
     RETRIEVAL_INSTALL_HINT,
     ExactIndex,
@@ -40,7 +39,6 @@ __all__ = ["Embeddings"]
 _log = logging.getLogger("dspex.retrievers")
 _FORMAT = "dspex.retrievers.Embeddings"
 _VERSION = 1
-_CONFIG = "config.json"
 _VECTORS = "corpus_embeddings.npy"
 
 
@@ -235,10 +233,7 @@ class Embeddings(Retriever):
         """Write the corpus, vectors and index to the directory ``path`` (replacing it)."""
         import numpy as np
 
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        def write(temp: Path) -> None:
             np.save(temp / _VECTORS, self.corpus_embeddings, allow_pickle=False)
             files = self._index.save(temp)
             config = {
@@ -253,18 +248,18 @@ class Embeddings(Retriever):
                 "corpus": self.corpus,
                 "ids": self.ids if self._custom_ids else None,
             }
-            (temp / _CONFIG).write_bytes(dumps(config))
-            _swap_into_place(temp, target)
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
+            (temp / CONFIG).write_bytes(dumps(config))
+
+        save_directory(path, write)
 
     def load(self, path: str | os.PathLike[str], embedder: Callable[..., Any]) -> Embeddings:
         """Load a saved index into this instance (DSPy's ``load``); returns ``self``."""
         import numpy as np
 
         directory = Path(path)
-        config = _read_config(directory)
+        config = read_config(directory, _FORMAT, _VERSION, "Embeddings")
+        if config.get("index") not in ("exact", "hnsw"):
+            raise DataError(f"{directory}: unknown index kind {config.get('index')!r}.")
         try:
             vectors = np.load(directory / _VECTORS, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -323,39 +318,3 @@ def _checked_ids(ids: Any, n: int) -> list[str]:
     if len(set(out)) != len(out):
         raise UserError("ids must be unique.")
     return out
-
-
-def _read_config(directory: Path) -> dict[str, Any]:
-    path = directory / _CONFIG
-    try:
-        config = loads(path.read_bytes())
-    except FileNotFoundError:
-        raise DataError(f"{directory} is not a saved Embeddings index (no {_CONFIG}).") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is unreadable ({e}).") from None
-    if not isinstance(config, dict) or config.get("format") != _FORMAT:
-        raise DataError(f"{path} is not a saved dspex Embeddings index.")
-    if config.get("version") != _VERSION:
-        raise DataError(
-            f"{path} has format version {config.get('version')}; this dspex reads {_VERSION}."
-        )
-    if not isinstance(config.get("corpus"), list) or config.get("index") not in ("exact", "hnsw"):
-        raise DataError(f"{path} is missing its corpus or index kind; save it again.")
-    return config
-
-
-def _swap_into_place(temp: Path, target: Path) -> None:
-    """Rename the finished directory to ``target``; an existing one is moved aside first and
-    removed after, so ``target`` is always a whole index (or briefly absent)."""
-    old = None
-    if target.exists():
-        if not (target / _CONFIG).is_file() and any(target.iterdir()):
-            raise UserError(
-                f"{target} exists and is not a saved index; save to a new or empty directory."
-            )
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(temp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -143,6 +143,17 @@ def test_bm25_top_k() -> None:
     assert with_ids("longest river").indices == ["doc2"]
 
 
+def test_bm25_save_load(tmp_path: Path) -> None:
+    bm25 = BM25(CORPUS, ids=[f"doc{i}" for i in range(8)], k=2, k1=1.2, stopwords=None)
+    bm25.save(tmp_path / "bm25")
+    loaded = BM25.from_saved(tmp_path / "bm25")
+    assert (loaded.k, loaded.params["k1"], loaded.stopwords) == (2, 1.2, None)
+    for question in QUESTIONS:
+        assert loaded(question).indices == bm25(question).indices
+    with pytest.raises(dspex.UserError, match="stemmer"):
+        BM25.from_saved(tmp_path / "bm25", stemmer=str.lower)
+
+
 def test_hybrid_fuses_by_reciprocal_rank() -> None:
     dense = Embeddings(CORPUS, hash_embed)
     sparse = BM25(CORPUS)
