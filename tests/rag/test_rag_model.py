@@ -69,9 +69,15 @@ def test_the_index_travels_as_sealed_files_and_comes_back_with_this_process_embe
         dspex.mlflow.load_model(str(tmp_path / "model"), embedder=embed)
 
 
-def test_a_retriever_that_is_not_files_is_refused_and_a_context_rm_logs_only_k(
+def test_bm25_travels_too_a_retriever_that_is_not_files_is_refused_a_context_rm_logs_k(
     tmp_path: Path,
 ) -> None:
+    bm25 = dspex.retrievers.BM25([p["text"] for p in CORPUS], k=2, ids=[p["id"] for p in CORPUS])
+    dspex.mlflow.save_model(RAG(k=2, rm=bm25), tmp_path / "bm25")
+    loaded = dspex.mlflow.load_model(str(tmp_path / "bm25"))
+    question = TASK.examples[0].question
+    assert loaded.retrieve.rm(question).indices == bm25(question).indices
+
     remote = CallableRetriever(lambda query, k: ["a passage"][:k])
     with pytest.raises(UserError, match="configure the retriever in the serving process"):
         dspex.mlflow.save_model(RAG(rm=remote), tmp_path / "refused")

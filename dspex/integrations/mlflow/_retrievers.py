@@ -42,8 +42,7 @@ __all__ = [
 
 RETRIEVERS_DIR = "retrievers"
 # The retriever classes a model may name, by the name the manifest records. A file never
-# chooses what is imported: only these, each reading its own JSON/.npy files. (BM25 joins
-# once it has save/from_saved; until then it is refused at log time like any other.)
+# chooses what is imported: only these, each reading its own JSON/.npy files.
 _LOADABLE = ("Embeddings", "BM25")
 
 
@@ -105,10 +104,16 @@ def pack_retrievers(program: Module) -> tuple[PackedRetriever, ...]:
         )
         if kind not in _LOADABLE or type(rm).__module__.split(".")[0] != "dspex" or not saveable:
             raise UserError(
-                f"{path}.rm is a {kind}, whose index cannot be logged with the program (only a "
-                "dspex.retrievers.Embeddings saves its index as files). Log the program with "
-                f"{path}.rm=None and configure the retriever in the serving process "
+                f"{path}.rm is a {kind}, whose index cannot be logged with the program (only "
+                "dspex.retrievers.Embeddings and BM25 save theirs as files). Log the program "
+                f"with {path}.rm=None and configure the retriever in the serving process "
                 "(dspex.configure(rm=...)), where its endpoint lives."
+            )
+        if getattr(rm, "stemmer", None) is not None:
+            raise UserError(
+                f"{path}.rm is a BM25 with a stemmer, a function no file can bring back. Log "
+                f"the program with {path}.rm=None and configure the BM25 in the serving "
+                "process (dspex.configure(rm=BM25.from_saved(path, stemmer))), or drop it."
             )
         source, digest = _save_index(rm)
         embedder = getattr(rm, "embedder", None)
