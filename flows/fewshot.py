@@ -11,6 +11,7 @@ LM cache.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from prefect import flow
@@ -24,6 +25,7 @@ from dspex.flows._spine import (
     skipped_examples,
     warm_up,
 )
+from dspex.integrations.mlflow._tracking import warm_model_logging
 from dspex.optimize import (
     DemoSet,
     OptimizeParams,
@@ -58,9 +60,9 @@ def optimize(params: OptimizeParams) -> dict[str, Any]:
         run = run_inputs(params)
         specs = candidate_specs(params.optimizer, params.settings)
         runtime = spine.runtime
-        built, exhausted = gather_results(
-            [bootstrap_candidate.submit(run, s, params.concurrency, runtime) for s in specs]
-        )
+        builds = [bootstrap_candidate.submit(run, s, params.concurrency, runtime) for s in specs]
+        threading.Thread(target=warm_model_logging, daemon=True).start()  # while LM calls wait
+        built, exhausted = gather_results(builds)
         ready = [(s, d) for s, d in zip(specs, built, strict=True) if d is not None]
         scored: list[dict[str, Any] | None] = [None] * len(ready)
         if params.valset is not None or len(ready) > 1:

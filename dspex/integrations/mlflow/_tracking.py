@@ -45,6 +45,7 @@ __all__ = [
     "ensure_experiment",
     "seed_sqlite_store",
     "tracking_client",
+    "warm_model_logging",
 ]
 
 DB_FILE = "mlflow.db"
@@ -181,6 +182,23 @@ def _store_template() -> Path:
         engine.dispose()
     os.replace(staged, template)  # concurrent builders each write a whole, equal file
     return template
+
+
+def warm_model_logging() -> None:
+    """Do now what logging a model with MLflow does first: map every installed distribution
+    to its modules (MLflow checks the model's pip requirements against them; ~1.5 s of CPU
+    with a few hundred packages, cached by MLflow for the process). The optimization flows
+    run it on a background thread while LM calls wait, so the end of a run does not pay it.
+
+    Example:
+        >>> threading.Thread(target=warm_model_logging, daemon=True).start()  # doctest: +SKIP
+    """
+    try:  # imported with mlflow.pyfunc (configure_tracking imports it)
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_modules_to_packages_map()  # type: ignore[no-untyped-call]
+    except (ImportError, AttributeError):  # another MLflow version: the save maps them itself
+        pass
 
 
 _ALLOW_INSECURE_ENV = "DSPEX_ALLOW_INSECURE_TRACKING"
