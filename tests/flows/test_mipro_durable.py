@@ -18,20 +18,38 @@ from dspex.testing import fetch_stats, start_server_process
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]
 
+
+def compile_and_report(url: str) -> list[str]:
+    """The search every run of these tests makes: its score, instruction and demo count."""
+    import dspex
+    from dspex.evaluate import exact_match
+    from tests.flows.programs import SMALL_DEV, SMALL_TRAIN, solver
+
+    lm = dspex.LM("openai/sim", api_base=url)
+    opt = dspex.MIPROv2(
+        exact_match,
+        auto=None,
+        num_candidates=4,
+        num_trials=10,
+        minibatch_size=10,
+        minibatch_full_eval_steps=4,
+        trial_batch_size=2,
+        max_bootstrapped_demos=2,
+        max_labeled_demos=2,
+        seed=0,
+    )
+    best = opt.compile(solver(), trainset=SMALL_TRAIN, valset=SMALL_DEV, lm=lm, concurrency=4)
+    assert opt.last_result is not None
+    instructions = "_".join(best.predict.signature.instructions.split())
+    return [str(opt.last_result.score), instructions, str(len(best.predict.demos))]
+
+
 SCRIPT = textwrap.dedent(
     """
     import sys
-    import dspex
-    from dspex.evaluate import exact_match
-    from tests.flows.programs import DEV, TRAIN, solver
+    from tests.flows.test_mipro_durable import compile_and_report
 
-    lm = dspex.LM("openai/sim", api_base=sys.argv[1])
-    opt = dspex.MIPROv2(exact_match, auto=None, num_candidates=4, num_trials=10,
-                        minibatch_size=20, minibatch_full_eval_steps=4, trial_batch_size=2,
-                        max_bootstrapped_demos=2, max_labeled_demos=2, seed=0)
-    best = opt.compile(solver(), trainset=TRAIN, valset=DEV, lm=lm, concurrency=4)
-    print("RESULT", opt.last_result.score,
-          best.predict.signature.instructions.replace(" ", "_"), len(best.predict.demos))
+    print("RESULT", *compile_and_report(sys.argv[1]))
     """
 )
 
@@ -85,9 +103,11 @@ def _complete(home: Path) -> int:
 
 
 def test_killed_search_resumes_from_its_trials_with_the_same_winner(tmp_path: Path) -> None:
-    with start_server_process("arithmetic", latency=0.02) as server:
-        (tmp_path / "a").mkdir()
-        uninterrupted = _finish(_start(server.url, tmp_path / "a"))
+    # Trials of 10 calls, 4 at a time, at 0.05 s a call: the six trials after the fourth take
+    # well over a second, so the kill lands during the search.
+    with start_server_process("arithmetic", latency=0.05) as server:
+        # The uninterrupted search runs in this process (its Prefect server is up already).
+        uninterrupted = compile_and_report(server.url)
         full = fetch_stats(server.url)["requests"]
 
         home = tmp_path / "b"
@@ -119,7 +139,9 @@ def test_two_workers_share_one_study_without_losing_or_duplicating_trials(
     # (two processes creating one SQLite MLflow schema at once race in its migrations).
     configure_tracking(runs_dir=tmp_path / "runs")
     ensure_experiment("dspex", runs_dir=tmp_path / "runs")
-    with start_server_process("arithmetic", latency=0.1) as server:
+    # Slow calls (a trial takes ~0.6 s) so that the search outlasts the gap between the two
+    # workers' start-ups and both run trials.
+    with start_server_process("arithmetic", latency=0.2) as server:
         workers = [_start(server.url, tmp_path, worker=str(i)) for i in (1, 2)]
         results = [_finish(w) for w in workers]
     trials = _trials(tmp_path)

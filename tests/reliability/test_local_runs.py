@@ -182,14 +182,14 @@ SCRIPT = textwrap.dedent(
     import sys
     import dspex
     from dspex.evaluate import exact_match
-    from tests.flows.programs import DEV, TRAIN, solver
+    from tests.flows.programs import SMALL_DEV, SMALL_TRAIN, solver
 
     url, killed = sys.argv[1], sys.argv[2:]
     lm = dspex.LM("openai/sim", api_base=url)
     opt = dspex.BootstrapFewShotWithRandomSearch(
-        exact_match, num_candidate_programs=3, max_bootstrapped_demos=2, max_labeled_demos=2
+        exact_match, num_candidate_programs=1, max_bootstrapped_demos=2, max_labeled_demos=2
     )
-    opt.compile(solver(), trainset=TRAIN, valset=DEV, lm=lm, concurrency=2)
+    opt.compile(solver(), trainset=SMALL_TRAIN, valset=SMALL_DEV, lm=lm, concurrency=2)
     if killed:
         from prefect.client.orchestration import get_client
         with get_client(sync_client=True) as client:
@@ -222,7 +222,9 @@ def _start(url: str, home: Path, *killed: str) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_a_killed_local_run_is_marked_crashed_on_the_next_start(tmp_path: Path) -> None:
-    with start_server_process("arithmetic", latency=0.03) as server:
+    # A small compile (4 candidates on 20 examples) whose LM calls take long enough that the
+    # run is still going a second after it started: ~80 calls x 0.1 s / 2 at a time.
+    with start_server_process("arithmetic", latency=0.1) as server:
         proc = _start(server.url, tmp_path)
         records = tmp_path / "runs" / "local-runs"
         deadline = time.monotonic() + 240
