@@ -75,11 +75,13 @@ def build_usearch(data: np.ndarray, out: Path) -> Search:
 
     index = Index(ndim=data.shape[1], metric="ip", dtype="f32", connectivity=16, expansion_add=128)
     index.expansion_search = 64
-    index.add(np.arange(len(data), dtype=np.uint64), data)
+    # One thread, like the others here (OMP_NUM_THREADS=1): a per-core comparison.
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    index.add(np.arange(len(data), dtype=np.uint64), data, threads=threads)
     index.save(str(out / "index.usearch"))
 
     def search(q: np.ndarray) -> np.ndarray:
-        return np.asarray(index.search(q, K).keys)
+        return np.asarray(index.search(q, K, threads=1).keys)
 
     return search
 

@@ -2,10 +2,10 @@
 
 DSPy's API (``Embeddings(corpus, embedder, k)``, ``save``/``load``/``from_saved``), with:
 
-- exact search (numpy) below ``brute_force_threshold`` vectors, an HNSW graph (usearch, the
+- exact search (numpy) below ``brute_force_threshold`` vectors, an HNSW graph (faiss, the
   ``retrieval`` extra) above it; ``index="exact"``/``"hnsw"`` forces one;
 - ``add(passages)`` embeds and indexes new passages without rebuilding;
-- ``save(path)`` writes a directory of plain files (JSON, ``.npy``, usearch's binary file)
+- ``save(path)`` writes a directory of plain files (JSON, ``.npy``, faiss's index file)
   under a temporary name and renames it into place, so a reader never sees half an index;
   ``load`` reads ``.npy`` with ``allow_pickle=False``: nothing read back runs code.
 """
@@ -53,7 +53,7 @@ class Embeddings(Retriever):
         callbacks: accepted for DSPy compatibility; use ``dspex.context(callbacks=...)``.
         cache: must be ``False`` (DSPy's argument; the embedder caches vectors instead).
         brute_force_threshold: from this many vectors on, ``index="auto"`` uses the HNSW
-            index (when usearch is installed) instead of exact search.
+            index (when faiss is installed) instead of exact search.
         normalize: unit-normalize vectors, so scores are cosine similarities.
         ids: one id per passage (default: its position, and ``indices`` are positions).
         index: ``"auto"``, ``"exact"`` or ``"hnsw"``.
@@ -136,7 +136,7 @@ class Embeddings(Retriever):
             return False
         if not hnsw_available():
             _log.warning(
-                "Embeddings: %d vectors are searched exactly (slower per query) because usearch "
+                "Embeddings: %d vectors are searched exactly (slower per query) because faiss "
                 "is not installed. For an approximate index: %s",
                 n,
                 RETRIEVAL_INSTALL_HINT,

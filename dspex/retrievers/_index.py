@@ -1,9 +1,9 @@
-"""The vector indexes behind ``dspex.retrievers.Embeddings``: exact (numpy) and HNSW (usearch).
+"""The vector indexes behind ``dspex.retrievers.Embeddings``: exact (numpy) and HNSW (faiss).
 
 Both hold unit vectors and score by inner product (cosine similarity), take positions
 ``0..n-1`` as keys, grow by :meth:`add`, and save to / load from a directory of plain files
-(``.npy`` read with ``allow_pickle=False``, usearch's own binary format): nothing read back
-runs code. Why these two, and where the switch lies: docs/performance.md.
+(``.npy`` read with ``allow_pickle=False``, faiss's own binary index format): nothing read
+back runs code. Why these two, and where the switch lies: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RETRIEVAL_INSTALL_HINT", "ExactIndex", "HNSWIndex", "VectorIndex", "hnsw_available"]
 
-RETRIEVAL_INSTALL_HINT = "pip install 'dspex[retrieval]' (usearch)"
+RETRIEVAL_INSTALL_HINT = "pip install 'dspex[retrieval]' (faiss-cpu)"
 IndexKind = Literal["exact", "hnsw"]
-_HNSW_FILE = "index.usearch"
+_HNSW_FILE = "index.faiss"
 
 
 class VectorIndex(Protocol):
@@ -93,29 +93,28 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def hnsw_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("usearch") is not None
+    return importlib.util.find_spec("faiss") is not None
 
 
-def _usearch() -> Any:
+def _faiss() -> Any:
     try:
-        from usearch import index as usearch_index
+        import faiss
     except ImportError:
         raise ConfigurationError(
-            "The approximate (HNSW) vector index needs usearch, which is not installed. Install "
+            "The approximate (HNSW) vector index needs faiss, which is not installed. Install "
             f"it with: {RETRIEVAL_INSTALL_HINT}, or pass index='exact'."
         ) from None
-    return usearch_index
+    return faiss
 
 
 class HNSWIndex:
-    """An approximate nearest-neighbour graph (usearch's HNSW), for large corpora.
+    """An approximate nearest-neighbour graph (faiss's ``IndexHNSWFlat``), for large corpora.
 
     Args:
         dim: vector size.
-        connectivity: graph degree (usearch's ``M``); more is better recall, more memory.
-        expansion_add: candidates considered while inserting (``ef_construction``).
-        expansion_search: candidates considered per query (``ef``); more is better recall,
-            slower queries.
+        m: graph degree (HNSW's ``M``); more is better recall, more memory.
+        ef_construction: candidates considered while inserting.
+        ef_search: candidates considered per query; more is better recall, slower queries.
     """
 
     kind: IndexKind = "hnsw"
@@ -124,50 +123,39 @@ class HNSWIndex:
         self,
         dim: int,
         *,
-        connectivity: int = 16,
-        expansion_add: int = 128,
-        expansion_search: int = 64,
+        m: int = 16,
+        ef_construction: int = 128,
+        ef_search: int = 64,
         _index: Any = None,
     ) -> None:
         self.dim = dim
+        faiss = _faiss()
         if _index is None:
-            _index = _usearch().Index(
-                ndim=dim,
-                metric="ip",
-                dtype="f32",
-                connectivity=connectivity,
-                expansion_add=expansion_add,
-                expansion_search=expansion_search,
-            )
+            _index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+            _index.hnsw.efConstruction = ef_construction
+        _index.hnsw.efSearch = ef_search
         self._index = _index
 
     def __len__(self) -> int:
-        return len(self._index)
+        return int(self._index.ntotal)
 
     def add(self, vectors: np.ndarray) -> None:
         import numpy as np
 
-        start = len(self._index)
-        keys = np.arange(start, start + len(vectors), dtype=np.uint64)
-        self._index.add(keys, vectors)
+        # faiss numbers vectors in insertion order: positions, as Embeddings expects.
+        self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
 
-        k = min(k, len(self._index))
-        found = self._index.search(queries, k)
-        keys = np.atleast_2d(np.asarray(found.keys, dtype=np.int64))
-        # usearch's "ip" distance is 1 - inner product.
-        scores = 1.0 - np.atleast_2d(np.asarray(found.distances, dtype=np.float32))
-        # One query gives usearch's Matches (no counts), several its BatchMatches.
-        counts = np.atleast_1d(np.asarray(getattr(found, "counts", keys.shape[1])))
-        n = int(counts.min())
-        if n < keys.shape[1]:  # fewer hits than asked: drop the padding
-            keys, scores = keys[:, :n], scores[:, :n]
-        return keys, scores
+        k = min(k, len(self))
+        scores, keys = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        # Fewer hits than asked come back padded with -1: drop the padding.
+        found = int((keys >= 0).sum(axis=1).min()) if len(keys) else 0
+        return keys[:, :found].astype(np.int64), scores[:, :found]
 
     def save(self, directory: Path) -> list[str]:
-        self._index.save(str(directory / _HNSW_FILE))
+        _faiss().write_index(self._index, str(directory / _HNSW_FILE))
         return [_HNSW_FILE]
 
     @classmethod
@@ -175,8 +163,11 @@ class HNSWIndex:
         path = directory / _HNSW_FILE
         if not path.is_file():
             raise DataError(f"{directory} has no {_HNSW_FILE}; save the index again.")
-        index = _usearch().Index.restore(str(path))
-        if index is None or index.ndim != dim or len(index) != n:
+        try:
+            index = _faiss().read_index(str(path))
+        except RuntimeError as e:
+            raise DataError(f"{path} is unreadable ({e}); save the index again.") from None
+        if getattr(index, "hnsw", None) is None or index.d != dim or index.ntotal != n:
             raise DataError(
                 f"{path} does not match the saved vectors ({n} x {dim}); save the index again."
             )
