@@ -25,7 +25,7 @@ if _typing.TYPE_CHECKING:
     from dspex.retrievers._chroma import ChromadbRM
     from dspex.retrievers._colbert import ColBERTv2
     from dspex.retrievers._embedder import Embedder, EmbedResult
-    from dspex.retrievers._embeddings import Embeddings
+    from dspex.retrievers._embeddings import Embeddings, EmbeddingsWithScores
     from dspex.retrievers._hybrid import Hybrid
     from dspex.retrievers._pinecone import PineconeRM
     from dspex.retrievers._qdrant import QdrantRM
@@ -39,6 +39,7 @@ _LAZY = {
     "EmbedResult": "dspex.retrievers._embedder",
     "Embedder": "dspex.retrievers._embedder",
     "Embeddings": "dspex.retrievers._embeddings",
+    "EmbeddingsWithScores": "dspex.retrievers._embeddings",
     "Hybrid": "dspex.retrievers._hybrid",
     # Clients of search servers and vector databases: each engine's client is imported only
     # when one is made (the `qdrant`, `chroma`, `weaviate`, `pinecone` extras).
@@ -71,6 +72,7 @@ __all__ = [
     "EmbedResult",
     "Embedder",
     "Embeddings",
+    "EmbeddingsWithScores",
     "Hybrid",
     "Passage",
     "PineconeRM",

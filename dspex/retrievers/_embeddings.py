@@ -34,7 +34,7 @@ from dspex.retrievers._index import (
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Embeddings"]
+__all__ = ["Embeddings", "EmbeddingsWithScores"]
 
 _log = logging.getLogger("dspex.retrievers")
 _FORMAT = "dspex.retrievers.Embeddings"
@@ -318,3 +318,8 @@ def _checked_ids(ids: Any, n: int) -> list[str]:
     if len(set(out)) != len(out):
         raise UserError("ids must be unique.")
     return out
+
+
+class EmbeddingsWithScores(Embeddings):
+    """DSPy's name for an ``Embeddings`` whose predictions carry ``scores``; dspex's
+    ``Embeddings`` always does, so this is the same retriever under DSPy's name."""
