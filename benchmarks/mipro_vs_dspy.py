@@ -442,9 +442,19 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
     if not args.no_overhead:
         print("timing start-up in fresh interpreters ...", flush=True)
+        template_probe = (
+            "import os, tempfile, mlflow\n"
+            f"os.environ['DSPEX_CACHE_DIR'] = {_machine_cache(workdir)!r}\n"
+            "from dspex.integrations.mlflow._tracking import seed_sqlite_store\n"
+            "d = tempfile.mkdtemp()\n",
+            "seed_sqlite_store(f'sqlite:///{d}/mlflow.db')\n"
+            "mlflow.set_tracking_uri(f'sqlite:///{d}/mlflow.db')\n"
+            "with mlflow.start_run():\n    mlflow.log_param('x', 1)",
+        )
+        probes = {**PROBES, "MLflow: store copied from dspex's template + one run": template_probe}
         report["startup_s"] = {
             name: _fresh_timing(sys.executable, setup, stmt)
-            for name, (setup, stmt) in PROBES.items()
+            for name, (setup, stmt) in probes.items()
         }
         if "dspy" in sides:
             report["startup_s"]["import dspy"] = _fresh_timing(dspy_python, "", "import dspy")
