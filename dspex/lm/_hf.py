@@ -284,35 +284,46 @@ class TransformersTransport:
         loop = asyncio.get_running_loop()
         if self._queue is None:
             self._queue = asyncio.Queue()
-            self._worker = loop.create_task(self._run())
         future: asyncio.Future[RawCompletion] = loop.create_future()
         self._queue.put_nowait((request, future))
+        if self._worker is None:
+            self._worker = loop.create_task(self._run(self._queue))
         return await future
 
-    async def _run(self) -> None:
-        queue = self._queue
-        if queue is None:  # pragma: no cover - complete() sets it before starting us
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+        """Batch and generate until nobody waits, then end (``complete`` starts a new worker
+        for the next request), so an idle transport leaves no task pending on its loop."""
+        try:
+            while not queue.empty():
+                await self._serve(await self._collect(queue))
+        finally:
+            if self._worker is asyncio.current_task():
+                self._worker = None
+
+    async def _serve(self, batch: list[_Pending]) -> None:
+        """Generate for a batch and hand each caller its answer (or the batch's error)."""
+        live = [(r, f) for r, f in batch if not f.done()]  # a cancelled caller is gone
+        if not live:
             return
-        while True:
-            batch = await self._collect(queue)
-            live = [(r, f) for r, f in batch if not f.done()]  # a cancelled caller is gone
-            if not live:
-                continue
-            started = time.perf_counter()
-            try:
-                results = await asyncio.get_running_loop().run_in_executor(
-                    _generate_thread(), self._generate, [r for r, _ in live]
-                )
-            except Exception as e:  # every caller of this batch gets the error
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            finally:
-                self._last_generate_s = time.perf_counter() - started
-            for (_, fut), result in zip(live, results, strict=True):
+        started = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                _generate_thread(), self._generate, [r for r, _ in live]
+            )
+        except asyncio.CancelledError:  # closed mid-batch: its callers stop waiting too
+            for _, fut in live:
+                fut.cancel()
+            raise
+        except Exception as e:  # every caller of this batch gets the error
+            for _, fut in live:
                 if not fut.done():
-                    fut.set_result(result)
+                    fut.set_exception(e)
+            return
+        finally:
+            self._last_generate_s = time.perf_counter() - started
+        for (_, fut), result in zip(live, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
 
     async def _collect(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
         """Everyone waiting, then whoever arrives while arrivals keep coming (see module
@@ -411,7 +422,9 @@ class TransformersTransport:
         return _decode(tokenizer, output[:, width:].tolist(), gen, len(ids), n)
 
     async def aclose(self) -> None:
-        worker, self._worker, self._queue = self._worker, None, None
+        worker, queue, self._worker, self._queue = self._worker, self._queue, None, None
+        while queue is not None and not queue.empty():
+            queue.get_nowait()[1].cancel()  # not started: their callers stop waiting
         if worker is not None:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
