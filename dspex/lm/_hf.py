@@ -105,7 +105,8 @@ def probe_device(where: str) -> DeviceInfo:
             torch.cuda.get_device_name(index),
         )
     if kind == "mps":
-        return DeviceInfo("mps", True, None, None, "mps")
+        # bfloat16 on MPS needs macOS 14 or later; float16 runs everywhere MPS does.
+        return DeviceInfo("mps", False, None, None, "mps")
     return DeviceInfo("cpu", True, _available_ram(), None, "cpu")
 
 
