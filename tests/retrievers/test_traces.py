@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import dspex
+from dspex.cli import main
 from dspex.retrievers import BM25
 from dspex.testing import DummyLM
 
@@ -30,7 +32,9 @@ class RAG(dspex.Module):
         return self.answer(context=context, question=question)
 
 
-def test_retrieve_rows_answer_which_passages_each_trial_saw(tmp_path: Path) -> None:
+def test_retrieve_rows_answer_which_passages_each_trial_saw(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rm = BM25(CORPUS)
     with dspex.traces.record(run_id="rag-run", runs_dir=tmp_path), dspex.context(rm=rm):
         for trial, k in ((1, 1), (2, 2)):
@@ -65,6 +69,14 @@ def test_retrieve_rows_answer_which_passages_each_trial_saw(tmp_path: Path) -> N
         tmp_path,
     ).to_pylist()
     assert parents == [{"module_path": "retrieve"}]
+
+    # The same question from the shell: `dspex traces sql`.
+    query = (
+        "SELECT CAST(json_extract(outputs, '$.ids') AS VARCHAR[]) AS ids FROM traces "
+        "WHERE kind = 'retrieve' AND trial = 2"
+    )
+    assert main(["traces", "sql", "--runs-dir", str(tmp_path), "--format", "json", query]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"ids": ["0", "1"]}]
 
 
 class _Events(dspex.Callback):
