@@ -51,6 +51,22 @@ async def test_litellm_path_and_acall(embed_server: RunningServer) -> None:
     assert "sk-test-key-123" not in repr(embedder)
 
 
+def test_provider_errors_are_typed_and_keep_no_secret(embed_server: RunningServer) -> None:
+    embedder = dspex.Embedder(
+        "openai/hash-embed", api_base=embed_server.url, api_key="sk-secret-abcdef123456"
+    )
+    with pytest.raises(dspex.LMError) as caught:
+        embedder(["x"], dimensions=0)  # the server answers 400: not retried
+    assert caught.value.status == 400 and not caught.value.retryable
+    assert "sk-secret-abcdef123456" not in str(caught.value)
+
+
+async def test_retrieve_async_with_its_own_rm() -> None:
+    rm = dspex.retrievers.Embeddings(TEXTS, hash_embed, k=1)
+    pred = await dspex.Retrieve(k=1, rm=rm).acall(query="Which mammals?")
+    assert pred.passages == ["whales are mammals"]
+
+
 def test_callable_and_bad_input() -> None:
     calls: list[list[str]] = []
 
