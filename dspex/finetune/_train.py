@@ -3,8 +3,9 @@
 How a run uses its device (:func:`plan_training`, each choice overridable in
 :class:`TrainSettings`):
 
-* **Precision.** bfloat16 mixed precision on a GPU that supports it (the base weights loaded
-  in bfloat16), float16 mixed precision on older GPUs, float32 on CPU and Apple MPS.
+* **Precision.** bfloat16 mixed precision on a GPU that supports it (frozen base weights
+  loaded in bfloat16; float32 when ``modules_to_save`` trains some in full), float16 mixed
+  precision on older GPUs, float32 on CPU and Apple MPS.
 * **Batch size.** On a GPU, the largest power of two (at most 64, at most the number of rows)
   whose activations fit: 80% of the free memory, less the weights and 1 GiB for the CUDA
   context, LoRA optimizer state and fragmentation, over the bytes one sequence of the
@@ -152,7 +153,8 @@ def plan_training(
             f"{_CPU_BATCH} on {device.kind}",
         )
     width = 4 if precision == "fp32" else 2
-    usable = int(0.8 * device.free_bytes) - model.parameters * width - _GIB
+    weights = 2 if _half_weights(settings, precision) else 4
+    usable = int(0.8 * device.free_bytes) - model.parameters * weights - _GIB
     checkpointing = bool(settings.gradient_checkpointing)
     fits = max(0, usable) // (seq_len * _bytes_per_token(model, width, checkpointing))
     if fits < 1 and settings.gradient_checkpointing is None:
@@ -161,6 +163,13 @@ def plan_training(
     size = _power_of_two_at_most(max(1, min(fits, _MAX_AUTO_BATCH, max(1, rows))))
     why = f"{fits} sequences of {seq_len} tokens fit in {usable / _GIB:.1f} GiB"
     return TrainPlan(device.kind, precision, size, checkpointing, why)
+
+
+def _half_weights(settings: TrainSettings, precision: str) -> bool:
+    """Whether the base weights load in bf16: only when they all stay frozen. LoRA weights
+    are float32 either way (peft upcasts them); modules trained in full keep float32 master
+    weights, as fp16 mixed precision needs for every trained weight."""
+    return precision == "bf16" and not settings.modules_to_save
 
 
 def _precision(device: DeviceInfo) -> str:
@@ -294,8 +303,7 @@ def _load_and_plan(
     device = probe_device(where)
     config = AutoConfig.from_pretrained(base_model)
     precision = s.precision or _precision(device)  # what plan_training will choose
-    # bf16 weights train with bf16 autocast; fp16 autocast needs float32 master weights.
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = torch.bfloat16 if _half_weights(s, precision) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     shape = ModelShape.of(config, sum(p.numel() for p in model.parameters()))
     seq_len = min(s.max_length, _longest_row(tokenizer, rows) or s.max_length)
