@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from dspex._jsonable import json_default_or_str
+from dspex._redact import redact_text
 
 __all__ = [
     "EventStream",
@@ -221,9 +222,10 @@ def error_body(message: str, kind: str) -> dict[str, Any]:
     """An OpenAI error body: ``{"error": {"message": ..., "type": kind}}``.
 
     ``kind`` is OpenAI's error type, e.g. ``"invalid_request_error"``, ``"not_found"``,
-    ``"rate_limit_error"`` or ``"server_error"``.
+    ``"rate_limit_error"`` or ``"server_error"``. The message is redacted: it often carries
+    an exception's text, and it goes to whoever sent the request.
     """
-    return {"error": {"message": message, "type": kind}}
+    return {"error": {"message": redact_text(message), "type": kind}}
 
 
 def model_list(*model_ids: str) -> dict[str, Any]:

@@ -76,6 +76,10 @@ def _fail(_: Any) -> tuple[int, dict[str, Any]]:
     raise RuntimeError("boom")
 
 
+def _leak(_: Any) -> tuple[int, dict[str, Any]]:
+    raise RuntimeError("upstream refused key sk-live-abcdef0123456789")
+
+
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
     srv = make_json_server(
@@ -83,6 +87,7 @@ def server() -> Iterator[ThreadingHTTPServer]:
             ("GET", "/v1/models"): lambda _: (200, model_list("m")),
             ("POST", "/echo/"): lambda body: (201, {"got": body}),
             ("POST", "/fail"): _fail,
+            ("POST", "/leak"): _leak,
         }
     )
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -126,6 +131,17 @@ def test_json_server_routes_and_errors_on_one_keep_alive_connection(
         assert _call(conn, "GET", "/v1/models") == (200, model_list("m"))
     finally:
         conn.close()
+
+
+def test_an_error_body_never_carries_a_key(server: ThreadingHTTPServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", urlsplit(server_url(server)).port, timeout=5)
+    try:
+        status, body = _call(conn, "POST", "/leak", b"{}")
+    finally:
+        conn.close()
+    assert status == 500 and body["error"]["type"] == "server_error"
+    assert "upstream refused key" in body["error"]["message"]
+    assert "sk-live-abcdef0123456789" not in body["error"]["message"]
 
 
 def test_set_nodelay() -> None:
