@@ -65,6 +65,8 @@ def _start(url: str, home: Path, worker: str = "") -> subprocess.Popen[str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
+    # Its own MLflow store under DSPEX_RUNS_DIR, not the one a compile in this process set.
+    env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.Popen(
         [sys.executable, "-c", SCRIPT, url],
         env=env,
@@ -103,8 +105,9 @@ def _complete(home: Path) -> int:
 
 
 def test_killed_search_resumes_from_its_trials_with_the_same_winner(tmp_path: Path) -> None:
-    # Trials of 10 calls, 4 at a time, at 0.05 s a call: the six trials after the fourth take
-    # well over a second, so the kill lands during the search.
+    # Trials of 10 calls, 4 at a time, at 0.05 s a call: the six trials after the fourth and
+    # their full evaluations take about a second in LM calls alone (plus their Prefect tasks),
+    # while this test looks every 0.05 s, so the kill lands during the search.
     with start_server_process("arithmetic", latency=0.05) as server:
         # The uninterrupted search runs in this process (its Prefect server is up already).
         uninterrupted = compile_and_report(server.url)

@@ -192,9 +192,14 @@ SCRIPT = textwrap.dedent(
     opt.compile(solver(), trainset=SMALL_TRAIN, valset=SMALL_DEV, lm=lm, concurrency=2)
     if killed:
         from prefect.client.orchestration import get_client
-        with get_client(sync_client=True) as client:
-            for run in client.read_flow_runs():
-                print("STATE", run.id, run.state.type.value, flush=True)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from dspex.flows.local import local_server
+
+        # The local API server compile() used, on the same database: no second one to start.
+        with temporary_settings({PREFECT_API_URL: local_server().wait_ready()}):
+            with get_client(sync_client=True) as client:
+                for run in client.read_flow_runs():
+                    print("STATE", run.id, run.state.type.value, flush=True)
     """
 )
 
