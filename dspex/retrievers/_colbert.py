@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from dspex._jsonable import dumps, loads
-from dspex._redact import register_secret
+from dspex._redact import is_secret_key, redact_text, register_secret
 from dspex.errors import RetrievalError, UserError
 from dspex.primitives import Prediction
 from dspex.retrievers._base import Passage, Retriever
@@ -37,14 +37,25 @@ class ColBERTv2Passage(dict[str, Any]):
             raise AttributeError(f"this passage has no {name!r} (it has {sorted(self)})") from None
 
 
-def _safe_url(url: str) -> str:
-    """``url`` without a ``user:password@`` part, for messages and reprs."""
+def _register_url_secrets(url: str) -> None:
+    """A basic-auth password and credential-named query values (``?api_key=...``) in ``url``
+    are secrets: redacted wherever text is logged, traced or raised."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    register_secret(parts.password)
+    for key, value in parse_qsl(parts.query, keep_blank_values=False):
+        if is_secret_key(key):
+            register_secret(value)
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without a ``user:password@`` part or secret query values, for messages and
+    reprs."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        url = urlunsplit(parts._replace(netloc=netloc))
+    return redact_text(url)
 
 
 class ColBERTv2(Retriever):
@@ -89,8 +100,7 @@ class ColBERTv2(Retriever):
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise UserError(f"ColBERTv2(timeout={timeout!r}): pass a positive number of seconds.")
         self.url = f"{url}:{port}" if port else url
-        # A password in the URL (basic auth) is a secret: redacted wherever text is logged.
-        register_secret(urlsplit(self.url).password)
+        _register_url_secrets(self.url)
         self.post_requests = bool(post_requests)
         self.timeout = float(timeout)
 
@@ -148,7 +158,8 @@ class ColBERTv2(Retriever):
             ) from None
         except aio.ClientError as e:
             raise RetrievalError(
-                f"Could not reach the ColBERTv2 server at {where} ({type(e).__name__}: {e}). "
+                f"Could not reach the ColBERTv2 server at {where} "
+                f"({type(e).__name__}: {redact_text(str(e))}). "
                 "Check the URL and port, and that the server is running.",
                 retryable=True,
             ) from None

@@ -128,6 +128,12 @@ def test_unreachable_server_says_so_without_credentials() -> None:
         colbert("capital")
     assert info.value.retryable
     assert "s3cret" not in str(info.value)
+    # A token in the query string (a hosted endpoint's ?api_key=...) is a secret too.
+    tokened = dspex.ColBERTv2(url=f"http://127.0.0.1:{port}/api/search?api_key=tok-9f8e7d6c5b")
+    assert "tok-9f8e7d6c5b" not in repr(tokened)
+    with pytest.raises(RetrievalError, match="Could not reach") as info:
+        tokened("capital")
+    assert "tok-9f8e7d6c5b" not in str(info.value)
 
 
 def test_slow_server_times_out() -> None:
