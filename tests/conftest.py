@@ -94,7 +94,9 @@ def _isolated(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
 
 # The longest modules, longest first (their tests' durations in CI). They start first so that
 # no worker picks up a two-minute test at the end of the run while the other sits idle; with
-# `--dist worksteal` (pyproject.toml) the other worker takes tests from the back of the list.
+# work stealing (pytest_xdist_make_scheduler below) the other worker takes tests from the back
+# of the list. The two deployment modules stay next to each other: they share one Prefect
+# server and worker (tests/deployments/harness.py).
 _LONGEST_FIRST = (
     "tests/reliability/test_local_runs.py",
     "tests/flows/test_mipro_durable.py",
@@ -128,7 +130,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """``-n``'s default scheduling (``load``) becomes work stealing: each worker starts on its
     half of the ordered collection and an idle one takes tests from the back of the other's
     queue, so the long modules ordered first never wait behind a worker's chunk of short ones.
-    Another ``--dist`` given on the command line is kept."""
+    Another ``--dist`` mode given on the command line (``loadfile``, ``loadgroup``...) is kept."""
     if config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import WorkStealingScheduling
