@@ -19,10 +19,11 @@ import asyncio
 import inspect
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dspex._redact import is_secret_key, register_secret
 from dspex.callbacks import active, observed
 from dspex.errors import ConfigurationError, DataError, UserError
 from dspex.lm._embed import EmbeddingClient, RawEmbeddings, embedding_key
@@ -38,6 +39,7 @@ __all__ = ["EmbedResult", "Embedder"]
 
 _LOCAL_PREFIX = "local/"
 _CLIENT_KEYS = ("api_key", "api_base", "transport", "num_retries", "timeout")
+_HEADER_KEYS = ("extra_headers", "headers")
 _LOCAL_MODELS: dict[str, Any] = {}
 _LOCAL_LOCK = threading.Lock()
 LOCAL_INSTALL_HINT = "pip install 'dspex[retrieval-local]' (sentence-transformers)"
@@ -103,6 +105,7 @@ class Embedder:
         self.max_concurrency = _positive(max_concurrency, "max_concurrency")
         self.cache = cache
         client_args = {k: kwargs.pop(k) for k in _CLIENT_KEYS if k in kwargs}
+        _register_credentials(kwargs)
         self.default_kwargs = kwargs
         self._client: EmbeddingClient | None = None
         if isinstance(model, str) and not model.startswith(_LOCAL_PREFIX):
@@ -164,6 +167,12 @@ class Embedder:
         bad = next((t for t in texts if not isinstance(t, str)), None)
         if bad is not None or isinstance(inputs, bytes):
             raise UserError(f"Embedder takes strings; got a {type(bad).__name__} among inputs.")
+        client = sorted(k for k in kwargs if k in _CLIENT_KEYS or _is_credential(k))
+        if client:
+            raise UserError(
+                f"{client} cannot be set per call; they belong to the client. Pass them to "
+                f"dspex.Embedder({self.name!r}, ...) instead."
+            )
         size = self.batch_size if batch_size is None else _positive(batch_size, "batch_size")
         # Callables are never cached: their outputs cannot be keyed.
         cached = self.caching if caching is None else bool(caching)
@@ -259,6 +268,22 @@ class Embedder:
                 f"{len(batch)} texts; it must return a 2-D array with one row per text."
             )
         return out
+
+
+def _is_credential(key: str) -> bool:
+    # ``max_tokens`` and friends look like "token" but are parameters.
+    return is_secret_key(key) and not key.endswith("_tokens")
+
+
+def _register_credentials(kwargs: Mapping[str, Any]) -> None:
+    """Credentials among request params (litellm's ``aws_secret_access_key``, header values)
+    are secrets: redacted wherever an error or a log line could show them."""
+    for key, value in kwargs.items():
+        if key in _HEADER_KEYS and isinstance(value, Mapping):
+            for header in value.values():
+                register_secret(header if isinstance(header, str) else None)
+        elif _is_credential(key):
+            register_secret(value if isinstance(value, str) else None)
 
 
 def _has_encode(model: Any) -> bool:

@@ -59,6 +59,9 @@ def test_provider_errors_are_typed_and_keep_no_secret(embed_server: RunningServe
         embedder(["x"], dimensions=0)  # the server answers 400: not retried
     assert caught.value.status == 400 and not caught.value.retryable
     assert "sk-secret-abcdef123456" not in str(caught.value)
+    # Credentials and endpoints belong to the client: one per call would go out in the body.
+    with pytest.raises(dspex.UserError, match="per call"):
+        embedder(["x"], api_key="sk-other-abcdef123456")
 
 
 async def test_retrieve_async_with_its_own_rm() -> None:
