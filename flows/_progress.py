@@ -19,7 +19,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -192,23 +192,36 @@ def _render(display: RunProgress) -> Iterator[None]:
 @contextmanager
 def _plain(display: RunProgress) -> Iterator[None]:
     """A pipe or CI log: a line when the stage changes, and the final line."""
+    shown = [""]
+
+    def on_stage_change() -> None:
+        if display.stage != shown[0]:
+            shown[0] = display.stage
+            print(display.line(), file=sys.stderr, flush=True)
+
+    try:
+        with _every(1.0, on_stage_change):
+            yield
+    finally:  # the final line, also when the run failed
+        print(display.line(), file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _every(seconds: float, tick: Callable[[], None]) -> Iterator[None]:
+    """Call ``tick`` every ``seconds`` on a daemon thread while the block runs."""
     stop = threading.Event()
 
-    def watch() -> None:
-        shown = ""
-        while not stop.wait(1.0):
-            if display.stage != shown:
-                shown = display.stage
-                print(display.line(), file=sys.stderr, flush=True)
+    def run() -> None:
+        while not stop.wait(seconds):
+            tick()
 
-    thread = threading.Thread(target=watch, name="dspex-progress", daemon=True)
+    thread = threading.Thread(target=run, name="dspex-progress", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
-        print(display.line(), file=sys.stderr, flush=True)
 
 
 def _in_notebook() -> bool:
@@ -225,17 +238,8 @@ def _notebook(display: RunProgress) -> Iterator[None]:
     from IPython.display import display as show
 
     handle = show(Pretty(display.line()), display_id=True)  # Pretty: the text, not its repr
-    stop = threading.Event()
-
-    def refresh() -> None:
-        while not stop.wait(0.5):
-            handle.update(Pretty(display.line()))
-
-    thread = threading.Thread(target=refresh, name="dspex-progress", daemon=True)
-    thread.start()
     try:
-        yield
+        with _every(0.5, lambda: handle.update(Pretty(display.line()))):
+            yield
     finally:
-        stop.set()
-        thread.join()
         handle.update(Pretty(display.line()))
