@@ -12,6 +12,7 @@ import signal
 import sys
 from types import FrameType
 
+from dspex._serving import serve_until_interrupted
 from dspex.testing._colbert import ColBERTServer, load_corpus, make_server
 
 __all__ = ["main"]
@@ -33,11 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     print(f"listening http://127.0.0.1:{server.server_address[1]}/api/search", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        serve_until_interrupted(server)
     finally:
-        server.server_close()
         service.close_connections()
     return 0
 
