@@ -130,6 +130,19 @@ def map_litellm_error(exc: Exception, model: str) -> DspexError:
     return LMError(f"{model}: litellm failed with {type(exc).__name__}: {message}", model=model)
 
 
+def _call_args(request: LMRequest, timeout: float) -> dict[str, Any]:
+    """What every ``litellm.acompletion`` call sends besides the request's params: dspex
+    retries, so litellm's own retries are off; the messages are copies, since litellm may
+    rewrite them in place for some providers."""
+    return {
+        "model": request.model,
+        "messages": [dict(m) for m in request.messages],
+        "timeout": timeout,
+        "num_retries": 0,
+        "max_retries": 0,
+    }
+
+
 def _parse(response: Any) -> RawCompletion:
     texts: list[str] = []
     finish: list[str | None] = []
@@ -202,15 +215,7 @@ class LiteLLMTransport:
         """Call ``litellm.acompletion``; raise a typed ``LMError`` on any failure."""
         litellm, params = await self._prepare(request)
         try:
-            response = await litellm.acompletion(
-                model=request.model,
-                # litellm may rewrite messages in place for some providers; keep ours intact.
-                messages=[dict(m) for m in request.messages],
-                timeout=timeout,
-                num_retries=0,
-                max_retries=0,
-                **params,
-            )
+            response = await litellm.acompletion(**_call_args(request, timeout), **params)
         except Exception as exc:
             raise map_litellm_error(exc, request.model) from None
         return _parse(response)
@@ -230,14 +235,7 @@ class LiteLLMTransport:
         response: Any = None
         try:
             response = await litellm.acompletion(
-                model=request.model,
-                messages=[dict(m) for m in request.messages],
-                timeout=timeout,
-                num_retries=0,
-                max_retries=0,
-                stream=True,
-                stream_options=options,
-                **params,
+                **_call_args(request, timeout), stream=True, stream_options=options, **params
             )
             async for chunk in response:
                 text = assembler.add(chunk)
