@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex._jsonable import canonical_json, dumps, loads
+from dspex._settings import current
 from dspex.errors import DataError
+from dspex.modules import Retrieve
 from dspex.primitives import Example, Module
+from dspex.retrievers._base import Retriever, retriever_fingerprint
 
 __all__ = [
     "DemoSet",
@@ -48,10 +51,42 @@ def dataset_fingerprint(examples: Sequence[Example]) -> str:
 
 
 def program_fingerprint(program: Module) -> str:
-    """A stable hash of a program's class and learnable state (instructions, demos, LM)."""
+    """A stable hash of a program's class, learnable state (instructions, demos, LM) and
+    the retrievers it reads from.
+
+    A retriever is a resource, not state (a rebuilt index leaves ``dump_state()`` as it
+    was), but what the program returns depends on it: each retriever's
+    :meth:`~dspex.retrievers.Retriever.fingerprint` (corpus, embedder model, settings) is
+    folded in, so a run over a rebuilt index neither resumes nor reuses the cached results
+    of a run over the old one.
+    """
     state = program.dump_state()
     state.pop("dspex_version", None)
+    retrievers = retriever_fingerprints(program)
+    if retrievers:
+        state["retrievers"] = retrievers
     return _digest(stable_json(state))
+
+
+def retriever_fingerprints(program: Module) -> dict[str, str]:
+    """Module path (``self.retrieve.rm``) → fingerprint of each retriever the program holds.
+
+    A ``Retrieve`` without its own ``rm`` reads the context's (``dspex.configure(rm=...)``):
+    that one counts under ``<path>.rm@context`` when one is configured where the
+    fingerprint is taken (``compile()``'s caller, whose context the flow's program reference
+    is made in). Other modules' retriever attributes (``self.search = BM25(...)``) count too.
+    """
+    found: dict[str, str] = {}
+    for path, module in program.named_sub_modules():
+        for name, value in vars(module).items():
+            if isinstance(value, Retriever):
+                found[f"{path}.{name}"] = value.fingerprint()
+        if isinstance(module, Retrieve):
+            if module.rm is not None and not isinstance(module.rm, Retriever):
+                found[f"{path}.rm"] = retriever_fingerprint(module.rm)
+            elif module.rm is None and current().rm is not None:
+                found[f"{path}.rm@context"] = retriever_fingerprint(current().rm)
+    return found
 
 
 @dataclass(frozen=True)

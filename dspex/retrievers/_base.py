@@ -12,6 +12,8 @@ the callbacks (``on_retrieve_start`` / ``on_retrieve_end``, hence a trace row of
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +22,14 @@ from dspex.callbacks import active, observed
 from dspex.errors import UserError
 from dspex.primitives import Prediction
 
-__all__ = ["CallableRetriever", "Passage", "Retriever", "check_k", "passages_of"]
+__all__ = [
+    "CallableRetriever",
+    "Passage",
+    "Retriever",
+    "check_k",
+    "passages_of",
+    "retriever_fingerprint",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +186,142 @@ class Retriever:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k})"
 
+    # -- identity --------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A stable hash of what this retriever returns: its class, settings and index.
+
+        A program's fingerprint (what an optimization run's Prefect cache keys and MLflow
+        run resume use) folds in the fingerprints of the retrievers it holds, so a run over
+        a rebuilt index is a new run. The default covers the class, ``k``, public settings
+        (numbers, strings, flags, small lists and dicts of them: ``normalize``, BM25's
+        ``params``, a vector database's collection or index name...), the embedder's model
+        name, callables' qualified names, nested retrievers' fingerprints and, for a
+        retriever that holds its corpus (``corpus``/``ids`` lists, as ``Embeddings`` and
+        ``BM25`` do), a sha256 over the passages and ids. The corpus hash is computed once
+        and again only when the corpus grows (``add()``). A client over an external engine
+        is described by its settings, not its remote content: re-indexing a collection
+        under the same name keeps the fingerprint. Subclasses may extend
+        :meth:`_identity`. Credentials (``api_key``, a URL's password or query) are left
+        out.
+
+        Example:
+            >>> from dspex.retrievers import BM25
+            >>> a = BM25(["Paris is in France.", "Rome is in Italy."])
+            >>> a.fingerprint() == BM25(["Paris is in France.", "Rome is in Italy."]).fingerprint()
+            True
+            >>> a.fingerprint() == BM25(["Paris is in France.", "Oslo is in Norway."]).fingerprint()
+            False
+        """
+        body = json.dumps(self._identity(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    def _identity(self) -> dict[str, Any]:
+        """The JSON-able description :meth:`fingerprint` hashes (see there)."""
+        cls = type(self)
+        out: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}"}
+        for name, value in sorted(vars(self).items()):
+            if name.startswith("_") or name in _NOT_IDENTITY or _secret_name(name):
+                continue
+            described = _describe(value)
+            if described is not _SKIP:
+                out[name] = described
+        corpus = getattr(self, "corpus", None)
+        if isinstance(corpus, list):
+            out["corpus"] = self._corpus_digest(corpus, getattr(self, "ids", None))
+        return out
+
+    def _corpus_digest(self, corpus: list[Any], ids: Any) -> str:
+        # Cached on the retriever: hashing a large corpus per task call would cost more
+        # than the search. The corpus and ids only grow in place (add()), so their lengths
+        # (and the lists' identity, should they be replaced) say when to hash again.
+        ids_list = ids if isinstance(ids, list) else None
+        stamp = (id(corpus), len(corpus), id(ids_list), len(ids_list or ()))
+        cached = self.__dict__.get("_dspex_corpus_digest")
+        if cached is not None and cached[0] == stamp:
+            return str(cached[1])
+        h = hashlib.sha256()
+        for text in corpus:
+            h.update(str(text).encode())
+            h.update(b"\x00")
+        h.update(b"\x01ids")
+        for pid in ids_list or ():
+            h.update(str(pid).encode())
+            h.update(b"\x00")
+        digest = h.hexdigest()
+        self.__dict__["_dspex_corpus_digest"] = (stamp, digest)
+        return digest
+
     def __deepcopy__(self, memo: dict[int, Any]) -> Retriever:
         # A retriever is a resource, like an LM client: a program's copies (an optimizer
         # makes one per candidate and per Prefect task) share its index, never copy it.
         return self
+
+
+# Attributes that do not change what a retriever returns (or are hashed separately).
+_NOT_IDENTITY = frozenset({"callbacks", "corpus", "ids", "corpus_embeddings", "timeout", "client"})
+_SECRET_PARTS = ("key", "token", "secret", "password", "auth", "credential")
+_SKIP = object()
+
+
+def _secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(part in lowered for part in _SECRET_PARTS)
+
+
+def _public_url(text: str) -> str:
+    """A URL without its user info, query or fragment (where credentials go)."""
+    from urllib.parse import urlsplit
+
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _describe(value: Any, depth: int = 0) -> Any:
+    """``value`` as identity JSON, or ``_SKIP`` for what says nothing stable (clients)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return _public_url(value)
+    if isinstance(value, Retriever):
+        return value.fingerprint()
+    if depth < 2 and isinstance(value, list | tuple):
+        items = [_describe(v, depth + 1) for v in value]
+        return _SKIP if any(i is _SKIP for i in items) else items
+    if depth < 2 and isinstance(value, Mapping):
+        pairs = {
+            str(k): _describe(v, depth + 1) for k, v in value.items() if not _secret_name(str(k))
+        }
+        return _SKIP if any(v is _SKIP for v in pairs.values()) else pairs
+    model = getattr(value, "name", None) if hasattr(value, "model") else None
+    if isinstance(model, str):  # an Embedder: its model's name, never its endpoint or key
+        return {"embedder": model}
+    if callable(value):
+        return _qualified_name(value)
+    return _SKIP
+
+
+def _qualified_name(fn: Any) -> str:
+    target = fn if hasattr(fn, "__qualname__") else type(fn)
+    return f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
+
+
+def retriever_fingerprint(rm: Any) -> str:
+    """The fingerprint of any retriever ``Retrieve`` accepts: a :class:`Retriever`'s own,
+    or for a DSPy-style callable, its qualified name's.
+
+    Example:
+        >>> def search(query, k):
+        ...     return ["a"][:k]
+        >>> retriever_fingerprint(search) == retriever_fingerprint(search)
+        True
+    """
+    if isinstance(rm, Retriever):
+        return rm.fingerprint()
+    return CallableRetriever(rm).fingerprint()
 
 
 def _passage_of(item: Any, position: int) -> Passage:
@@ -246,6 +387,20 @@ class CallableRetriever(Retriever):
     @property
     def name(self) -> str:
         return getattr(self.fn, "__name__", None) or type(self.fn).__name__
+
+    def _identity(self) -> dict[str, Any]:
+        # The function's qualified name (and, for a DSPy retriever object, its settings).
+        out = super()._identity()
+        out["fn"] = _qualified_name(self.fn)
+        if not callable(getattr(self.fn, "__code__", None)) and hasattr(self.fn, "__dict__"):
+            out["fn_settings"] = {
+                k: d
+                for k, v in sorted(vars(self.fn).items())
+                if not k.startswith("_")
+                and not _secret_name(k)
+                and (d := _describe(v)) is not _SKIP
+            }
+        return out
 
     def _search(self, query: str, k: int) -> list[Passage]:
         return passages_of(self.fn(query, k=k, **self.kwargs))
