@@ -173,7 +173,8 @@ def _decode(status: int, raw: bytes, where: str) -> list[Mapping[str, Any]]:
     except ValueError:
         payload = None
     if isinstance(payload, Mapping) and payload.get("error"):
-        message = payload.get("message", "Unknown error")
+        # What the server sent back may echo the request (its URL, a token in it).
+        message = redact_text(str(payload.get("message", "Unknown error")))
         raise RetrievalError(
             f"ColBERTv2 server {where} returned an error (HTTP {status}): {message}",
             status=status,
@@ -181,13 +182,13 @@ def _decode(status: int, raw: bytes, where: str) -> list[Mapping[str, Any]]:
         )
     if status >= 300:
         raise RetrievalError(
-            f"ColBERTv2 server {where} answered HTTP {status}: {raw[:200]!r}",
+            f"ColBERTv2 server {where} answered HTTP {status}: {_shown(raw)}",
             status=status,
             retryable=status >= 500 or status == 429,
         )
     if payload is None:
         raise RetrievalError(
-            f"ColBERTv2 server {where} answered something that is not JSON: {raw[:200]!r}. "
+            f"ColBERTv2 server {where} answered something that is not JSON: {_shown(raw)}. "
             "Is the URL the server's search endpoint?",
             status=status,
         )
@@ -197,10 +198,15 @@ def _decode(status: int, raw: bytes, where: str) -> list[Mapping[str, Any]]:
     ):
         raise RetrievalError(
             f"ColBERTv2 server {where} answered without a 'topk' list of passages with "
-            f'"text": {str(payload)[:200]!r}',
+            f'"text": {redact_text(repr(str(payload)[:200]))}',
             status=status,
         )
     return rows
+
+
+def _shown(raw: bytes) -> str:
+    """The start of a server's answer for an error message, redacted."""
+    return redact_text(repr(raw[:200]))
 
 
 def _passage(row: Mapping[str, Any], rank: int) -> Passage:

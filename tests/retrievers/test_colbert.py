@@ -118,6 +118,19 @@ def test_server_errors_and_bad_answers_are_retrieval_errors(
     assert info.value.retryable is (status >= 500)
 
 
+def test_a_server_echoing_the_urls_token_does_not_put_it_in_the_error(
+    server: RunningColBERT,
+) -> None:
+    colbert = dspex.ColBERTv2(url=f"{server.url}?api_key=tok-echoed-4b3a2c1d")
+    server.service.inject(401, '{"error": true, "message": "bad api_key tok-echoed-4b3a2c1d"}')
+    with pytest.raises(RetrievalError, match=r"HTTP 401.*bad api_key") as info:
+        colbert("capital")
+    server.service.inject(403, "forbidden: tok-echoed-4b3a2c1d")
+    with pytest.raises(RetrievalError, match="HTTP 403") as again:
+        colbert("capital")
+    assert "tok-echoed-4b3a2c1d" not in str(info.value) + str(again.value)
+
+
 def test_unreachable_server_says_so_without_credentials() -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
