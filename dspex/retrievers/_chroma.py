@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dspex._redact import redact_text
 from dspex.errors import RetrievalError, UserError
 from dspex.retrievers._base import Passage, Retriever
 from dspex.retrievers._vectordb import check_embedder, corpus_of, embed, require_engine
@@ -142,7 +143,8 @@ class ChromadbRM(Retriever):
             )
         except chromadb.errors.ChromaError as e:
             raise RetrievalError(
-                f"Chroma search in {self.collection_name!r} failed ({type(e).__name__}: {e}). "
+                f"Chroma search in {self.collection_name!r} failed "
+                f"({type(e).__name__}: {redact_text(str(e))}). "
                 "Check that the embedder is the one the collection was built with."
             ) from None
         space = (self.collection.metadata or {}).get("hnsw:space", "l2")

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from dspex._redact import register_secret
+from dspex._redact import redact_text, register_secret
 from dspex.errors import ConfigurationError, RetrievalError, UserError
 from dspex.retrievers._base import Passage, Retriever
 from dspex.retrievers._vectordb import check_embedder, corpus_of, embed, require_engine
@@ -184,7 +184,7 @@ def _sdk_errors(what: str, where: str) -> Iterator[None]:
                 | errors.ServiceError,
             )
             raise RetrievalError(
-                f"Pinecone {what} on {where!r} failed ({type(e).__name__}: {e}).",
+                f"Pinecone {what} on {where!r} failed ({type(e).__name__}: {redact_text(str(e))}).",
                 status=status if isinstance(status, int) else None,
                 retryable=retryable,
             ) from None

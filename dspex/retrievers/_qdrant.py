@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dspex._redact import redact_text
 from dspex.errors import RetrievalError, UserError
 from dspex.retrievers._base import Passage, Retriever
 from dspex.retrievers._vectordb import check_embedder, corpus_of, embed, require_engine
@@ -196,7 +197,8 @@ class QdrantRM(Retriever):
             )
         except _errors() as e:
             raise RetrievalError(
-                f"Qdrant search in {self.collection_name!r} failed ({type(e).__name__}: {e}). "
+                f"Qdrant search in {self.collection_name!r} failed "
+                f"({type(e).__name__}: {redact_text(str(e))}). "
                 "Check that the collection exists and that the embedder is the one it was "
                 "built with.",
                 retryable=(getattr(e, "status_code", None) or 500) >= 500

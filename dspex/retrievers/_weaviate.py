@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from dspex._redact import redact_text
 from dspex.errors import RetrievalError, UserError
 from dspex.retrievers._base import Passage, Retriever
 from dspex.retrievers._vectordb import check_embedder, corpus_of, embed, require_engine
@@ -173,7 +174,7 @@ def _sdk_errors(what: str, collection: str) -> Iterator[None]:
         if isinstance(e, exceptions.WeaviateBaseError):
             raise RetrievalError(
                 f"Weaviate {what} in {collection!r} failed ({type(e).__name__}: "
-                f"{e}). Check that the server is up and the collection exists.",
+                f"{redact_text(str(e))}). Check that the server is up and the collection exists.",
                 retryable=isinstance(
                     e, exceptions.WeaviateConnectionError | exceptions.WeaviateTimeoutError
                 ),
