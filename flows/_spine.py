@@ -87,9 +87,14 @@ def warm_up() -> None:
 
 
 def run_key(params: OptimizeParams) -> str:
-    """Same parameters → same key: how a restarted run finds its MLflow run again."""
+    """Same parameters (and program) → same key: how a restarted run finds its MLflow run."""
     # Where tasks run is not what the run is: moving it to Dask keeps its MLflow run.
     body = params.model_dump(mode="json", exclude={"task_runner"})
+    if not params.program.startswith("registry:"):
+        # An import path names code, not content: the program it builds (its prompts, the
+        # index its factory opens) is fingerprinted, so a rebuilt index is another run. A
+        # registry reference's key already holds the program's fingerprint.
+        body["program_fp"] = program_fingerprint(resolve_program(params.program))
     return hashlib.sha256(stable_json(body).encode()).hexdigest()[:16]
 
 

@@ -122,3 +122,32 @@ def test_a_compile_over_a_rebuilt_index_reuses_nothing(tmp_path: Path) -> None:
     # Same prompts, data and runs directory; only the index changed: its passages are new.
     second = _compile(rebuilt, tmp_path)
     assert _contexts(second) and all(c.endswith("(rebuilt)") for c in _contexts(second))
+
+
+# What an import-path program's factory opens: a deployment rebuilds its index in place.
+INDEX = {"corpus": CORPUS}
+
+
+def build() -> RAG:
+    return RAG(rm=BM25(INDEX["corpus"]))
+
+
+def test_an_import_path_programs_run_key_follows_the_index_its_factory_opens() -> None:
+    from dspex.flows._spine import run_key
+    from dspex.optimize import DatasetSpec, OptimizeParams
+
+    def key() -> str:
+        return run_key(
+            OptimizeParams(
+                program=f"{__name__}:build",
+                trainset=DatasetSpec(task="rag", train_size=4),
+            )
+        )
+
+    first = key()
+    assert key() == first
+    INDEX["corpus"] = CORPUS[:2]
+    try:
+        assert key() != first
+    finally:
+        INDEX["corpus"] = CORPUS
