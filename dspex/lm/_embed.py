@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dspex._jsonable import canonical_json, dumps, loads
-from dspex._redact import redact_text, register_secret
+from dspex._redact import is_secret_key, redact_text, register_secret
 from dspex.errors import LMError, LMServerError, LMTimeoutError, UserError
 from dspex.lm._openai import OPENAI_API_BASE, _session, _timeout, http_error
 
-__all__ = ["EmbeddingClient", "RawEmbeddings", "embedding_key"]
+__all__ = ["EmbeddingClient", "RawEmbeddings", "embedding_key", "is_credential_param"]
 
 # Request params that are transport settings, not part of what is embedded.
 _NOT_IN_KEY = frozenset({"api_key", "api_base", "base_url", "extra_headers", "headers", "timeout"})
@@ -39,9 +39,18 @@ class RawEmbeddings:
 def embedding_key(model: str, text: str, kwargs: Mapping[str, Any]) -> str:
     """The cache key of one text's embedding: sha256 over model, text and request params
     (``dimensions``, ...), never credentials or endpoints."""
-    params = {k: v for k, v in kwargs.items() if k not in _NOT_IN_KEY}
+    params = {
+        k: v for k, v in kwargs.items() if k not in _NOT_IN_KEY and not is_credential_param(k)
+    }
     payload = {"embedding": model, "input": text, "kwargs": params}
     return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+def is_credential_param(key: str) -> bool:
+    """Whether a request param names a credential, not something that shapes the vectors."""
+    # A credential param (litellm's ``aws_secret_access_key``, ...) is not what is embedded:
+    # a new key must not miss the cache. ``*_tokens`` params only look like credentials.
+    return is_secret_key(key) and not key.endswith("_tokens")
 
 
 def parse_embeddings(payload: bytes, model: str, n: int) -> RawEmbeddings:

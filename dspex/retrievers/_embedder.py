@@ -23,10 +23,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dspex._redact import is_secret_key, register_secret
+from dspex._redact import register_secret
 from dspex.callbacks import active, observed
 from dspex.errors import ConfigurationError, DataError, UserError
-from dspex.lm._embed import EmbeddingClient, RawEmbeddings, embedding_key
+from dspex.lm._embed import (
+    EmbeddingClient,
+    RawEmbeddings,
+    embedding_key,
+    is_credential_param,
+)
 from dspex.lm._pricing import cost_of
 from dspex.primitives import Usage
 
@@ -167,7 +172,7 @@ class Embedder:
         bad = next((t for t in texts if not isinstance(t, str)), None)
         if bad is not None or isinstance(inputs, bytes):
             raise UserError(f"Embedder takes strings; got a {type(bad).__name__} among inputs.")
-        client = sorted(k for k in kwargs if k in _CLIENT_KEYS or _is_credential(k))
+        client = sorted(k for k in kwargs if k in _CLIENT_KEYS or is_credential_param(k))
         if client:
             raise UserError(
                 f"{client} cannot be set per call; they belong to the client. Pass them to "
@@ -270,11 +275,6 @@ class Embedder:
         return out
 
 
-def _is_credential(key: str) -> bool:
-    # ``max_tokens`` and friends look like "token" but are parameters.
-    return is_secret_key(key) and not key.endswith("_tokens")
-
-
 def _register_credentials(kwargs: Mapping[str, Any]) -> None:
     """Credentials among request params (litellm's ``aws_secret_access_key``, header values)
     are secrets: redacted wherever an error or a log line could show them."""
@@ -282,7 +282,7 @@ def _register_credentials(kwargs: Mapping[str, Any]) -> None:
         if key in _HEADER_KEYS and isinstance(value, Mapping):
             for header in value.values():
                 register_secret(header if isinstance(header, str) else None)
-        elif _is_credential(key):
+        elif is_credential_param(key):
             register_secret(value if isinstance(value, str) else None)
 
 
