@@ -276,12 +276,14 @@ class Embedder:
 
 
 def _register_credentials(kwargs: Mapping[str, Any]) -> None:
-    """Credentials among request params (litellm's ``aws_secret_access_key``, header values)
-    are secrets: redacted wherever an error or a log line could show them."""
+    """Credentials among request params (litellm's ``aws_secret_access_key``, a header such
+    as ``X-Api-Key``) are secrets: redacted wherever an error or a log line could show them.
+    Other headers (``Content-Type``, an org id) are not: their values are ordinary text."""
     for key, value in kwargs.items():
         if key in _HEADER_KEYS and isinstance(value, Mapping):
-            for header in value.values():
-                register_secret(header if isinstance(header, str) else None)
+            for name, header in value.items():
+                if isinstance(name, str) and is_credential_param(name):
+                    register_secret(header if isinstance(header, str) else None)
         elif is_credential_param(key):
             register_secret(value if isinstance(value, str) else None)
 
