@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dspex._redact import redact
 from dspex.callbacks import Callback, Span
 
 if TYPE_CHECKING:
@@ -162,7 +163,8 @@ class StatusStreamingCallback(Callback):
 
     def on_lm_start(self, span: Span, lm: LM, request: LMRequest) -> None:
         self._enter(span)
-        inputs = {"messages": list(request.messages), **request.kwargs}
+        # The provider's text may go to whoever reads the stream: no header or key in it.
+        inputs = {"messages": list(request.messages), **redact(dict(request.kwargs))}
         self._send(self.status_message_provider.lm_start_status_message(lm, inputs))
 
     def on_lm_end(

@@ -121,6 +121,22 @@ def test_a_status_message_provider_announces_modules_and_lm_calls() -> None:
     assert status == ["start ChainOfThought", "start Predict", "lm gave 1 completion(s)"]
 
 
+def test_a_status_message_provider_sees_no_header_or_key() -> None:
+    class Echo(dspex.streaming.StatusMessageProvider):
+        def lm_start_status_message(self, instance: Any, inputs: dict[str, Any]) -> str:
+            return repr({k: v for k, v in inputs.items() if k != "messages"})
+
+    stream = dspex.streamify(dspex.Predict("question -> answer"), Echo())
+    with serve(DummyLM([{"answer": ANSWER}])) as srv:
+        headers = {"X-Api-Key": "hdr-secret-0a1b2c3d", "X-Org": "org-7"}
+        lm = dspex.LM("openai/dummy", api_base=srv.url, api_key="x", extra_headers=headers)
+        with dspex.context(lm=lm):
+            values = collect(stream, question="What is 2 + 2?")
+    status = [v.message for v in values if isinstance(v, StatusMessage)]
+    assert len(status) == 1 and "org-7" in status[0]
+    assert "hdr-secret-0a1b2c3d" not in status[0]
+
+
 def test_a_cache_hit_streams_the_cached_answer_at_once() -> None:
     stream = dspex.streamify(
         dspex.Predict("question -> answer"), stream_listeners=[StreamListener("answer")]
