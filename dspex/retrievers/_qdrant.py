@@ -99,6 +99,7 @@ class QdrantRM(Retriever):
         self.document_field = document_field
         self.vector_name = vector_name
         self._looked_up = vector_name is not None
+        self._vector_name_given = vector_name
         self.embedder = check_embedder(embedder if vectorizer is None else vectorizer, "QdrantRM")
 
     @classmethod
@@ -205,6 +206,10 @@ class QdrantRM(Retriever):
                 and not isinstance(e, ValueError),
             ) from None
         return [self._passage(point) for point in response.points]
+
+    def _identity(self) -> dict[str, Any]:
+        # The first search may look vector_name up: the retriever is the same one after it.
+        return {**super()._identity(), "vector_name": self._vector_name_given}
 
     def _using(self) -> str | None:
         """The vector to search: ``vector_name``, else the first named one, else unnamed

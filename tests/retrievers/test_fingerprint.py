@@ -10,7 +10,14 @@ from pathlib import Path
 import dspex
 from dspex.datasets import RAG, load_task
 from dspex.optimize import program_fingerprint
-from dspex.retrievers import BM25, CallableRetriever, ColBERTv2, Embedder, Embeddings
+from dspex.retrievers import (
+    BM25,
+    CallableRetriever,
+    ColBERTv2,
+    Embedder,
+    Embeddings,
+    QdrantRM,
+)
 from dspex.testing import RunningServer, SimulatedLM, hash_embed
 
 CORPUS = ["Paris is in France.", "Rome is in Italy.", "Oslo is in Norway."]
@@ -69,6 +76,18 @@ def test_external_engines_and_callables_are_described_without_credentials() -> N
     assert (
         CallableRetriever(_search).fingerprint() != CallableRetriever(_other_search).fingerprint()
     )
+
+
+def test_a_vector_database_client_is_described_by_its_collection() -> None:
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(":memory:")
+    rm = QdrantRM.from_corpus(CORPUS, hash_embed, client=client, collection_name="a")
+    before = rm.fingerprint()
+    assert rm("France").passages  # the first search looks up the vector name
+    assert rm.fingerprint() == before == QdrantRM("a", client, embedder=hash_embed).fingerprint()
+    other = QdrantRM.from_corpus(CORPUS, hash_embed, client=client, collection_name="b")
+    assert other.fingerprint() != before
 
 
 def test_program_fingerprint_folds_in_its_retrievers() -> None:
