@@ -156,6 +156,11 @@ class Embeddings(Retriever):
         """The index in use: ``"exact"`` or ``"hnsw"``."""
         return self._index.kind
 
+    def _identity(self) -> dict[str, Any]:
+        # The index in use, not the one asked for: "auto" saves as what it chose, and a
+        # reloaded index is the same retriever as the one saved.
+        return {**super()._identity(), "index_kind": self.index}
+
     def add(self, passages: Sequence[str], ids: Sequence[str] | None = None) -> None:
         """Embed and index more passages (ids are required if the corpus has its own).
 

@@ -40,11 +40,13 @@ def test_same_index_same_fingerprint_changed_index_another() -> None:
     assert a.fingerprint() != BM25(CORPUS, k=2).fingerprint()
 
 
-def test_embeddings_fingerprint_covers_the_embedder_and_follows_add() -> None:
+def test_embeddings_fingerprint_survives_save_and_follows_add(tmp_path: Path) -> None:
     dense = Embeddings(CORPUS, hash_embed, k=1)
     before = dense.fingerprint()
     assert before == Embeddings(list(CORPUS), hash_embed, k=1).fingerprint()
     assert before != Embeddings(CORPUS, hash_embed, k=1, normalize=False).fingerprint()
+    dense.save(tmp_path / "index")
+    assert Embeddings.from_saved(tmp_path / "index", hash_embed).fingerprint() == before
     dense.add(["Lima is in Peru."])
     assert dense.fingerprint() != before
     assert (
