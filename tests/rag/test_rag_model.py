@@ -90,3 +90,22 @@ def test_bm25_travels_too_a_retriever_that_is_not_files_is_refused_a_context_rm_
     assert loaded.retrieve.rm is None
     with dspex.context(rm=_index()):
         assert len(loaded.retrieve(TASK.examples[0].question).passages) == 3
+
+
+def test_a_cached_index_copy_edited_since_is_replaced_not_trusted(tmp_path: Path) -> None:
+    import numpy as np
+
+    from dspex.integrations.mlflow._retrievers import _index_root
+
+    dspex.mlflow.save_model(RAG(k=2, rm=_index()), tmp_path / "model")
+    first = dspex.mlflow.load_model(str(tmp_path / "model"), embedder=hash_embed)
+    ex = next(e for e in TASK.examples if e.passage_id in {p["id"] for p in CORPUS})
+    expected = first.retrieve.rm(ex.question).indices
+
+    # Tamper with the content-addressed copy every later load of this index reuses.
+    copies = [p for p in _index_root().iterdir() if p.is_dir()]
+    for copy in copies:
+        for vectors in copy.glob("*.npy"):
+            np.save(vectors, -np.load(vectors))  # reverses every ranking
+    again = dspex.mlflow.load_model(str(tmp_path / "model"), embedder=hash_embed)
+    assert again.retrieve.rm(ex.question).indices == expected

@@ -228,6 +228,9 @@ def _stable_copy(index: Path) -> Path:
     temporary download that is gone once loading returns."""
     digest = code_digest(index) or ""
     target = _index_root() / digest[:32]
+    if target.exists() and code_digest(target) != digest:
+        # A cached copy edited (or half-copied) since: replace it rather than trust it.
+        shutil.rmtree(target, ignore_errors=True)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -251,6 +254,13 @@ def _load_index(kind: str, index: Path, entry: Mapping[str, Any], embedder: Any)
             raise UserError(
                 "This model's retriever was built with an embedder dspex cannot rebuild from "
                 "a name (a callable); pass one: dspex.mlflow.load_model(uri, embedder=...)."
+            )
+        if model.startswith("local/"):
+            # A file must not choose what this process loads from disk or a hub.
+            raise UserError(
+                f"This model's retriever was built with the local embedder {model!r}; "
+                "dspex does not load a local model a file names. Pass it yourself: "
+                f"dspex.mlflow.load_model(uri, embedder=dspex.Embedder({model!r}))."
             )
         # The model name only: endpoint and key come from this process (its environment).
         embedder = retrievers.Embedder(model)
