@@ -98,12 +98,14 @@ def test_crash_between_register_and_alias_move_is_recovered(
             raise RuntimeError("worker lost between registering and moving the alias")
         real_set_alias(name, alias, version)
 
-    monkeypatch.setattr(_registry, "set_alias", crash)
-    with pytest.raises(RuntimeError, match="worker lost"):
-        nightly(_params(tmp_path, *STRONG))
+    # Only this patch is undone afterwards: monkeypatch.undo() would also undo the test's
+    # isolation (conftest's cache and runs directories, MLflow URI, settings).
+    with monkeypatch.context() as patch:
+        patch.setattr(_registry, "set_alias", crash)
+        with pytest.raises(RuntimeError, match="worker lost"):
+            nightly(_params(tmp_path, *STRONG))
     assert _alias("champion") == weak["version"], "the old champion keeps serving"
     assert len(_versions()) == 2
-    monkeypatch.undo()
 
     done = nightly(_params(tmp_path, *STRONG))  # the same run, started again
     assert done["decision"] == "promoted", done
