@@ -26,6 +26,8 @@ _SECRET_KEY = re.compile(
 )
 # Tokens that look like provider keys even when nobody registered them.
 _KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,})")
+# A URL's user:password (``http://bob:s3cret@mlflow:5000``): the password goes.
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+):[^/\s@]+@")
 
 _lock = threading.Lock()
 _secrets: frozenset[str] = frozenset()
@@ -69,13 +71,16 @@ def is_route_key(key: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """Replace every registered secret and anything shaped like a provider key."""
+    """Replace every registered secret, anything shaped like a provider key and a URL's
+    password."""
     for secret in _ordered:
         if secret in text:
             text = text.replace(secret, REDACTED)
     # Substring checks run at C speed; the regex only runs where a key shape could be.
     if "sk-" in text or "Bearer" in text:
         text = _KEY_SHAPES.sub(REDACTED, text)
+    if "@" in text and "://" in text:
+        text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
     return text
 
 

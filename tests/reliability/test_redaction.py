@@ -14,3 +14,10 @@ def test_overlapping_secrets_are_redacted_whole() -> None:
     text = redact_text(f"my key is {long_secret}.")
     assert "SENTINEL" not in text
     assert text == "my key is [REDACTED]."
+
+
+def test_a_urls_password_is_redacted_and_the_rest_kept() -> None:
+    text = "cannot reach http://bob:s3cret@mlflow.internal:5000/api (see http://host:5000/x@y)"
+    assert redact_text(text) == (
+        "cannot reach http://bob:[REDACTED]@mlflow.internal:5000/api (see http://host:5000/x@y)"
+    )
