@@ -37,6 +37,7 @@ from typing import Any
 
 import dspex
 import dspex.mlflow
+from dspex._redact import redact_text
 from dspex._serving import (
     EventStream,
     chat_completion,
@@ -202,7 +203,9 @@ def _poll(champion: Champion, every: float) -> None:
         try:
             champion.reload()
         except Exception as e:  # the registry is down, a bad version: keep the current one
-            print(f"reload failed, still serving v{champion.version}: {e}", flush=True)
+            # As the HTTP errors (error_body): a tracking URI's user:pass never reaches a log.
+            reason = redact_text(str(e))
+            print(f"reload failed, still serving v{champion.version}: {reason}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
