@@ -189,6 +189,7 @@ def run_dspex_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     def timed_compile() -> tuple[Any, float, int]:
         before, t0 = requests_served(config["url"]), time.perf_counter()
+        timeline["compile_start"] = time.time()
         winner = optimizer.compile(
             program,
             trainset=trainset,
@@ -199,7 +200,9 @@ def run_dspex_worker(config: dict[str, Any]) -> dict[str, Any]:
         )
         return winner, time.perf_counter() - t0, requests_served(config["url"]) - before
 
+    timeline: dict[str, float] = {}
     winner, compile_s, compile_requests = timed_compile()
+    timeline["compile_end"] = time.time()
     result = optimizer.last_result
     out = {
         "side": "dspex",
@@ -215,6 +218,7 @@ def run_dspex_worker(config: dict[str, Any]) -> dict[str, Any]:
         "helper_peak_rss_mb": helper_peak_rss_mb(),
         "heavy_modules": heavy_modules_loaded(),
         "winner": {"state": winner.dump_state()},
+        "timeline": timeline,
     }
     if config.get("warm_repeat"):
         # The same compile once more in this process: Prefect's server is already up.
