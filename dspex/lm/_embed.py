@@ -1,5 +1,5 @@
 """Embedding requests: one batch of texts to vectors, over the OpenAI-compatible HTTP path
-(``POST {api_base}/embeddings`` on the pooled aiohttp sessions the LM client uses) or litellm
+(``POST {api_base}/embeddings`` on the pooled HTTP connections the LM client uses) or litellm
 (``litellm.aembedding``), with the LM client's typed errors and retry policy.
 
 ``dspex.Embedder`` (``dspex.retrievers``) batches, caches and traces on top of this.
@@ -18,7 +18,7 @@ from typing import Any
 from dspex._jsonable import canonical_json, dumps, loads
 from dspex._redact import is_secret_key, redact_text, register_secret
 from dspex.errors import LMError, LMServerError, LMTimeoutError, UserError
-from dspex.lm._openai import OPENAI_API_BASE, _session, _timeout, http_error
+from dspex.lm._openai import OPENAI_API_BASE, TRANSPORT_ERRORS, http_error, post
 
 __all__ = ["EmbeddingClient", "RawEmbeddings", "embedding_key", "is_credential_param"]
 
@@ -141,7 +141,6 @@ class EmbeddingClient:
             await asyncio.sleep(delay)
 
     async def _openai(self, texts: Sequence[str], kwargs: Mapping[str, Any]) -> RawEmbeddings:
-        session = await _session()
         url = (self.api_base or OPENAI_API_BASE).rstrip("/") + "/embeddings"
         headers = {"Content-Type": "application/json"}
         if self._api_key:
@@ -150,22 +149,19 @@ class EmbeddingClient:
         headers.update(params.pop("extra_headers", None) or {})
         model = self.model
         body = dumps({"model": model.removeprefix("openai/"), "input": list(texts), **params})
-        aio = _load_aiohttp_errors()
         try:
-            async with session.post(
-                url, data=body, headers=headers, timeout=_timeout(self.timeout)
-            ) as resp:
-                payload = await resp.read()
-                if resp.status >= 300:
-                    raise http_error(resp.status, payload, resp.headers, model)
+            resp = await post(url, headers, body, self.timeout)
         except TimeoutError:
             raise LMTimeoutError(
                 f"{model}: no embeddings within {self.timeout:g}s.", model=model
             ) from None
-        except aio as exc:
+        except TRANSPORT_ERRORS as exc:
             raise LMServerError(
                 f"{model}: connection failed: {redact_text(str(exc))}", model=model
             ) from None
+        payload = resp.body
+        if resp.status >= 300:
+            raise http_error(resp.status, payload, resp.headers, model)
         return parse_embeddings(payload, model, len(texts))
 
     async def _litellm(self, texts: Sequence[str], kwargs: Mapping[str, Any]) -> RawEmbeddings:
@@ -200,10 +196,3 @@ def _get(obj: Any, key: str, default: Any) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(key, default)
     return getattr(obj, key, default)
-
-
-def _load_aiohttp_errors() -> type[BaseException]:
-    import aiohttp
-
-    error: type[BaseException] = aiohttp.ClientError
-    return error

@@ -1,16 +1,18 @@
-"""The lean transport: OpenAI-compatible ``/chat/completions`` over pooled aiohttp.
+"""The lean transport: OpenAI-compatible ``/chat/completions`` over dspex's HTTP/1.1 pool.
 
 This is the hot path for ``openai/...`` models (real OpenAI, vLLM, SGLang, the dspex
-simulator), so it does as little per call as it can: one pre-parsed URL, cached timeout
-objects, orjson bytes in and out, no cookie jar, no logging. Everything that only matters
-on failure (error bodies, ``Retry-After``) is parsed only on failure.
+simulator), so it does as little per call as it can: the request head is bytes built once
+per transport, the body is orjson bytes, the answer is read by ``dspex.lm._http`` (a small
+keep-alive client on ``asyncio.Protocol``). Everything that only matters on failure (error
+bodies, ``Retry-After``) is parsed only on failure.
 
-Connections are pooled per event loop: an aiohttp session belongs to the loop it was made
-on. An ``LM`` call runs on the loop that awaits it (sync calls on dspex's shared loop), so each
-loop that makes calls gets one session, shared by every LM and transport on it. A session is
+Connections are pooled per event loop: a connection belongs to the loop it was made on. An
+``LM`` call runs on the loop that awaits it (sync calls on dspex's shared loop), so each loop
+that makes calls gets one pool, shared by every LM, transport and embedder on it. A pool is
 closed when its loop shuts down its async generators (``asyncio.run``, ``asyncio.Runner`` and
-pytest do), or at interpreter exit; a loop closed without either has its session dropped on
-the next new session.
+pytest do), or at interpreter exit; a loop closed without either has its pool dropped on the
+next new pool. The same per-loop record holds an aiohttp session, made only for the callers
+that still use aiohttp (the ColBERTv2 client).
 """
 
 from __future__ import annotations
@@ -28,30 +30,65 @@ from typing import TYPE_CHECKING, Any
 from dspex._jsonable import dumps, loads
 from dspex._redact import redact_text, register_secret
 from dspex.errors import LMError, LMServerError, LMTimeoutError, lm_error_from_status
+from dspex.lm._http import (
+    Endpoint,
+    HTTPProtocolError,
+    Pool,
+    Response,
+    StreamResponse,
+    decode_body,
+    endpoint,
+    request_head,
+)
 from dspex.lm._stream import StreamAssembler
 from dspex.lm._types import LMRequest, RawCompletion, tool_calls_of
 
 if TYPE_CHECKING:
     import aiohttp
-    from yarl import URL
 
-__all__ = ["OPENAI_API_BASE", "OpenAITransport", "aclose_sessions"]
+__all__ = ["OPENAI_API_BASE", "OpenAITransport", "aclose_sessions", "post"]
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
-# Enough sockets for concurrency 64+ against several servers at once.
+# What a failed exchange raises besides ``TimeoutError`` (itself an ``OSError``: catch first).
+TRANSPORT_ERRORS = (OSError, HTTPProtocolError)
+# aiohttp (for the callers still on it): enough sockets for concurrency 64+.
 _POOL_LIMIT = 512
 _KEEPALIVE_S = 60.0
 
-# One session per loop, and the async generator that closes it when the loop shuts down.
+
+class _LoopClients:
+    """What one event loop's calls share: the HTTP pool, and an aiohttp session if asked."""
+
+    __slots__ = ("pool", "session")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = Pool(loop)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def aclose(self) -> None:
+        self.pool.close()
+        session, self.session = self.session, None
+        if session is not None:
+            await session.close()
+        await asyncio.sleep(0)  # let the transports' connection_lost run: sockets close there
+
+    def abandon(self) -> None:
+        self.pool.abandon()
+        session, self.session = self.session, None
+        if session is not None:
+            _abandon(session)
+
+
+# One record per loop, and the async generator that closes it when the loop shuts down.
 # Calls run on many loops in many threads: the lock guards both tables.
 _lock = threading.Lock()
-_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+_clients: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
 _guards: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
-# This thread's most recently used (loop, session): one identity check on the common path.
+# This thread's most recently used (loop, record): one identity check on the common path.
 _local = threading.local()
 _timeouts: dict[float, aiohttp.ClientTimeout] = {}
-_stream_timeouts: dict[float, aiohttp.ClientTimeout] = {}
-# aiohttp loads on the first request, not at ``import dspex`` (it costs ~90 ms).
+_endpoints: dict[str, Endpoint] = {}
+# aiohttp loads on first use, not at ``import dspex`` (it costs ~90 ms).
 _aio: Any = None
 _exit_hook = False
 
@@ -66,7 +103,7 @@ def _load_aiohttp() -> Any:
 
 
 async def _close_at_loop_shutdown(
-    loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession
+    loop: asyncio.AbstractEventLoop, clients: _LoopClients
 ) -> AsyncGenerator[None, None]:
     # The loop closes still-suspended async generators in ``shutdown_asyncgens`` (run by
     # ``asyncio.run`` and ``asyncio.Runner``): the only hook a library gets at loop end.
@@ -74,10 +111,35 @@ async def _close_at_loop_shutdown(
         yield
     finally:
         with _lock:
-            if _sessions.get(loop) is session:
-                del _sessions[loop]
+            if _clients.get(loop) is clients:
+                del _clients[loop]
                 _guards.pop(loop, None)
-        await session.close()
+        await clients.aclose()
+
+
+async def _loop_clients() -> _LoopClients:
+    loop = asyncio.get_running_loop()
+    local = _local
+    clients: _LoopClients | None = getattr(local, "clients", None)
+    if clients is None or local.loop is not loop or clients.pool.closed:
+        clients = _clients.get(loop)
+        if clients is None or clients.pool.closed:
+            clients = await _open_clients(loop)
+        local.loop, local.clients = loop, clients
+    return clients
+
+
+async def _pool() -> Pool:
+    return (await _loop_clients()).pool
+
+
+async def _session() -> aiohttp.ClientSession:
+    """The running loop's aiohttp session (for callers not on the lean client)."""
+    clients = await _loop_clients()
+    session = clients.session
+    if session is None or session.closed:
+        session = clients.session = _new_session()
+    return session
 
 
 def _new_session() -> aiohttp.ClientSession:
@@ -94,37 +156,25 @@ def _new_session() -> aiohttp.ClientSession:
     return session
 
 
-async def _session() -> aiohttp.ClientSession:
-    loop = asyncio.get_running_loop()
-    local = _local
-    session: aiohttp.ClientSession | None = getattr(local, "session", None)
-    if session is None or local.loop is not loop or session.closed:
-        session = _sessions.get(loop)
-        if session is None or session.closed:
-            session = await _open_session(loop)
-        local.loop, local.session = loop, session
-    return session
-
-
-async def _open_session(loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
-    """A new session for ``loop`` (the running one), closed when the loop shuts down."""
-    session = _new_session()
-    guard = _close_at_loop_shutdown(loop, session)
+async def _open_clients(loop: asyncio.AbstractEventLoop) -> _LoopClients:
+    """A new record for ``loop`` (the running one), closed when the loop shuts down."""
+    clients = _LoopClients(loop)
+    guard = _close_at_loop_shutdown(loop, clients)
     with _lock:
         _drop_closed_loops()
-        _sessions[loop] = session
+        _clients[loop] = clients
         _guards[loop] = guard
     _register_exit_hook()
     # Runs to its ``yield`` without suspending: no other task of this loop gets in meanwhile.
     await guard.asend(None)
-    return session
+    return clients
 
 
 def _drop_closed_loops() -> None:
-    """Forget the sessions of loops closed without shutting down their async generators (a
+    """Forget the records of loops closed without shutting down their async generators (a
     loop run by hand, then closed): nothing can await their close any more. Under ``_lock``."""
-    for loop in [loop for loop in _sessions if loop.is_closed()]:
-        _abandon(_sessions.pop(loop))
+    for loop in [loop for loop in _clients if loop.is_closed()]:
+        _clients.pop(loop).abandon()
         _guards.pop(loop, None)
 
 
@@ -145,9 +195,9 @@ async def aclose_sessions() -> None:
     with _lock:
         guard = _guards.pop(loop, None)
     if getattr(_local, "loop", None) is loop:
-        _local.loop = _local.session = None
+        _local.loop = _local.clients = None
     if guard is not None:
-        await guard.aclose()  # its ``finally`` forgets the session and closes it
+        await guard.aclose()  # its ``finally`` forgets the record and closes it
 
 
 async def _shut(guard: AsyncGenerator[None, None]) -> None:
@@ -155,8 +205,8 @@ async def _shut(guard: AsyncGenerator[None, None]) -> None:
 
 
 def _register_exit_hook() -> None:
-    # Registered with the first session, so after dspex._runtime's hook, which stops dspex's
-    # loop: atexit runs hooks last-in first-out, so sessions close while that loop still runs.
+    # Registered with the first pool, so after dspex._runtime's hook, which stops dspex's
+    # loop: atexit runs hooks last-in first-out, so pools close while that loop still runs.
     global _exit_hook
     if not _exit_hook:
         _exit_hook = True
@@ -164,15 +214,15 @@ def _register_exit_hook() -> None:
 
 
 def _close_at_exit() -> None:
-    """Close every loop's session that its loop has not closed yet, on that loop."""
+    """Close every loop's pool that its loop has not closed yet, on that loop."""
     with _lock:
-        pairs = [(loop, _sessions[loop], _guards.pop(loop, None)) for loop in list(_sessions)]
-    for loop, session, guard in pairs:
-        if session.closed or guard is None:
+        pairs = [(loop, _clients[loop], _guards.pop(loop, None)) for loop in list(_clients)]
+    for loop, clients, guard in pairs:
+        if clients.pool.closed or guard is None:
             continue
         try:
             if loop.is_closed():
-                _abandon(session)
+                clients.abandon()
             elif loop.is_running():  # in another thread (dspex's loop, a user's)
                 future = asyncio.run_coroutine_threadsafe(_shut(guard), loop)
                 try:
@@ -183,7 +233,7 @@ def _close_at_exit() -> None:
             else:
                 loop.run_until_complete(asyncio.wait_for(_shut(guard), 2.0))
         except Exception:
-            _abandon(session)
+            clients.abandon()
 
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:
@@ -193,15 +243,30 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     return found
 
 
-def _stream_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    # A stream may run longer than ``timeout`` in all; what must not exceed it is the wait
-    # for the connection and for each next piece.
-    found = _stream_timeouts.get(seconds)
+def _endpoint(url: str) -> Endpoint:
+    found = _endpoints.get(url)
     if found is None:
-        found = _stream_timeouts[seconds] = _load_aiohttp().ClientTimeout(
-            total=None, sock_connect=seconds, sock_read=seconds
-        )
+        if len(_endpoints) > 256:
+            _endpoints.clear()
+        found = _endpoints[url] = endpoint(url)
     return found
+
+
+def _request_bytes(head: bytes, body: bytes) -> bytes:
+    return b"".join((head, str(len(body)).encode("ascii"), b"\r\n\r\n", body))
+
+
+async def post(url: str, headers: Mapping[str, str], body: bytes, timeout: float) -> Response:
+    """``POST body`` to ``url`` on the running loop's pool; the whole answer, its body decoded.
+
+    Raises ``TimeoutError`` past ``timeout``, else one of ``TRANSPORT_ERRORS`` when the
+    connection fails; ``ConfigurationError`` for a URL that is not http(s)."""
+    ep = _endpoint(url)
+    pool = await _pool()
+    response = await pool.request(ep, _request_bytes(request_head(ep, headers), body), timeout)
+    if "content-encoding" in response.headers:
+        response = Response(response.status, response.headers, decode_body(response))
+    return response
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -318,50 +383,51 @@ class OpenAITransport:
             api_key = os.environ.get("OPENAI_API_KEY")
         register_secret(api_key)
         self._url_text = base + "/chat/completions"
-        self._url: URL | None = None  # parsed once, on the first request
         self._headers: dict[str, str] = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        # Parsed, and the request head built, on the first request (a bad URL fails there).
+        self._ep: Endpoint | None = None
+        self._head = b""
 
     def __repr__(self) -> str:
         return f"OpenAITransport(url={redact_text(self._url_text)!r})"
 
+    def _prepare(self, kwargs: Mapping[str, Any]) -> tuple[Endpoint, bytes, Mapping[str, Any]]:
+        ep = self._ep
+        if ep is None:
+            ep = endpoint(self._url_text)
+            self._head = request_head(ep, self._headers)
+            self._ep = ep
+        head = self._head
+        if "extra_headers" in kwargs:
+            rest = dict(kwargs)
+            head = request_head(ep, {**self._headers, **(rest.pop("extra_headers") or {})})
+            return ep, head, rest
+        return ep, head, kwargs
+
     async def complete(self, request: LMRequest, *, timeout: float) -> RawCompletion:
         """POST the request; raise a typed ``LMError`` on any failure."""
-        session = await _session()
-        url = self._url
-        if url is None:
-            from yarl import URL
-
-            url = self._url = URL(self._url_text)
+        pool = await _pool()
         model = request.model
-        kwargs = request.kwargs
-        headers = self._headers
-        if "extra_headers" in kwargs:
-            kwargs = dict(kwargs)
-            headers = {**headers, **kwargs.pop("extra_headers")}
+        ep, head, kwargs = self._prepare(request.kwargs)
         body = dumps(
             {"model": model.removeprefix("openai/"), "messages": request.messages, **kwargs}
         )
         try:
-            async with session.post(
-                url, data=body, headers=headers, timeout=_timeout(timeout)
-            ) as resp:
-                payload = await resp.read()
-                status = resp.status
-                if status >= 300:
-                    raise http_error(status, payload, resp.headers, model)
+            resp = await pool.request(ep, _request_bytes(head, body), timeout)
+            payload = resp.body
+            if "content-encoding" in resp.headers:
+                payload = decode_body(resp)
         except TimeoutError:
             raise LMTimeoutError(
                 f"{model}: no answer within {timeout:g}s. Raise LM(timeout=...) for slow models.",
                 model=model,
             ) from None
-        except _aio.ClientError as exc:
-            raise LMServerError(
-                f"{model}: connection to the provider failed ({type(exc).__name__}: "
-                f"{redact_text(str(exc))}).",
-                model=model,
-            ) from None
+        except TRANSPORT_ERRORS as exc:
+            raise _connection_error(model, "connection to the provider failed", exc) from None
+        if resp.status >= 300:
+            raise http_error(resp.status, payload, resp.headers, model)
         return parse_completion(payload, model)
 
     async def stream(
@@ -371,13 +437,15 @@ class OpenAITransport:
         delta of the first choice goes to ``on_text`` as it arrives, the whole completion
         (with the usage the last chunk carries, ``stream_options.include_usage``) is returned.
 
-        If the caller stops waiting (cancellation), the connection is closed, not reused: the
-        server sees the client go and can stop generating.
+        ``timeout`` bounds the connect, the wait for the answer and each wait for its next
+        piece, not the whole stream. If the caller stops waiting (cancellation), the
+        connection is closed, not reused: the server sees the client go and can stop
+        generating.
         """
-        session = await _session()
+        pool = await _pool()
         model = request.model
-        kwargs = dict(request.kwargs)
-        headers = {**self._headers, **kwargs.pop("extra_headers", {})}
+        ep, head, kwargs = self._prepare(request.kwargs)
+        kwargs = dict(kwargs)
         options = {**(kwargs.pop("stream_options", None) or {}), "include_usage": True}
         body = dumps(
             {
@@ -389,28 +457,21 @@ class OpenAITransport:
             }
         )
         try:
-            async with session.post(
-                self._url_text, data=body, headers=headers, timeout=_stream_timeout(timeout)
-            ) as resp:
+            resp = await pool.stream(ep, _request_bytes(head, body), timeout)
+            try:
                 if resp.status >= 300:
                     raise http_error(resp.status, await resp.read(), resp.headers, model)
-                try:
-                    return await _read_events(resp, model, on_text)
-                except BaseException:
-                    resp.close()  # drop the connection: the rest of the stream is unread
-                    raise
+                return await _read_events(resp, model, on_text)
+            finally:
+                resp.release()  # closes the connection unless the answer was read to its end
         except TimeoutError:
             raise LMTimeoutError(
                 f"{model}: the stream stalled for {timeout:g}s. Raise LM(timeout=...) for slow "
                 "models.",
                 model=model,
             ) from None
-        except _aio.ClientError as exc:
-            raise LMServerError(
-                f"{model}: the stream from the provider broke ({type(exc).__name__}: "
-                f"{redact_text(str(exc))}).",
-                model=model,
-            ) from None
+        except TRANSPORT_ERRORS as exc:
+            raise _connection_error(model, "the stream from the provider broke", exc) from None
 
     async def aclose(self) -> None:
         """Close the connection pool of the running loop, which this transport shares with
@@ -418,13 +479,19 @@ class OpenAITransport:
         await aclose_sessions()
 
 
+def _connection_error(model: str, what: str, exc: BaseException) -> LMServerError:
+    return LMServerError(
+        f"{model}: {what} ({type(exc).__name__}: {redact_text(str(exc))}).", model=model
+    )
+
+
 async def _read_events(
-    resp: aiohttp.ClientResponse, model: str, on_text: Callable[[str], None]
+    resp: StreamResponse, model: str, on_text: Callable[[str], None]
 ) -> RawCompletion:
     """Read an OpenAI ``text/event-stream`` to ``data: [DONE]``."""
     assembler = StreamAssembler()
     done = False
-    async for raw_line in resp.content:
+    async for raw_line in resp.lines():
         line = raw_line.strip()
         if not line.startswith(b"data:"):
             continue  # blank separators, ``:`` keep-alive comments, ``event:`` lines
@@ -445,6 +512,8 @@ async def _read_events(
             on_text(text)
     if not done and not assembler.finished:
         raise LMServerError(f"{model}: the stream ended before the answer did.", model=model)
+    if done:
+        await resp.read()  # the end of the body follows [DONE]: read it, keep the connection
     return assembler.result()
 
 
