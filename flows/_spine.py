@@ -22,6 +22,7 @@ from dspex._settings import context
 from dspex.callbacks import track_usage
 from dspex.errors import BudgetExceededError
 from dspex.flows._locks import file_lock
+from dspex.integrations.mlflow._imports import import_mlflow
 from dspex.integrations.mlflow._logging import WinnerModel, open_optimization_run
 from dspex.integrations.mlflow._tracing import run_traces
 from dspex.lm import Budget, ConcurrencyLimit
@@ -81,9 +82,19 @@ class SpineRun:
 
 
 def warm_up() -> None:
-    """Import what ``finish_run`` needs (``mlflow.pyfunc`` for the model, ~0.5 s of CPU);
-    ``flows.local`` calls a flow module's ``warm_up`` while Prefect's local server boots."""
-    import mlflow.pyfunc  # noqa: F401
+    """Import now what the flow needs later, while this process would only wait:
+    ``flows.local`` calls a flow module's ``warm_up`` while Prefect's local server boots
+    (its app takes seconds of CPU to load, on the other core).
+
+    What it loads would otherwise sit between the flow's start and its first LM request
+    (Optuna's SQL storage for MIPROv2's study: an in-memory one loads SQLAlchemy's ORM
+    models and Alembic's migration scripts, which a study's first open spends most of its
+    ~1 s on) or delay the end of the run (``mlflow.pyfunc`` for the winner's model).
+    """
+    import optuna.storages
+
+    import_mlflow()  # with mlflow.pyfunc, its import-time warning silenced
+    optuna.storages.RDBStorage("sqlite:///:memory:").engine.dispose()
 
 
 def run_key(params: OptimizeParams) -> str:

@@ -75,3 +75,15 @@ def test_a_port_taken_before_the_server_binds_it_is_retried(
             assert server._attempts == 2 and server.port != taken.getsockname()[1]
         finally:
             server.stop()
+
+
+def test_warm_up_loads_what_the_flow_needs_before_its_first_lm_call() -> None:
+    """What compile() does while the local server boots: MLflow's model code and Optuna's
+    SQL storage (ORM models, migration scripts) are loaded, quietly (warnings are errors
+    here)."""
+    from dspex.flows._spine import warm_up
+
+    warm_up()
+    assert "mlflow.pyfunc" in sys.modules
+    assert "optuna.storages._rdb.models" in sys.modules
+    assert "alembic.script" in sys.modules
