@@ -4,9 +4,12 @@ run twice without duplicating anything."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import dspex
 import dspex.mlflow
@@ -208,3 +211,47 @@ def test_study_plots_are_artifacts_or_skipped_with_a_tag(
     # Importances need more than one trial: noted, and the run goes on.
     tag = client.get_run(run_id).data.tags["dspex.plot.param_importances"]
     assert tag.startswith("skipped: ")
+
+
+def test_param_importances_are_drawn_and_logged_as_values(
+    tracking: Tracking, tmp_path: Path
+) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="factorial", storage=storage, direction="maximize")
+    for x in range(3):
+        for y in range(2):
+            study.enqueue_trial({"x": x, "y": y})
+
+    def score(trial: optuna.Trial) -> float:  # x moves the score, y barely
+        return trial.suggest_categorical("x", [0, 1, 2]) + 0.5 * trial.suggest_categorical(
+            "y", [0, 1]
+        )
+
+    study.optimize(score, n_trials=6)
+    run_id = open_optimization_run(
+        tracking.uri, _params("logging-importances"), _key(), tracking.runs_dir
+    )
+
+    log_study_plots(tracking.uri, run_id, storage, "factorial", tmp_path / "plots")
+
+    client = dspex.mlflow.tracking_client(tracking.uri)
+    artifacts = sorted(f.path for f in client.list_artifacts(run_id, "plots"))
+    assert artifacts == [
+        "plots/optimization_history.png",
+        "plots/param_importances.json",
+        "plots/param_importances.png",
+    ]
+    values = client.download_artifacts(run_id, "plots/param_importances.json", str(tmp_path))
+    logged = json.loads(Path(values).read_text())
+    assert logged["trials"] == 6
+    x, y = logged["params"]
+    # By hand: SS_total 4.375; x: SS_between 4, 2 × MS_within 0.25 -> (4 - 0.25) / 4.375.
+    assert (x["name"], x["groups"], x["trials"]) == ("x", 3, 6)
+    assert x["epsilon_squared"] == pytest.approx(6 / 7)
+    assert x["eta_squared"] == pytest.approx(4 / 4.375)
+    # y explains less than a 2-group split explains by chance: floored at 0.
+    assert (y["name"], y["epsilon_squared"], y["share"]) == ("y", 0.0, 0.0)
+    assert x["share"] == 1.0
+    assert "dspex.plot.param_importances" not in client.get_run(run_id).data.tags

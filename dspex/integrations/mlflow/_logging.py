@@ -172,34 +172,44 @@ def log_study_plots(
     tracking_uri: str, run_id: str, storage: str, study_name: str, out: Path
 ) -> None:
     """The Optuna study's optimization history and parameter importances, drawn into
-    ``out`` and logged as artifacts under ``plots/``. A plot that cannot be drawn (e.g.
-    importances of a single trial) is noted as a ``dspex.plot.<name>`` tag instead."""
-    import warnings
-
-    import matplotlib
+    ``out`` and logged as artifacts under ``plots/``: ``optimization_history.png``,
+    ``param_importances.png`` and the importances' values, ``param_importances.json`` (see
+    :mod:`dspex.integrations.mlflow._plots` for the measure). A plot that cannot be drawn
+    (e.g. importances of a single trial) is noted as a ``dspex.plot.<name>`` tag instead."""
     import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.study import StudyDirection
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
+    from dspex.integrations.mlflow._plots import draw_history, draw_importances, param_importances
 
     client = tracking_client(tracking_uri)
     study = optuna.load_study(study_name=study_name, storage=storage)
     out.mkdir(parents=True, exist_ok=True)
-    for name, plot in (
-        ("optimization_history", ovm.plot_optimization_history),
-        ("param_importances", ovm.plot_param_importances),
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    done = [(t.number, t.params, float(t.value)) for t in trials if t.value is not None]
+    numeric = {
+        name
+        for t in trials
+        for name, dist in t.distributions.items()
+        if not isinstance(dist, CategoricalDistribution)
+    }
+    maximize = study.direction == StudyDirection.MAXIMIZE
+
+    def history(path: Path) -> None:
+        draw_history([(number, value) for number, _, value in done], maximize, path)
+
+    def importances(path: Path) -> None:
+        values = param_importances([(params, value) for _, params, value in done], numeric)
+        (out / "param_importances.json").write_text(json.dumps(values.to_json(), indent=2))
+        client.log_artifact(run_id, str(out / "param_importances.json"), "plots")
+        draw_importances(values, path)
+
+    for name, draw in (
+        ("optimization_history", history),
+        ("param_importances", importances),
     ):
         try:
-            with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                figure = plot(study).get_figure(root=True)
-            if figure is None:
-                continue
-            try:
-                figure.savefig(out / f"{name}.png", bbox_inches="tight")
-            finally:
-                plt.close(figure)
+            draw(out / f"{name}.png")
             client.log_artifact(run_id, str(out / f"{name}.png"), "plots")
         except Exception as e:  # too few trials for importances, etc.: the run goes on
             client.set_tag(run_id, f"dspex.plot.{name}", redact_text(f"skipped: {e}")[:250])
