@@ -291,7 +291,7 @@ class _Conn(asyncio.Protocol):
             self._finish()
 
     def _head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
+        lines = head.decode("latin-1").split("\r\n")
         status_line = lines[0].split(None, 2)
         try:
             status = int(status_line[1])
@@ -299,28 +299,27 @@ class _Conn(asyncio.Protocol):
             raise HTTPProtocolError("the server's answer is not HTTP/1.x") from None
         if 100 <= status < 200:
             return  # an interim answer (100 Continue): the real one follows
-        headers = Headers()
+        fields: dict[str, str] = {}
         for line in lines[1:]:
-            name, sep, value = line.partition(b":")
+            name, sep, value = line.partition(":")
             if not sep:
                 raise HTTPProtocolError("a malformed header line in the answer")
-            key = name.strip().lower().decode("latin-1")
-            text = value.strip().decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        self._status, self._headers = status, headers
-        connection = str(dict.get(headers, "connection", "")).lower()
+            key, value = name.strip().lower(), value.strip()
+            fields[key] = f"{fields[key]}, {value}" if key in fields else value
+        self._status, self._headers = status, Headers(fields)
+        connection = fields.get("connection", "").lower()
         self._keep_alive = (
             "close" not in connection
-            if status_line[0] == b"HTTP/1.1"
+            if status_line[0] == "HTTP/1.1"
             else "keep-alive" in connection
         )
-        if "chunked" in str(dict.get(headers, "transfer-encoding", "")).lower():
+        if "chunked" in fields.get("transfer-encoding", "").lower():
             self._state = _CHUNK_SIZE
         elif status == 204 or status == 304:
             self._finish()
-        elif "content-length" in headers:
+        elif "content-length" in fields:
             try:
-                self._remaining = int(dict.__getitem__(headers, "content-length"))
+                self._remaining = int(fields["content-length"])
             except ValueError:
                 raise HTTPProtocolError("a bad Content-Length in the answer") from None
             self._state = _LENGTH
@@ -346,10 +345,16 @@ class _Conn(asyncio.Protocol):
         if self._stream:
             self._resolve(None)
             self._wake()
-        else:
-            parts = self._parts
-            body = parts[0] if len(parts) == 1 else b"".join(parts)
-            self._resolve(Response(self._status, self._headers, body))
+            return
+        parts = self._parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        if dict.__contains__(self._headers, "content-encoding"):
+            try:
+                body = decode_body(self._headers, body)
+            except HTTPProtocolError as exc:
+                self._fail(exc)
+                return
+        self._resolve(Response(self._status, self._headers, body))
 
     def _resolve(self, value: Any) -> None:
         waiter, self._waiter = self._waiter, None
@@ -382,6 +387,11 @@ class _Conn(asyncio.Protocol):
 
     # -- used by Pool -----------------------------------------------------------------
     def begin(self, data: bytes, timeout: float, stream: bool) -> asyncio.Future[Any]:
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            if self.idle_since:
+                raise _Stale()
+            raise HTTPProtocolError("the server closed the connection before the request")
         loop = self.pool.loop
         waiter: asyncio.Future[Any] = loop.create_future()
         self._waiter, self._stream, self._timeout = waiter, stream, timeout
@@ -389,8 +399,7 @@ class _Conn(asyncio.Protocol):
         self.reusable = False
         now = self._last = loop.time()
         self._timer = loop.call_at(now + timeout, self._on_deadline)
-        assert self.transport is not None  # set in connection_made, before any request
-        self.transport.write(data)
+        transport.write(data)
         return waiter
 
     def end(self) -> None:
@@ -594,14 +603,14 @@ class Pool:
         self._open.clear()
 
 
-def decode_body(response: Response) -> bytes:
-    """The body with a ``gzip``/``deflate`` content coding undone (we never ask for one)."""
-    coding = response.headers.get("content-encoding", "identity").lower()
+def decode_body(headers: Headers, body: bytes) -> bytes:
+    """``body`` with a ``gzip``/``deflate`` content coding undone (we never ask for one)."""
+    coding = headers.get("content-encoding", "identity").lower()
     if coding in ("identity", ""):
-        return response.body
+        return body
     if coding in ("gzip", "x-gzip", "deflate"):
         try:
-            return zlib.decompress(response.body, 47)  # 47: gzip or zlib header, detected
+            return zlib.decompress(body, 47)  # 47: a gzip or zlib header, detected
         except zlib.error:
             raise HTTPProtocolError(f"the {coding} body does not decompress") from None
     raise HTTPProtocolError(f"the answer has a content coding we cannot read ({coding})")

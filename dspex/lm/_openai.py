@@ -36,7 +36,6 @@ from dspex.lm._http import (
     Pool,
     Response,
     StreamResponse,
-    decode_body,
     endpoint,
     request_head,
 )
@@ -263,10 +262,7 @@ async def post(url: str, headers: Mapping[str, str], body: bytes, timeout: float
     connection fails; ``ConfigurationError`` for a URL that is not http(s)."""
     ep = _endpoint(url)
     pool = await _pool()
-    response = await pool.request(ep, _request_bytes(request_head(ep, headers), body), timeout)
-    if "content-encoding" in response.headers:
-        response = Response(response.status, response.headers, decode_body(response))
-    return response
+    return await pool.request(ep, _request_bytes(request_head(ep, headers), body), timeout)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -416,9 +412,6 @@ class OpenAITransport:
         )
         try:
             resp = await pool.request(ep, _request_bytes(head, body), timeout)
-            payload = resp.body
-            if "content-encoding" in resp.headers:
-                payload = decode_body(resp)
         except TimeoutError:
             raise LMTimeoutError(
                 f"{model}: no answer within {timeout:g}s. Raise LM(timeout=...) for slow models.",
@@ -427,8 +420,8 @@ class OpenAITransport:
         except TRANSPORT_ERRORS as exc:
             raise _connection_error(model, "connection to the provider failed", exc) from None
         if resp.status >= 300:
-            raise http_error(resp.status, payload, resp.headers, model)
-        return parse_completion(payload, model)
+            raise http_error(resp.status, resp.body, resp.headers, model)
+        return parse_completion(resp.body, model)
 
     async def stream(
         self, request: LMRequest, *, timeout: float, on_text: Callable[[str], None]
