@@ -546,6 +546,8 @@ class Pool:
 
     async def _connect(self, ep: Endpoint, timeout: float) -> _Conn:
         loop = self.loop
+        if self.closed:
+            raise HTTPProtocolError("the connection pool was closed")
         async with asyncio.timeout(timeout):
             while len(self._open) >= _LIMIT:
                 conn = self._take(ep.key)
