@@ -58,6 +58,29 @@ class StreamChunk:
     span_id: str | None = None
     cache_hit: bool = False
 
+    @property
+    def choices(self) -> list[ChunkChoice]:
+        """The chunk as the OpenAI SDK and litellm shape a streamed piece, which DSPy
+        programs read: ``chunk.choices[0].delta.content`` is :attr:`text`."""
+        return [ChunkChoice(ChunkDelta(self.text))]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDelta:
+    """``choices[0].delta`` of a :class:`StreamChunk`: the new text as ``content``."""
+
+    content: str
+    role: str = "assistant"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkChoice:
+    """``choices[0]`` of a :class:`StreamChunk`."""
+
+    delta: ChunkDelta
+    index: int = 0
+    finish_reason: str | None = None
+
 
 class ChunkSink(Protocol):
     """Receives :class:`StreamChunk` values; ``put`` is called from any thread and must not

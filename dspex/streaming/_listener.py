@@ -72,16 +72,35 @@ class StreamListener:
         self._value_at: int | None = None  # where the field's value starts in it
         self._sent = 0  # how much of the value has been yielded
         self._json_sent = ""
+        self._json = False  # the call's adapter frames its answer as JSON
 
     def receive(
         self,
-        text: str,
+        chunk: Any,
         *,
         call_id: str | None = None,
-        json_mode: bool = False,
-        cache_hit: bool = False,
+        json_mode: bool | None = None,
+        cache_hit: bool | None = None,
     ) -> StreamResponse | None:
-        """Take the next text of the predictor's LM call; the field's new text, if any."""
+        """Take the next piece of the predictor's LM stream; the field's new text, if any.
+
+        ``chunk`` is what DSPy's listener receives: a streamed piece whose new text is
+        ``chunk.choices[0].delta.content`` (``streamify`` passes the LM's chunk with the call
+        it belongs to and the adapter's framing), so a DSPy subclass that overrides
+        ``receive`` and calls ``super().receive(chunk)`` works unchanged. A plain string is
+        taken as the text, with the keyword arguments saying where it came from.
+        """
+        if isinstance(chunk, str):
+            text: str | None = chunk
+        else:
+            text = _content(chunk)
+            call_id = call_id if call_id is not None else getattr(chunk, "span_id", None)
+            if json_mode is None:
+                json_mode = bool(getattr(chunk, "json_mode", False))
+            if cache_hit is None:
+                cache_hit = bool(getattr(chunk, "cache_hit", False))
+        if text is None:
+            return None
         if call_id != self._call or self._call is None:
             if self.stream_end and not self.allow_reuse:
                 return None
@@ -91,9 +110,10 @@ class StreamListener:
             self._call = call_id or ""
         if self.stream_end:
             return None
-        self.cache_hit = self.cache_hit or cache_hit
+        self.cache_hit = self.cache_hit or bool(cache_hit)
         self._text += text
-        if json_mode:
+        self._json = bool(json_mode)
+        if self._json:
             return self._receive_json()
         return self._receive_chat()
 
@@ -156,12 +176,44 @@ class StreamListener:
         # A growing string: hold trailing whitespace, as the parser strips it.
         return self._emit(value.strip(), last=False)
 
+    def flush(self) -> str:
+        """The field's text held back so far and not yet sent (text that could still have
+        turned out to be the next field's header), as DSPy's ``flush`` returns it; it counts
+        as sent afterwards. Empty before the field started and in JSON mode, where nothing
+        is held back but whitespace."""
+        if self._value_at is None or self._json:
+            return ""
+        value = self._text[self._value_at :]
+        end = _HEADER.search(value)
+        if end is None:
+            found = value.find("[[")  # where a header would have started
+            value = value if found < 0 else value[:found]
+        else:
+            value = value[: end.start()]
+        value = value.strip()
+        chunk = value[self._sent :]
+        self._sent = max(self._sent, len(value))
+        return chunk
+
     def finalize(self) -> StreamResponse | None:
-        """After the program ended: the field's last chunk, if the stream was cut short."""
+        """After the program ended: the field's last chunk (what was held back, if anything)
+        when the stream was cut short before the field's end."""
         if self.stream_start and not self.stream_end:
             self.stream_end = True
-            return StreamResponse(self.predict_name or "", self.signature_field_name, "", True)
+            return StreamResponse(
+                self.predict_name or "", self.signature_field_name, self.flush(), True
+            )
         return None
+
+
+def _content(chunk: Any) -> str | None:
+    """``chunk.choices[0].delta.content``, or None where a chunk has no text (a tool call's
+    piece, a usage-only chunk)."""
+    try:
+        content = chunk.choices[0].delta.content
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
 
 
 def find_predictor_for_stream_listeners(

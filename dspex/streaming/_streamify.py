@@ -35,11 +35,28 @@ __all__ = ["apply_sync_streaming", "streamify", "streaming_response"]
 
 @dataclasses.dataclass(frozen=True)
 class _Routed:
-    """A chunk and what made it, resolved when the chunk was made (in the program's thread)."""
+    """A chunk and what made it, resolved when the chunk was made (in the program's thread).
+
+    It is what a listener's ``receive`` gets: the chunk's OpenAI shape
+    (``choices[0].delta.content``, as DSPy's listeners read it), the LM call it belongs to
+    (``span_id``), whether it is a cached answer, and whether the adapter frames JSON.
+    """
 
     chunk: StreamChunk
     predict_id: int | None
     json_mode: bool
+
+    @property
+    def choices(self) -> list[Any]:
+        return self.chunk.choices
+
+    @property
+    def span_id(self) -> str | None:
+        return self.chunk.span_id
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.chunk.cache_hit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,19 +193,10 @@ async def _drain(
             if not listeners:
                 yield item.chunk
                 continue
-            chunk = item.chunk
             found = [
                 out
                 for listener in by_predict.get(item.predict_id or 0, ())
-                if (
-                    out := listener.receive(
-                        chunk.text,
-                        call_id=chunk.span_id,
-                        json_mode=item.json_mode,
-                        cache_hit=chunk.cache_hit,
-                    )
-                )
-                is not None
+                if (out := listener.receive(item)) is not None
             ]
             # One piece may end a field and start the next: the field that ends goes first.
             for out in sorted(found, key=lambda r: not r.is_last_chunk):

@@ -77,7 +77,41 @@ def test_without_listeners_every_lm_chunk_comes_through() -> None:
         values = collect(stream, question="What is 2 + 2?")
     chunks = [v for v in values if isinstance(v, dspex.streaming.StreamChunk)]
     assert len(chunks) > 3 and "[[ ## answer ## ]]" in "".join(c.text for c in chunks)
+    # As DSPy programs read a raw chunk (litellm's / the OpenAI SDK's shape).
+    assert [c.choices[0].delta.content for c in chunks] == [c.text for c in chunks]
     assert isinstance(values[-1], dspex.Prediction)
+
+
+def test_a_dspy_style_listener_subclass_receives_chunks_and_calls_super() -> None:
+    """DSPy's StreamListener.receive(chunk) reads chunk.choices[0].delta.content; a subclass
+    written for DSPy overrides it and defers to super()."""
+
+    class Recording(StreamListener):
+        def __init__(self, field: str) -> None:
+            super().__init__(signature_field_name=field)
+            self.seen: list[str] = []
+
+        def receive(self, chunk: Any) -> StreamResponse | None:  # type: ignore[override]
+            self.seen.append(chunk.choices[0].delta.content)
+            return super().receive(chunk)
+
+    listener = Recording("answer")
+    stream = dspex.streamify(dspex.Predict("question -> answer"), stream_listeners=[listener])
+    with served([{"answer": ANSWER}]) as lm, dspex.context(lm=lm):
+        values = collect(stream, question="What is 2 + 2?")
+    assert "".join(p.chunk for p in chunks_of(values, "answer")) == ANSWER
+    assert len(listener.seen) > 3 and "[[ ## answer ## ]]" in "".join(listener.seen)
+
+
+def test_a_stream_cut_short_flushes_what_was_held_back() -> None:
+    """Text that might have been the next header's start waits; when the stream ends without
+    a header, finalize() sends it (through flush(), as DSPy's does)."""
+    listener = StreamListener("answer", predict_name="predict")
+    first = listener.receive("[[ ## answer ## ]]\nThe answer [", call_id="call-1")
+    assert first is not None and first.chunk == "The answer" and not first.is_last_chunk
+    last = listener.finalize()
+    assert last is not None and last.chunk == " [" and last.is_last_chunk
+    assert listener.flush() == "" and listener.finalize() is None
 
 
 def test_react_reports_tool_calls_and_streams_the_answer() -> None:
