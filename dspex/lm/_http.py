@@ -386,7 +386,11 @@ class _Conn(asyncio.Protocol):
         self.close()
 
     # -- used by Pool -----------------------------------------------------------------
-    def begin(self, data: bytes, timeout: float, stream: bool) -> asyncio.Future[Any]:
+    def begin(
+        self, data: bytes, deadline: float, timeout: float, stream: bool
+    ) -> asyncio.Future[Any]:
+        """Send a request; the future gets the answer (the head only, for a stream). The
+        deadline is ``deadline`` for a whole answer, ``timeout`` of silence for a stream."""
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             if self.idle_since:
@@ -398,7 +402,7 @@ class _Conn(asyncio.Protocol):
         self._state, self._parts, self._got, self._error = _HEAD, [], False, None
         self.reusable = False
         now = self._last = loop.time()
-        self._timer = loop.call_at(now + timeout, self._on_deadline)
+        self._timer = loop.call_at(now + timeout if stream else deadline, self._on_deadline)
         transport.write(data)
         return waiter
 
@@ -476,41 +480,45 @@ class Pool:
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
 
     async def request(self, ep: Endpoint, data: bytes, timeout: float) -> Response:
-        """Send ``data`` (a whole request) and read the whole answer within ``timeout``."""
-        conn = self._take(ep.key)
-        if conn is None:
-            conn = await self._connect(ep, timeout)
-        try:
-            response: Response = await self._exchange(conn, data, timeout, False)
-        except _Stale:
-            conn = await self._connect(ep, timeout)
-            response = await self._exchange(conn, data, timeout, False)
+        """Send ``data`` (a whole request) and read the whole answer, all (the connect and
+        any resend included) within ``timeout``."""
+        response: Response = await self._send(ep, data, timeout, False)
         return response
 
     async def stream(self, ep: Endpoint, data: bytes, timeout: float) -> StreamResponse:
         """Send ``data`` and return once the answer's head is in; ``timeout`` bounds the
         connect, the wait for the head and each wait for the next piece. The caller must
         ``release()`` the answer."""
-        conn = self._take(ep.key)
-        if conn is None:
-            conn = await self._connect(ep, timeout)
-        try:
-            await self._exchange(conn, data, timeout, True)
-        except _Stale:
-            conn = await self._connect(ep, timeout)
-            await self._exchange(conn, data, timeout, True)
+        conn: _Conn = await self._send(ep, data, timeout, True)
         return StreamResponse(conn, conn._status, conn._headers)
 
-    async def _exchange(self, conn: _Conn, data: bytes, timeout: float, stream: bool) -> Any:
+    async def _send(self, ep: Endpoint, data: bytes, timeout: float, stream: bool) -> Any:
+        loop = self.loop
+        deadline = loop.time() + timeout
+        conn = self._take(ep.key)
+        if conn is None:
+            conn = await self._connect(ep, deadline)
         try:
-            result = await conn.begin(data, timeout, stream)
+            return await self._exchange(conn, data, deadline, timeout, stream)
+        except _Stale:  # only a reused connection raises it: resend once, on a new one
+            if stream:
+                deadline = loop.time() + timeout
+            conn = await self._connect(ep, deadline)
+            return await self._exchange(conn, data, deadline, timeout, stream)
+
+    async def _exchange(
+        self, conn: _Conn, data: bytes, deadline: float, timeout: float, stream: bool
+    ) -> Any:
+        try:
+            result = await conn.begin(data, deadline, timeout, stream)
         except BaseException:
             conn.end()  # closes it: failed or cancelled mid-answer
             self._give_back(conn)
             raise
-        if not stream:
-            conn.end()
-            self._give_back(conn)
+        if stream:
+            return conn
+        conn.end()
+        self._give_back(conn)
         return result
 
     def _take(self, key: tuple[str, str, int]) -> _Conn | None:
@@ -544,11 +552,11 @@ class Pool:
                 waiter.set_result(None)
                 return
 
-    async def _connect(self, ep: Endpoint, timeout: float) -> _Conn:
+    async def _connect(self, ep: Endpoint, deadline: float) -> _Conn:
         loop = self.loop
         if self.closed:
             raise HTTPProtocolError("the connection pool was closed")
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             while len(self._open) >= _LIMIT:
                 conn = self._take(ep.key)
                 if conn is not None:
