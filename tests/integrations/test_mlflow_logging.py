@@ -75,6 +75,16 @@ def test_a_run_is_opened_once_per_key_until_it_finishes(tracking: Tracking) -> N
     assert open_optimization_run(tracking.uri, params, key, tracking.runs_dir) != run_id
 
 
+def test_more_parameters_than_one_mlflow_batch_takes_are_all_logged(tracking: Tracking) -> None:
+    settings = {f"knob_{i:03d}": i for i in range(150)}  # MLflow takes 100 per batch
+    params = _params("logging-many").model_copy(update={"settings": settings})
+    run_id = open_optimization_run(tracking.uri, params, _key(), tracking.runs_dir)
+    logged = dspex.mlflow.tracking_client(tracking.uri).get_run(run_id).data.params
+    assert {k: v for k, v in logged.items() if k.startswith("settings.")} == {
+        f"settings.{k}": str(v) for k, v in settings.items()
+    }
+
+
 def test_candidates_are_child_runs_logged_once(tracking: Tracking) -> None:
     parent = open_optimization_run(
         tracking.uri, _params("logging-candidates"), _key(), tracking.runs_dir
