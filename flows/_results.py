@@ -175,9 +175,27 @@ def json_only_storage(path: Path) -> JsonOnlyResults:
 
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
-    block = JsonOnlyResults(basepath=str(path.resolve()))
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    block.save(f"dspex-results-{digest}", overwrite=True)
+    basepath = str(path.resolve())
+    name = f"dspex-results-{hashlib.sha256(basepath.encode()).hexdigest()[:16]}"
+    # Saved by an earlier run against this server: loading it is one API call, saving
+    # registers the block's type and schema again first (~3x longer, before the flow starts).
+    found = _saved(name, basepath)
+    if found is not None:
+        return found
+    block = JsonOnlyResults(basepath=basepath)
+    block.save(name, overwrite=True)
+    return block
+
+
+def _saved(name: str, basepath: str) -> JsonOnlyResults | None:
+    """The block saved under ``name`` if it is this folder's; None if there is none (or it
+    cannot be read as this version's block: it is saved again)."""
+    try:
+        block = JsonOnlyResults.load(name)
+    except Exception:  # missing, or saved by another version (its schema): saved anew
+        return None
+    if not isinstance(block, JsonOnlyResults) or block.basepath != basepath:
+        return None
     return block
 
 
