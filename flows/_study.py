@@ -24,9 +24,9 @@ import functools
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dspex.errors import DataError
 from dspex.flows._locks import advisory_lock, file_lock
@@ -37,11 +37,22 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial, Trial, TrialState
 
-__all__ = ["STALE_AFTER_S", "WORKER", "SharedStudy", "alive", "lock", "sqlite_storage"]
+__all__ = [
+    "STALE_AFTER_S",
+    "WORKER",
+    "Planned",
+    "SharedStudy",
+    "alive",
+    "lock",
+    "sqlite_storage",
+]
 
 STALE_AFTER_S = 600.0
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _ADVISORY_KEY = 424242
+
+T = TypeVar("T")
+Planned = tuple[int, dict[str, Any]]  # a slot's logical index and its parameters
 
 
 def alive(worker: str) -> bool:
@@ -79,6 +90,25 @@ def sqlite_storage(runs: Path, key: str) -> str:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _outcomes(finished: Mapping[int, FrozenTrial]) -> dict[int, TrialOutcome]:
+    """Finished trials (index → trial) as the search policy sees them."""
+    from optuna.trial import TrialState
+
+    return {
+        index: TrialOutcome(
+            index=index,
+            config={k: int(v) for k, v in t.params.items()},
+            score=t.value if t.state == TrialState.COMPLETE else None,
+            error=t.user_attrs.get("error"),
+            row_scores={
+                int(row): float(score) for row, score in t.user_attrs.get("row_scores", [])
+            },
+            reused_from=t.user_attrs.get("reused_from"),
+        )
+        for index, t in finished.items()
+    }
 
 
 @contextlib.contextmanager
@@ -222,21 +252,7 @@ class SharedStudy:
 
     def outcomes(self) -> dict[int, TrialOutcome]:
         """The finished trials as the search policy sees them."""
-        from optuna.trial import TrialState
-
-        return {
-            index: TrialOutcome(
-                index=index,
-                config={k: int(v) for k, v in t.params.items()},
-                score=t.value if t.state == TrialState.COMPLETE else None,
-                error=t.user_attrs.get("error"),
-                row_scores={
-                    int(row): float(score) for row, score in t.user_attrs.get("row_scores", [])
-                },
-                reused_from=t.user_attrs.get("reused_from"),
-            )
-            for index, t in self.finished().items()
-        }
+        return _outcomes(self.finished())
 
     def _suggest(
         self,
@@ -268,21 +284,41 @@ class SharedStudy:
         self, k: int, num_trials: int, seed: int, dists: Mapping[str, BaseDistribution]
     ) -> list[Trial]:
         """Up to ``k`` trials for the lowest free indices (``k`` is also the batch size)."""
+        return self.reserve_and_start(k, num_trials, seed, dists, lambda planned, done: None)[0]
+
+    def reserve_and_start(
+        self,
+        k: int,
+        num_trials: int,
+        seed: int,
+        dists: Mapping[str, BaseDistribution],
+        start: Callable[[list[Planned], dict[int, TrialOutcome]], T],
+    ) -> tuple[list[Trial], T]:
+        """Reserve up to ``k`` trials for the lowest free indices (``k`` is also the batch
+        size), calling ``start`` with each slot's (index, parameters) and the finished
+        trials' outcomes as soon as the parameters are known: it starts their evaluations
+        while the reservation is written (Optuna's writes would otherwise delay the first LM
+        call of every batch). The lock is held until the reservation is written, so no other
+        worker takes these slots, and a worker killed before it is written leaves the slots
+        free: they are reserved again with the same parameters (seeded by the index), and
+        the evaluations, their inputs the same, come back from the task cache.
+        """
         from optuna.trial import TrialState
 
         with lock(self.url):
             self._fail_stale()
             taken = self._indexed((TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL))
             free = [i for i in range(num_trials) if i not in taken][:k]
-            trials = []
             finished = {i: t for i, t in taken.items() if t.state != TrialState.RUNNING}
-            for index in free:
-                params = self._suggest(index, k, seed, dists, finished)
+            planned = [(i, self._suggest(i, k, seed, dists, finished)) for i in free]
+            started = start(planned, _outcomes(finished))
+            trials = []
+            for index, params in planned:
                 # Labelled as it is enqueued: one write, not one per attribute.
                 attrs = {"index": index, "worker": WORKER, "touched": time.time()}
                 self.study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
                 trials.append(self.study.ask(dict(dists)))  # pops the trial just enqueued
-        return trials
+        return trials, started
 
     def tell(self, trial: Trial, result: Mapping[str, Any] | None) -> None:
         """Record a trial's evaluation: its score, or its error as a failed trial. ``None``

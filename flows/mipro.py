@@ -32,11 +32,12 @@ from dspex.flows._spine import (
     skipped_examples,
     warm_up,
 )
-from dspex.flows._study import SharedStudy, sqlite_storage
+from dspex.flows._study import Planned, SharedStudy, sqlite_storage
 from dspex.integrations.mlflow._tracking import warm_model_logging
 from dspex.optimize import DemoSet, OptimizeParams, RunInputs, candidate_specs
 from dspex.optimize._mipro import MiproPlan, apply_config, config_key, plan
 from dspex.optimize._mipro_search import (
+    TrialOutcome,
     best_configuration,
     candidate_rows,
     default_config,
@@ -50,7 +51,7 @@ from dspex.optimize._mipro_search import (
 )
 from dspex.optimize._refs import resolve_program
 from dspex.tasks.fewshot import bootstrap_candidate
-from dspex.tasks.mipro import evaluate_config, propose
+from dspex.tasks.mipro import describe, evaluate_config, propose
 from dspex.tasks.tracking import log_candidates, log_plots
 
 if TYPE_CHECKING:
@@ -72,10 +73,16 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
     """MIPROv2 as a durable DAG; returns the run's summary."""
     with open_run(params) as (spine, budget):
         setup = _prepare(params, spine)
-        baseline = _start_baseline(setup)  # runs while the demo sets are bootstrapped
-        demosets, exhausted = _bootstrap(setup)
+        # Submitted in the order their LM calls are needed: the run-wide limit serves
+        # waiting calls first come, first served, and the bootstraps and the grounding lead
+        # to the proposals, while the baseline's score is needed only at the first
+        # checkpoint. All three run at once.
+        building = _start_bootstrap(setup)
+        described = describe.submit(setup.run, setup.plan.seed, setup.spine.runtime)
+        baseline = _start_baseline(setup)
+        demosets, exhausted = _demosets(building)
         _raise_if_failed(baseline)  # a metric or program bug: every trial would fail alike
-        instructions, skipped = _propose(setup, demosets)
+        instructions, skipped = _propose(setup, demosets, described.result())
         search = _Search(setup, instructions, demosets)
         full, stopped = search.run(baseline)
         skipped = {"bootstrap": skipped_examples(demosets), **skipped}
@@ -154,27 +161,34 @@ def _raise_if_failed(future: PrefectFuture[Any] | None) -> None:
         future.result()
 
 
-def _bootstrap(setup: _Setup) -> tuple[list[dict[str, Any]], bool]:
-    """One demo set per candidate (empty where the budget stopped its bootstrap)."""
+def _start_bootstrap(setup: _Setup) -> list[PrefectFuture[dict[str, Any]]]:
+    """Submit one demo-set build per candidate."""
     p, params = setup.plan, setup.params
     settings = {**params.settings, "num_candidate_programs": max(0, p.num_candidates - 3)}
     specs = candidate_specs("BootstrapFewShotWithRandomSearch", settings)[: p.num_candidates]
-    built, exhausted = gather_results(
-        [
-            bootstrap_candidate.submit(setup.run, s, params.concurrency, setup.spine.runtime)
-            for s in specs
-        ]
-    )
+    return [
+        bootstrap_candidate.submit(setup.run, s, params.concurrency, setup.spine.runtime)
+        for s in specs
+    ]
+
+
+def _demosets(
+    building: list[PrefectFuture[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], bool]:
+    """One demo set per candidate (empty where the budget stopped its bootstrap)."""
+    built, exhausted = gather_results(building)
     return [d if d is not None else DemoSet().to_dict() for d in built], exhausted
 
 
 def _propose(
-    setup: _Setup, demosets: list[dict[str, Any]]
+    setup: _Setup, demosets: list[dict[str, Any]], described: dict[str, Any]
 ) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Per predictor: its original instruction, then the grounded proposals; and what was
     skipped because the prompt model's answer did not parse (summarizer, proposer)."""
     p = setup.plan
-    proposal = propose(setup.run, demosets, p.num_candidates, p.seed, setup.spine.runtime)
+    proposal = propose(
+        setup.run, demosets, described, p.num_candidates, p.seed, setup.spine.runtime
+    )
     instructions: dict[str, list[str]] = proposal["instructions"]
     return instructions, dict(proposal["skipped"])
 
@@ -239,7 +253,7 @@ class _Search:
         space = self._space()
         exhausted = False
         try:
-            self._start_due()  # those a killed run had not reached yet
+            # Checkpoints a killed run had not reached are started with the first batch.
             while not exhausted and len(study.finished()) < p.num_trials:
                 exhausted = self._run_batch(space)
             if not exhausted:
@@ -266,34 +280,44 @@ class _Search:
 
     def _run_batch(self, space: dict[str, BaseDistribution]) -> bool:
         """Reserve, evaluate and tell one batch of trials; True if the budget ran out."""
-        study, p, rows = self.setup.study, self.setup.plan, self.setup.rows
-        trials = study.reserve(p.trial_batch_size, p.num_trials, p.seed, space)
+        study, p = self.setup.study, self.setup.plan
+        trials, jobs = study.reserve_and_start(
+            p.trial_batch_size, p.num_trials, p.seed, space, self._start_trials
+        )
         if not trials:  # every slot is taken: other workers are finishing theirs
             exhausted = self._harvest(wait=False)
+            if not exhausted:
+                self._start_due()
             time.sleep(0.5)
             return exhausted
-        outcomes = study.outcomes()
-        jobs: list[PrefectFuture[dict[str, Any]] | dict[str, Any]] = []
-        for trial in trials:
-            index = int(trial.user_attrs["index"])
-            config = {k: int(v) for k, v in trial.params.items()}
-            earlier = reusable_trial(outcomes, index, config)
-            if earlier is not None:  # evaluated already: its score, no LM call
-                jobs.append({"score": earlier.score, "error": None, "reused_from": earlier.index})
-            else:
-                jobs.append(self._submit(f"trial-{index}", config, trial_rows(rows, p, index)))
         if self.warming.ident is None:
             self.warming.start()  # while the first trials wait on the LM
+        # Due since the last batch was told; queued behind this batch's LM calls, which
+        # the next batch waits for, while nothing waits for a full score before the end.
+        self._start_due()
         futures = [j for j in jobs if not isinstance(j, dict)]
         evaluated, exhausted = gather_results(futures)
         done = iter(evaluated)
         results = [j if isinstance(j, dict) else next(done) for j in jobs]
         for trial, result in zip(trials, results, strict=True):
             study.tell(trial, result)
-        exhausted = self._harvest(wait=False) or exhausted
-        if not exhausted:
-            self._start_due()
-        return exhausted
+        return self._harvest(wait=False) or exhausted
+
+    def _start_trials(
+        self, planned: list[Planned], outcomes: dict[int, TrialOutcome]
+    ) -> list[PrefectFuture[dict[str, Any]] | dict[str, Any]]:
+        """Submit the evaluation of each planned trial; a configuration an earlier trial
+        evaluated already gets its score instead, with no LM call."""
+        rows, p = self.setup.rows, self.setup.plan
+        jobs: list[PrefectFuture[dict[str, Any]] | dict[str, Any]] = []
+        for index, params in planned:
+            config = {k: int(v) for k, v in params.items()}
+            earlier = reusable_trial(outcomes, index, config)
+            if earlier is not None:
+                jobs.append({"score": earlier.score, "error": None, "reused_from": earlier.index})
+            else:
+                jobs.append(self._submit(f"trial-{index}", config, trial_rows(rows, p, index)))
+        return jobs
 
     def _start_due(self) -> None:
         """Start the full evaluations the policy makes due now. The last one is chosen
@@ -301,14 +325,16 @@ class _Search:
         win is not run."""
         study, p = self.setup.study, self.setup.plan
         outcomes = study.outcomes()
-        last_open = p.num_trials not in study.reached_checkpoints()
-        if last_open and finished_prefix(outcomes.keys()) >= p.num_trials:
+        reached = study.reached_checkpoints()
+        if p.num_trials not in reached and finished_prefix(outcomes.keys()) >= p.num_trials:
+            self._log_trials()  # every trial is in: logged while full evaluations still run
             self.stopped = self._harvest(wait=True) or self.stopped
+            reached = study.reached_checkpoints()
         started = {c: key for c, (key, _) in self.pending.items()}
         due = due_full_evaluations(
             p,
             outcomes,
-            study.reached_checkpoints(),
+            reached,
             started,
             self.setup.default,
             study.full_scores(),
@@ -341,10 +367,10 @@ class _Search:
         return exhausted
 
     def _log_trials(self) -> None:
-        """Log the trials (child runs) and the study's plots while the last full evaluation
-        runs; finish_run then logs only the full evaluations."""
+        """Log the trials (child runs) and the study's plots, once, while the last full
+        evaluations run; finish_run then logs only the full evaluations."""
         study, spine = self.setup.study, self.setup.spine
-        if not study.claim_finish():
+        if self.logging or not study.claim_finish():
             return
         uri, run_id = spine.tracking_uri, spine.mlflow_run_id
         trials = candidate_rows(study.outcomes(), {})

@@ -1,4 +1,4 @@
-"""MIPROv2 tasks: proposal (summary, description, instructions) and config evaluation."""
+"""MIPROv2 tasks: grounding (summary, description), proposal and config evaluation."""
 
 from __future__ import annotations
 
@@ -10,44 +10,49 @@ from prefect import task
 from dspex._settings import current
 from dspex.evaluate import Evaluate
 from dspex.optimize import DemoSet, RunInputs
-from dspex.optimize._mipro import (
-    apply_config,
-    describe_program,
-    propose_instructions,
-    summarize_dataset,
-)
+from dspex.optimize._mipro import apply_config, propose_instructions, summarize_and_describe
 from dspex.optimize._refs import resolve
 from dspex.tasks._common import TaskRuntime, run_context, task_options
 
-__all__ = ["evaluate_config", "propose"]
+__all__ = ["describe", "evaluate_config", "propose"]
+
+
+@task(name="summarize-and-describe", **task_options())
+def describe(run: RunInputs, seed: int, runtime: TaskRuntime | None = None) -> dict[str, Any]:
+    """The dataset summary and the program description (``None`` where the prompt model's
+    answer did not parse on either try), asked at once. They need no demo set: the flow
+    runs this task while the demo sets are bootstrapped."""
+    with run_context(run, runtime, stage="propose") as ctx:
+        summary, description = summarize_and_describe(
+            ctx.trainset, ctx.program, _prompt_lm(run, ctx.lm), seed=seed
+        )
+    return {"summary": summary, "description": description}
 
 
 @task(name="propose-instructions", **task_options())
 def propose(
     run: RunInputs,
     demosets: Sequence[Mapping[str, Any]],
+    described: Mapping[str, str | None],
     n: int,
     seed: int,
     runtime: TaskRuntime | None = None,
 ) -> dict[str, Any]:
-    """Summarize the data, describe the program, propose instructions per predictor.
+    """Propose instructions per predictor, grounded in the demo sets and in ``described``
+    (what :func:`describe` returned).
 
     ``skipped`` counts what was left out because the prompt model's answer did not parse on
     either try: the summary (``summarizer``), the description and proposals (``proposer``).
     """
+    summary, description = described["summary"], described["description"]
     with run_context(run, runtime, stage="propose") as ctx:
-        ref = run.settings.get("prompt_model")
-        prompt_lm = resolve(ref) if ref else ctx.lm or current().require_lm()
-        sets = [DemoSet.from_dict(d) for d in demosets]
-        summary = summarize_dataset(ctx.trainset, prompt_lm, seed=seed)
-        description = describe_program(ctx.program, prompt_lm)
         proposals = propose_instructions(
             ctx.program,
-            sets,
+            [DemoSet.from_dict(d) for d in demosets],
             summary if summary is not None else "(not available)",
             description if description is not None else "(not available)",
             n,
-            prompt_lm,
+            _prompt_lm(run, ctx.lm),
             seed=seed,
         )
     return {
@@ -59,6 +64,12 @@ def propose(
             "proposer": int(description is None) + proposals.skipped,
         },
     }
+
+
+def _prompt_lm(run: RunInputs, task_lm: Any) -> Any:
+    """The LM that writes the proposals: ``prompt_model``, else the task's LM."""
+    ref = run.settings.get("prompt_model")
+    return resolve(ref) if ref else task_lm or current().require_lm()
 
 
 @task(name="evaluate-config", task_run_name="evaluate-{label}", **task_options())

@@ -33,11 +33,10 @@ __all__ = [
     "Proposals",
     "apply_config",
     "config_key",
-    "describe_program",
     "minibatch_indices",
     "plan",
     "propose_instructions",
-    "summarize_dataset",
+    "summarize_and_describe",
 ]
 
 _log = logging.getLogger("dspex.optimize")
@@ -121,9 +120,7 @@ async def _ask(predict: Predict, what: str, **inputs: Any) -> Prediction | None:
         return None
 
 
-def summarize_dataset(
-    trainset: Sequence[Example], lm: Any, *, n: int = 20, seed: int = 0
-) -> str | None:
+async def _summarize_dataset(trainset: Sequence[Example], n: int, seed: int) -> str | None:
     """A short description of the task's data, written by the prompt model; ``None`` when
     its answer did not parse on either try."""
     sample = random.Random(seed).sample(list(trainset), min(n, len(trainset)))
@@ -133,12 +130,11 @@ def summarize_dataset(
         "Given several examples from a dataset, write a short summary of what the task is and "
         "what a good answer looks like."
     )
-    with context(lm=lm, labels={"stage": "propose"}):
-        pred = run_sync(_ask(describe, "the dataset summary", examples=rows))
+    pred = await _ask(describe, "the dataset summary", examples=rows)
     return None if pred is None else str(pred.summary)
 
 
-def describe_program(program: Module, lm: Any) -> str | None:
+async def _describe_program(program: Module) -> str | None:
     """What the program does, from its predictors' signatures, written by the prompt model;
     ``None`` when its answer did not parse on either try."""
     sigs = "\n".join(
@@ -149,9 +145,26 @@ def describe_program(program: Module, lm: Any) -> str | None:
     describe.signature = describe.signature.with_instructions(
         "Describe in two sentences what this language-model program does."
     )
-    with context(lm=lm, labels={"stage": "propose"}):
-        pred = run_sync(_ask(describe, "the program description", program_signatures=sigs))
+    pred = await _ask(describe, "the program description", program_signatures=sigs)
     return None if pred is None else str(pred.program_description)
+
+
+def summarize_and_describe(
+    trainset: Sequence[Example], program: Module, lm: Any, *, n: int = 20, seed: int = 0
+) -> tuple[str | None, str | None]:
+    """The dataset summary (from ``n`` seeded training examples) and the program
+    description, asked of the prompt model at once; each ``None`` when its answer did not
+    parse on either try. Neither needs the demo sets, so the flow asks while they are
+    bootstrapped."""
+
+    async def both() -> tuple[str | None, str | None]:
+        summary, description = await asyncio.gather(
+            _summarize_dataset(trainset, n, seed), _describe_program(program)
+        )
+        return summary, description
+
+    with context(lm=lm, labels={"stage": "propose"}):
+        return run_sync(both())
 
 
 async def _propose_one(
