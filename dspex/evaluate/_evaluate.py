@@ -323,17 +323,22 @@ class Evaluate:
         devset = opts.devset
         rows: list[EvaluationRow | None] = [None] * len(devset)
         failures: list[EvaluationRow] = []
-        sem = asyncio.Semaphore(opts.concurrency)
         bar = _Progress(len(devset), opts.progress)
         scoring = _Scoring(opts.metric)
+        loop = asyncio.get_running_loop()
+        pending = iter(enumerate(devset))
 
-        async def run_one(i: int, ex: Example) -> None:
-            async with sem:
-                row = await _evaluate_row(program, scoring, ex, row_id_of(ex, i))
+        # ``concurrency`` workers take the examples in order. Not one task per example behind
+        # a semaphore: asyncio's Semaphore scans its waiters on every acquire and release,
+        # which made a large devset cost quadratic CPU. Each example still runs in a task of
+        # its own, so what one sets in its context never leaks into the next.
+        async def worker() -> None:
+            for i, ex in pending:
+                row = await loop.create_task(_evaluate_row(program, scoring, ex, row_id_of(ex, i)))
                 rows[i] = row
-            _account(row, failures, bar, opts)
+                _account(row, failures, bar, opts)
 
-        tasks = [asyncio.ensure_future(run_one(i, ex)) for i, ex in enumerate(devset)]
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(opts.concurrency, len(devset)))]
         try:
             await asyncio.gather(*tasks)
         except BaseException as e:
