@@ -498,28 +498,24 @@ class Pool:
         conn = self._take(ep.key)
         if conn is None:
             conn = await self._connect(ep, deadline)
-        try:
-            return await self._exchange(conn, data, deadline, timeout, stream)
-        except _Stale:  # only a reused connection raises it: resend once, on a new one
+        while True:
+            try:
+                result = await conn.begin(data, deadline, timeout, stream)
+            except _Stale:  # only a reused connection raises it: resend once, on a new one
+                conn.end()
+                if stream:
+                    deadline = loop.time() + timeout
+                conn = await self._connect(ep, deadline)
+                continue
+            except BaseException:
+                conn.end()  # closes it: failed or cancelled mid-answer
+                self._give_back(conn)
+                raise
             if stream:
-                deadline = loop.time() + timeout
-            conn = await self._connect(ep, deadline)
-            return await self._exchange(conn, data, deadline, timeout, stream)
-
-    async def _exchange(
-        self, conn: _Conn, data: bytes, deadline: float, timeout: float, stream: bool
-    ) -> Any:
-        try:
-            result = await conn.begin(data, deadline, timeout, stream)
-        except BaseException:
-            conn.end()  # closes it: failed or cancelled mid-answer
+                return conn
+            conn.end()
             self._give_back(conn)
-            raise
-        if stream:
-            return conn
-        conn.end()
-        self._give_back(conn)
-        return result
+            return result
 
     def _take(self, key: tuple[str, str, int]) -> _Conn | None:
         idle = self._idle.get(key)

@@ -132,6 +132,15 @@ async def _pool() -> Pool:
     return (await _loop_clients()).pool
 
 
+def _current_pool() -> Pool | None:
+    """The pool this thread used last, if it is the running loop's (no coroutine needed)."""
+    local = _local
+    clients: _LoopClients | None = getattr(local, "clients", None)
+    if clients is None or clients.pool.closed or local.loop is not asyncio.get_running_loop():
+        return None
+    return clients.pool
+
+
 async def _session() -> aiohttp.ClientSession:
     """The running loop's aiohttp session (for callers not on the lean client)."""
     clients = await _loop_clients()
@@ -404,7 +413,7 @@ class OpenAITransport:
 
     async def complete(self, request: LMRequest, *, timeout: float) -> RawCompletion:
         """POST the request; raise a typed ``LMError`` on any failure."""
-        pool = await _pool()
+        pool = _current_pool() or await _pool()
         model = request.model
         ep, head, kwargs = self._prepare(request.kwargs)
         body = dumps(
@@ -435,7 +444,7 @@ class OpenAITransport:
         connection is closed, not reused: the server sees the client go and can stop
         generating.
         """
-        pool = await _pool()
+        pool = _current_pool() or await _pool()
         model = request.model
         ep, head, kwargs = self._prepare(request.kwargs)
         kwargs = dict(kwargs)
