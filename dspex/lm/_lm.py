@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal, TextIO
 
 from dspex._jsonable import dumps, loads
@@ -393,14 +393,24 @@ class LM:
         if settings.lm_limit is not None:
             async with settings.lm_limit:
                 return await self._budgeted(request, timeout, cache, start, settings)
+        if settings.budget is None and not settings.callbacks:
+            # The plain path (no limit, budget or callbacks): two coroutine layers fewer,
+            # each of which every resumption of the call would pass through.
+            return await self._complete(request, timeout, cache, start)
         return await self._budgeted(request, timeout, cache, start, settings)
 
-    async def _adapter_aforward(
+    def _adapter_aforward(
         self, messages: Sequence[Mapping[str, Any]], **kwargs: Any
-    ) -> LMResponse:
+    ) -> Awaitable[LMResponse]:
         """What adapters call: :meth:`aforward` (which a subclass may override to intercept
-        calls); a :class:`~dspex.BaseLM`, whose ``aforward`` is the user's, calls ``_respond``."""
-        return await self.aforward(messages, **kwargs)
+        calls); a :class:`~dspex.BaseLM`, whose ``aforward`` is the user's, calls ``_respond``.
+
+        A plain function returning the call's coroutine: when ``aforward`` is not overridden
+        it goes straight to ``_respond``, without two coroutine layers that only pass through.
+        """
+        if type(self).aforward is LM.aforward:
+            return self._respond(messages, **kwargs)
+        return self.aforward(messages, **kwargs)
 
     async def _budgeted(
         self, request: LMRequest, timeout: float, cache: bool | None, start: float, settings: Any
@@ -593,7 +603,7 @@ class LM:
             latency,
             tuple(raw.finish_reasons),
             key,
-            tool_calls=tuple(tuple(c) for c in raw.tool_calls),
+            tool_calls=tuple(tuple(c) for c in raw.tool_calls) if raw.tool_calls else (),
         )
 
     # ----- cache control, history, lifecycle ------------------------------------------------
