@@ -63,6 +63,25 @@ main()
 """
 _LOCK = threading.Lock()
 _SERVER: LocalServer | None = None
+# Unless the environment says otherwise, the server does not register Prefect's built-in
+# block types at start: with registration memoized it still loads and hashes every block
+# type and collection's metadata at each start, a large part of its boot on the critical
+# path of compile(). A block saved here registers its own type when saved (dspex's result
+# storage does; so does a Secret a user saves), and loading one needs only its document.
+_BOOT_DEFAULTS = (  # each setting's environment names, Prefect's current one first
+    ("PREFECT_SERVER_REGISTER_BLOCKS_ON_START", "PREFECT_API_BLOCKS_REGISTER_ON_START"),
+    (
+        "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION",
+        "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION",
+    ),
+)
+
+
+def _boot_env() -> dict[str, str]:
+    """The boot defaults the environment does not set under any of their names."""
+    return {
+        names[0]: "false" for names in _BOOT_DEFAULTS if not any(n in os.environ for n in names)
+    }
 
 
 class LocalServer:
@@ -76,6 +95,7 @@ class LocalServer:
             raise DspexError("Prefect is not installed; install dspex with its dependencies.")
         self._app_dir = str(Path(spec.origin).parent.parent)
         self._env = {
+            **_boot_env(),
             **os.environ,
             **_prefect_settings_env(),
             "PREFECT_UI_ENABLED": "0",

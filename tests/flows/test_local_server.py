@@ -18,7 +18,13 @@ import os, sys
 import dspex.flows.local as local
 server = local.local_server()
 assert local.local_server() is server, "one server per process"
-print(server.wait_ready(), server.process.pid, flush=True)
+url = server.wait_ready()
+# A new database, and no block types registered at start: a saved block registers its own.
+os.environ["PREFECT_API_URL"] = url
+from prefect.blocks.system import Secret
+Secret(value="s3cr3t").save("dspex-local-check", overwrite=True)
+assert Secret.load("dspex-local-check").get() == "s3cr3t"
+print(url, server.process.pid, flush=True)
 os.kill(os.getpid(), 9)  # no atexit: the server must notice on its own
 """
 
@@ -87,3 +93,23 @@ def test_warm_up_loads_what_the_flow_needs_before_its_first_lm_call() -> None:
     assert "mlflow.pyfunc" in sys.modules
     assert "optuna.storages._rdb.models" in sys.modules
     assert "alembic.script" in sys.modules
+
+
+def test_the_server_skips_block_registration_unless_the_environment_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dspex.flows.local import _boot_env
+
+    for name in (
+        "PREFECT_SERVER_REGISTER_BLOCKS_ON_START",
+        "PREFECT_API_BLOCKS_REGISTER_ON_START",
+        "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION",
+        "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert _boot_env() == {
+        "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false",
+        "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+    }
+    monkeypatch.setenv("PREFECT_API_BLOCKS_REGISTER_ON_START", "true")  # Prefect's older name
+    assert _boot_env() == {"PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false"}
