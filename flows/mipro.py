@@ -234,6 +234,10 @@ class _Search:
     # checkpoint → (configuration key, its running full evaluation)
     pending: dict[int, tuple[str, PrefectFuture[dict[str, Any]]]] = field(default_factory=dict)
     logging: list[PrefectFuture[Any]] = field(default_factory=list)
+    logged: int = 0  # trials 0..logged-1 are logged (or being logged) as child runs
+    rows_logging: PrefectFuture[Any] | None = None  # the latest of those logging tasks
+    plotted: bool = False  # the study's plots are logged (or being logged)
+    finisher: bool = False  # this worker logs, saves and registers the result
     stopped: bool = False  # the budget stopped a full evaluation harvested early
     warming: threading.Thread = field(
         default_factory=lambda: threading.Thread(
@@ -294,7 +298,8 @@ class _Search:
             self.warming.start()  # while the first trials wait on the LM
         # Due since the last batch was told; queued behind this batch's LM calls, which
         # the next batch waits for, while nothing waits for a full score before the end.
-        self._start_due()
+        # The trials told so far are logged while the batch runs.
+        self._log_trials(self._start_due())
         futures = [j for j in jobs if not isinstance(j, dict)]
         evaluated, exhausted = gather_results(futures)
         done = iter(evaluated)
@@ -319,15 +324,16 @@ class _Search:
                 jobs.append(self._submit(f"trial-{index}", config, trial_rows(rows, p, index)))
         return jobs
 
-    def _start_due(self) -> None:
-        """Start the full evaluations the policy makes due now. The last one is chosen
-        once every earlier full score is in (they are waited for), so that one that cannot
-        win is not run."""
+    def _start_due(self) -> dict[int, TrialOutcome]:
+        """Start the full evaluations the policy makes due now; returns the finished trials
+        it decided on. The last one is chosen once every earlier full score is in (they are
+        waited for), so that one that cannot win is not run."""
         study, p = self.setup.study, self.setup.plan
         outcomes = study.outcomes()
         reached = study.reached_checkpoints()
         if p.num_trials not in reached and finished_prefix(outcomes.keys()) >= p.num_trials:
-            self._log_trials()  # every trial is in: logged while full evaluations still run
+            # Every trial is in: logged, and plotted, while full evaluations still run.
+            self._log_trials(outcomes, final=True)
             self.stopped = self._harvest(wait=True) or self.stopped
             reached = study.reached_checkpoints()
         started = {c: key for c, (key, _) in self.pending.items()}
@@ -348,7 +354,8 @@ class _Search:
                 future = self._submit(f"full-{key}", evaluation.config, self.setup.rows)
                 self.pending[evaluation.checkpoint] = (key, future)
             if evaluation.checkpoint == p.num_trials:
-                self._log_trials()  # while the last full evaluation (if any) waits on the LM
+                self._log_trials(outcomes, final=True)  # while the last full evaluation runs
+        return outcomes
 
     def _harvest(self, wait: bool) -> bool:
         """Store the scores of finished full evaluations (all of them when ``wait``); True
@@ -366,17 +373,32 @@ class _Search:
                 self.setup.study.record_full(checkpoint, key, result["score"])
         return exhausted
 
-    def _log_trials(self) -> None:
-        """Log the trials (child runs) and the study's plots, once, while the last full
-        evaluations run; finish_run then logs only the full evaluations."""
+    def _log_trials(self, outcomes: dict[int, TrialOutcome], final: bool = False) -> None:
+        """Log the finished trials as child runs while later LM calls run: the unbroken
+        prefix 0..n-1 of them, in index order, each logging task after the one before (the
+        rows already logged are skipped); with the ``final`` call, once every trial is in,
+        the study's plots too. finish_run then logs only the full evaluations. Only the
+        worker that logs the result logs them."""
+        n = finished_prefix(outcomes.keys())
+        if n <= self.logged and (not final or self.plotted):
+            return
         study, spine = self.setup.study, self.setup.spine
-        if self.logging or not study.claim_finish():
+        self.finisher = self.finisher or study.claim_finish()
+        if not self.finisher:
             return
         uri, run_id = spine.tracking_uri, spine.mlflow_run_id
-        trials = candidate_rows(study.outcomes(), {})
-        self.logging.append(log_candidates.submit(uri, run_id, trials))
-        out = spine.runs / "plots" / run_id
-        self.logging.append(log_plots.submit(uri, run_id, study.url, study.name, out))
+        if n > self.logged:
+            rows = candidate_rows({i: t for i, t in outcomes.items() if i < n}, {})
+            after = [self.rows_logging] if self.rows_logging is not None else None
+            self.rows_logging = log_candidates.submit(
+                uri, run_id, rows, wait_for=after, return_state=False
+            )
+            self.logging.append(self.rows_logging)
+            self.logged = n
+        if final and not self.plotted:
+            self.plotted = True
+            out = spine.runs / "plots" / run_id
+            self.logging.append(log_plots.submit(uri, run_id, study.url, study.name, out))
 
 
 def _warm_imports() -> None:
