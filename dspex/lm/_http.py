@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import ssl
 import zlib
 from collections import deque
@@ -159,8 +160,6 @@ _ssl_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
 def _ssl_context() -> ssl.SSLContext:
     # The default context reads ``SSL_CERT_FILE``/``SSL_CERT_DIR`` once, when made: one per
     # setting, so a process (or a test) that changes them gets a context that sees it.
-    import os
-
     key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
     context = _ssl_contexts.get(key)
     if context is None:
