@@ -59,6 +59,39 @@ class _classproperty:
         return self.fget(owner)
 
 
+def _fields_by_kind(cls: Any) -> tuple[Any, dict[str, Field], dict[str, Field]]:
+    """``(fields, inputs, outputs)`` of a signature class, made once per class.
+
+    Kept on the class itself and checked against its ``fields`` by identity, so a subclass
+    (which has a ``fields`` of its own) never reads its parent's views.
+    """
+    fields = cls.fields
+    views: tuple[Any, dict[str, Field], dict[str, Field]] | None = cls.__dict__.get(
+        "_dspex_fields_by_kind"
+    )
+    if views is None or views[0] is not fields:
+        inputs = {n: f for n, f in fields.items() if f.kind == "input"}
+        outputs = {n: f for n, f in fields.items() if f.kind == "output"}
+        views = (fields, inputs, outputs)
+        cls._dspex_fields_by_kind = views
+    return views
+
+
+class _FieldsOfKind:
+    """``Signature.input_fields``/``output_fields``: a view of ``fields``, read by adapters
+    several times per call, so one attribute read and one identity check on the fast path."""
+
+    def __init__(self, index: int, doc: str) -> None:
+        self.index = index
+        self.__doc__ = doc
+
+    def __get__(self, obj: Any, owner: Any) -> dict[str, Field]:
+        views = getattr(owner, "_dspex_fields_by_kind", None)
+        if views is not None and views[0] is owner.fields:
+            return views[self.index]  # type: ignore[no-any-return]
+        return _fields_by_kind(owner)[self.index]
+
+
 class Signature:
     """The inputs, outputs and instructions of a predictor.
 
@@ -145,24 +178,10 @@ class Signature:
     # -- views -----------------------------------------------------------------------------
     @classmethod
     def _fields_of(cls, kind: FieldKind) -> dict[str, Field]:
-        # Cached per class (signatures never change): adapters read these on every call.
-        cached: dict[str, dict[str, Field]] | None = cls.__dict__.get("_dspex_fields_by_kind")
-        if cached is None:
-            cached = {
-                k: {n: f for n, f in cls.fields.items() if f.kind == k} for k in ("input", "output")
-            }
-            cls._dspex_fields_by_kind = cached  # type: ignore[attr-defined]
-        return cached[kind]
+        return _fields_by_kind(cls)[1 if kind == "input" else 2]
 
-    @_classproperty
-    def input_fields(cls) -> dict[str, Field]:
-        """The input fields, in order."""
-        return cls._fields_of("input")
-
-    @_classproperty
-    def output_fields(cls) -> dict[str, Field]:
-        """The output fields, in order."""
-        return cls._fields_of("output")
+    input_fields = _FieldsOfKind(1, "The input fields, in order.")
+    output_fields = _FieldsOfKind(2, "The output fields, in order.")
 
     @_classproperty
     def signature(cls) -> str:
