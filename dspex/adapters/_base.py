@@ -131,7 +131,9 @@ class Adapter:
         inputs: Mapping[str, Any],
     ) -> tuple[list[dict[str, Any]], Usage]:
         """Call ``lm`` and return the parsed completions and the usage of every request."""
-        callbacks = (*active(), *self.callbacks)
+        callbacks = active()
+        if self.callbacks:
+            callbacks = (*callbacks, *self.callbacks)
         native_kwargs = dict(lm_kwargs)
         render, tool_field = self._plan_native_tools(lm, native_kwargs, signature, inputs)
         messages = self.format(render, demos, inputs)
@@ -449,11 +451,23 @@ class Adapter:
         return messages
 
     def _get_history_field_name(self, signature: type[Signature]) -> str | None:
+        memo = signature_memo(signature)
+        try:
+            found: str | None = memo["history_field"]
+            return found
+        except KeyError:
+            pass
         fields: Mapping[str, Field] = signature.input_fields
-        for name, f in fields.items():
-            if isinstance(f.annotation, type) and issubclass(f.annotation, History):
-                return name
-        return None
+        found = next(
+            (
+                name
+                for name, f in fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, History)
+            ),
+            None,
+        )
+        memo["history_field"] = found
+        return found
 
     def format_conversation_history(
         self,
@@ -491,6 +505,20 @@ class Adapter:
     def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
         """Parse one completion into output values; raise ``AdapterParseError`` if it cannot."""
         raise NotImplementedError
+
+
+def signature_memo(signature: type[Signature]) -> dict[str, Any]:
+    """A dict for what adapters derive from a signature's fields and instructions alone
+    (the history field, the output-format reminder), so it is worked out once, not per call.
+
+    Kept on the signature class and dropped when its ``fields`` or ``instructions`` are not
+    the ones it was made for (signatures are never mutated: a new one is a new class).
+    """
+    memo: tuple[Any, str, dict[str, Any]] | None = getattr(signature, "_dspex_adapter_memo", None)
+    if memo is None or memo[0] is not signature.fields or memo[1] is not signature.instructions:
+        memo = (signature.fields, signature.instructions, {})
+        setattr(signature, "_dspex_adapter_memo", memo)  # noqa: B010
+    return memo[2]
 
 
 def tool_input_field(signature: type[Signature]) -> str | None:

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from dspex.adapters._base import Adapter, FieldParseFailure, validation_reason
+from dspex.adapters._base import (
+    Adapter,
+    FieldParseFailure,
+    signature_memo,
+    validation_reason,
+)
 from dspex.adapters._format import annotation_name, format_field_value, translate_field_type
 from dspex.adapters._parse import output_defaults, parse_value
 from dspex.adapters._types import ToolCalls
@@ -120,13 +125,18 @@ class ChatAdapter(Adapter):
 
     def user_message_output_requirements(self, signature: type[Signature]) -> str | None:
         """The reminder after the inputs: which sections to write, in order."""
-        order = ", then ".join(
-            f"`[[ ## {n} ## ]]`{_type_info(f)}" for n, f in signature.output_fields.items()
-        )
-        return (
-            f"Respond with the corresponding output fields, starting with the field {order}, "
-            "and then ending with the marker for `[[ ## completed ## ]]`."
-        )
+        memo = signature_memo(signature)  # the same text on every call of a signature
+        text: str | None = memo.get("chat_output_requirements")
+        if text is None:
+            order = ", then ".join(
+                f"`[[ ## {n} ## ]]`{_type_info(f)}" for n, f in signature.output_fields.items()
+            )
+            text = (
+                f"Respond with the corresponding output fields, starting with the field {order}, "
+                "and then ending with the marker for `[[ ## completed ## ]]`."
+            )
+            memo["chat_output_requirements"] = text
+        return text
 
     def format_assistant_message_content(
         self,
@@ -229,9 +239,18 @@ def finish_parse(
             values,
             field=missing[0] if fields else None,
         )
-    if any(f.constraints for f in signature.output_fields.values()):
+    if _has_constraints(signature):
         check_constraints(adapter, signature, completion, values)
     return values
+
+
+def _has_constraints(signature: type[Signature]) -> bool:
+    memo = signature_memo(signature)
+    found: bool | None = memo.get("output_constraints")
+    if found is None:
+        found = any(f.constraints for f in signature.output_fields.values())
+        memo["output_constraints"] = found
+    return found
 
 
 def check_constraints(

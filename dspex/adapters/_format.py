@@ -72,6 +72,8 @@ def format_field_value(field: Field, value: Any) -> str:
     A list given to a ``str`` field becomes a numbered list of «quoted» blobs; a dict or list
     becomes JSON; anything else its string form (so ``True``, not ``true``).
     """
+    if type(value) is str:
+        return value  # what the steps below make of a str, without them
     if isinstance(value, list) and field.annotation is str:
         return _format_list(value)
     jsonable = serialize_for_json(value)

@@ -204,6 +204,10 @@ def _literal(value: Any, annotation: Any) -> tuple[bool, Any]:
     return False, value
 
 
+# Types whose value read from JSON, when it already has exactly that type, validates to itself.
+_SCALARS = (int, float, bool)
+
+
 def parse_value(value: Any, annotation: Any) -> Any:
     """``parse_value``: a field's raw value (text, or a JSON value) as ``annotation``.
 
@@ -224,6 +228,8 @@ def parse_value(value: Any, annotation: Any) -> Any:
     if origin in (Union, types.UnionType) and type(None) in args and str in args:
         return _adapter(annotation).validate_python(value)
     candidate = loads_lenient(value)
+    if type(candidate) is annotation and annotation in _SCALARS:
+        return candidate  # what pydantic's validation returns for it, without the call
     if candidate == NOT_PARSED and value != "":
         try:
             candidate = ast.literal_eval(value)

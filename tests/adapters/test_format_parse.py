@@ -125,3 +125,32 @@ def test_json_adapter_requests_json_mode_and_parses() -> None:
         adapter.parse(sig, '{"a": 7,')
     msgs = adapter.format(sig, [dspex.Example(q="x", a=1, tags=["t"])], {"q": "y"})
     assert msgs[2]["content"] == '{\n  "a": 1,\n  "tags": [\n    "t"\n  ]\n}'
+
+
+def test_what_is_worked_out_once_per_signature_follows_each_signature() -> None:
+    # Adapters keep per-signature text (output reminder, constraints, fields by kind) on the
+    # signature class: a subclass or a derived signature must never read its parent's.
+    class Base(dspex.Signature):
+        """Answer."""
+
+        question: str = dspex.InputField()
+        answer: int = dspex.OutputField()
+
+    class More(Base):
+        note: str = dspex.OutputField()
+
+    chat = dspex.ChatAdapter()
+    base_reminder = chat.format(Base, [], {"question": "q"})[-1]["content"]
+    assert "`[[ ## note ## ]]`" not in base_reminder
+    more_reminder = chat.format(More, [], {"question": "q"})[-1]["content"]
+    assert "`[[ ## answer ## ]]` (must be formatted as a valid Python int), then `[[ ## note" in (
+        more_reminder
+    )
+    assert list(More.output_fields) == ["answer", "note"]
+    assert list(Base.output_fields) == ["answer"]
+    bounded = Base.with_updated_fields("answer", ge=0)
+    assert chat.parse(Base, "[[ ## answer ## ]]\n-1") == {"answer": -1}
+    with pytest.raises(FieldParseFailure):
+        chat.parse(bounded, "[[ ## answer ## ]]\n-1")
+    renamed = Base.with_updated_fields("answer", type_=str)
+    assert "(must be formatted" not in chat.format(renamed, [], {"question": "q"})[-1]["content"]
