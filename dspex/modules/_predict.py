@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dspex._redact import is_route_key, redact
 from dspex._runtime import run_sync
 from dspex._settings import current
+from dspex.callbacks import active
 from dspex.errors import DataError, UserError
 from dspex.primitives import Example, Module, Parameter, Prediction
-from dspex.primitives._usage import record_usage
+from dspex.primitives._usage import Usage, record_usage
 from dspex.signatures import Signature, ensure_signature
 
 if TYPE_CHECKING:
@@ -78,6 +80,8 @@ class Predict(Module, Parameter):
         default or its type allows ``None``; any other missing input fails here, before the
         LM is called (DSPy only logs a warning and calls the LM anyway)."""
         sig = self.signature
+        if kwargs.keys() == sig.input_fields.keys():
+            return dict(kwargs)  # every input given, nothing else: the common case
         missing = [n for n, f in sig.input_fields.items() if n not in kwargs and f.is_required()]
         if missing:
             raise DataError(
@@ -106,9 +110,7 @@ class Predict(Module, Parameter):
         inputs = self._inputs(kwargs)
         settings = current()
         lm = lm or self.lm or settings.require_lm()
-        from dspex.adapters import ChatAdapter
-
-        adapter = self.adapter or settings.adapter or ChatAdapter()
+        adapter = self.adapter or settings.adapter or _default_adapter()
         # ``acall_with_usage`` where the adapter has it (``acall`` is DSPy's, outputs only).
         call: Any = getattr(adapter, "acall_with_usage", None) or adapter.acall
         completions, usage = await call(
@@ -120,7 +122,12 @@ class Predict(Module, Parameter):
         )
         pred = Prediction.from_completions(completions, usage, signature=self.signature)
         model = str(getattr(lm, "model", type(lm).__name__))
-        pred.set_lm_usage({model: usage})
+        if isinstance(usage, Usage):
+            # ``pred.set_lm_usage({model: usage})``, whose total is ``usage`` itself, which
+            # ``from_completions`` has already set: only the per-model record is left to add.
+            object.__setattr__(pred, "_lm_usage", {model: usage})
+        else:
+            pred.set_lm_usage({model: usage})
         record_usage(model, usage)  # to the module calls around this one
         return pred
 
@@ -135,6 +142,10 @@ class Predict(Module, Parameter):
     async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
         if args:
             raise UserError(self._positional_args_message())
+        if not active():
+            # What ``Module.acall`` does for a predictor without callbacks, minus its two
+            # coroutine layers (a predictor reports its own usage).
+            return await self.aforward(**kwargs)
         return await super().acall(**kwargs)
 
     def _positional_args_message(self) -> str:
@@ -187,6 +198,15 @@ class Predict(Module, Parameter):
 
     def __repr__(self) -> str:
         return f"Predict({self.signature.__name__}({self.signature.signature}))"
+
+
+@functools.cache
+def _default_adapter() -> Adapter:
+    """The ``ChatAdapter`` of predictors given none (directly or in the settings): one for
+    the process (it holds no state), rather than a new one per call."""
+    from dspex.adapters import ChatAdapter
+
+    return ChatAdapter()
 
 
 # Keyword arguments of a call that are not inputs: an input field of the same name could
