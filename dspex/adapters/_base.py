@@ -139,10 +139,15 @@ class Adapter:
         messages = self.format(render, demos, inputs)
         if callbacks:
             emit(callbacks, "on_adapter_format", current_span(), self, render, messages)
-        kwargs = {**native_kwargs, **self.lm_kwargs(render, lm)}
+        extra = self.lm_kwargs(render, lm)
+        kwargs = {**native_kwargs, **extra} if extra else native_kwargs
         response = await lm._adapter_aforward(messages, **kwargs)
-        parsed, failure = self._parse_response(render, signature, tool_field, response)
-        self._emit_parse(callbacks, signature, response, parsed, failure)
+        if tool_field is None:  # what _parse_response does then, one call fewer
+            parsed, failure = self._parse_all(signature, response.outputs, response.finish_reasons)
+        else:
+            parsed, failure = self._parse_response(render, signature, tool_field, response)
+        if callbacks:
+            self._emit_parse(callbacks, signature, response, parsed, failure)
         if failure is None:
             return parsed, response.usage
         # An unparseable answer must not be replayed from the cache next time.

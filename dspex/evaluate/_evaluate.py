@@ -489,13 +489,17 @@ async def _evaluate_row(
         return EvaluationRow.failed(row_id, example, e, time.perf_counter() - started)
     try:
         score = scoring.call(example, pred)
-        if inspect.isawaitable(score):
+        if type(score) not in _PLAIN_SCORES and inspect.isawaitable(score):
             score = await score
     except MetricError:
         raise  # the metric says it is broken (as the flows' metric does on a TypeError): stop
     except Exception as e:
         return EvaluationRow.failed(row_id, example, e, time.perf_counter() - started, pred)
     return scoring.row(row_id, example, pred, score, started)
+
+
+# What metrics return, and never awaitable: no need to ask ``inspect.isawaitable``.
+_PLAIN_SCORES = (bool, int, float)
 
 
 def _evaluate_row_here(
