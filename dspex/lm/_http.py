@@ -602,9 +602,12 @@ class Pool:
         self.closed = True
         self._idle.clear()
         for conn in list(self._open):
-            sock = getattr(conn.transport, "_sock", None)  # selector transports: plain TCP
+            # A transport closes through its loop, which is gone: close the socket of a plain
+            # TCP one here, and mark it closed so it does not warn when collected.
+            sock = getattr(conn.transport, "_sock", None)
             if sock is not None:
                 sock.close()
+                conn.transport._sock = None  # type: ignore[union-attr]
         self._open.clear()
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import ipaddress
 import ssl
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,16 @@ async def test_https_verifies_the_server_certificate(
             await lm.acall("c")
     finally:
         srv.stop()
+
+
+def test_a_loop_closed_by_hand_leaves_no_socket_open(raw: RawServer) -> None:
+    lm = lm_for(raw)
+    loop = asyncio.new_event_loop()
+    assert loop.run_until_complete(lm.acall("a")) == ["hello"]
+    loop.close()  # without shutting down its async generators: its pool cannot close there
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(lm.acall("b")) == ["hello"]  # the next pool lets go of that one's
+        gc.collect()  # an unclosed transport warns when collected
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert raw.wait_closed(2) and raw.accepted == 2
