@@ -436,6 +436,8 @@ class Adapter:
         A demo is complete when every field is present and not ``None``; an incomplete one
         is kept when it has at least one input and one output, and says so.
         """
+        if not demos:
+            return []
         complete, incomplete = [], []
         for demo in demos:
             if all(k in demo and demo[k] is not None for k in signature.fields):
