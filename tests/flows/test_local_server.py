@@ -1,12 +1,10 @@
-"""compile()'s local Prefect API server: started once per process, gone with the process."""
+"""compile()'s local Prefect API server: started once per process, on a thread of it."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,73 +12,31 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SCRIPT = """
-import os, sys
+import os, socket, urllib.request
 import dspex.flows.local as local
 server = local.local_server()
 assert local.local_server() is server, "one server per process"
 url = server.wait_ready()
-# A new database, and no block types registered at start: a saved block registers its own.
-os.environ["PREFECT_API_URL"] = url
-from prefect.blocks.system import Secret
-Secret(value="s3cr3t").save("dspex-local-check", overwrite=True)
-assert Secret.load("dspex-local-check").get() == "s3cr3t"
-print(url, server.process.pid, flush=True)
-os.kill(os.getpid(), 9)  # no atexit: the server must notice on its own
+assert urllib.request.urlopen(url + "/health").read() == b"true"
+children = open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()
+server.stop()
+with socket.socket() as probe:
+    closed = probe.connect_ex(("127.0.0.1", server.port)) != 0
+print(url, len(children), closed, server.alive(), flush=True)
 """
 
 
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # A zombie (exited, not yet reaped by init) counts as gone.
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def test_local_server_answers_and_dies_with_its_parent(tmp_path: Path) -> None:
+def test_local_server_is_a_thread_of_this_process_and_stops(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    url, pid = proc.stdout.split()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    url, children, closed, alive = proc.stdout.split()
     assert url.startswith("http://127.0.0.1:") and url.endswith("/api")
-    try:
-        assert _gone(int(pid), timeout=10), "the server outlived its parent"
-    finally:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def test_a_port_taken_before_the_server_binds_it_is_retried(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import socket
-
-    import dspex.flows.local as local
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        ports = iter([taken.getsockname()[1]])
-        real = local._free_port
-        monkeypatch.setattr(local, "_free_port", lambda: next(ports, None) or real())
-        server = local.LocalServer()
-        try:
-            assert server.wait_ready().startswith("http://127.0.0.1:")
-            assert server._attempts == 2 and server.port != taken.getsockname()[1]
-        finally:
-            server.stop()
+    # No child process (its own copy of Prefect cost ~200 MB); stop() frees the port.
+    assert (children, closed, alive) == ("0", "True", "False")
 
 
 def test_warm_up_loads_what_the_flow_needs_before_its_first_lm_call() -> None:
