@@ -1,14 +1,13 @@
 """Run a flow in this process, as ``optimizer.compile(...)`` and the CLI do.
 
 With no Prefect server configured (no ``PREFECT_API_URL``), flows need a temporary local API
-server. Here it runs on a thread of this process, started before the flow's imports: its
-modules are imported on the caller's thread first (two threads importing the same packages
-at once can deadlock on module locks), then it boots (database, services) while this process
-imports the flow and MLflow and sets up the MLflow store. On a thread it shares this
-process's Prefect, SQLAlchemy, FastAPI and pydantic: ~100 MB more here instead of a ~200 MB
-child process that loads them again (Prefect's own temporary server is such a child). The
-server lives as long as this process (a notebook's second ``compile()`` pays nothing) and is
-stopped at exit.
+server. Here it runs on a thread of this process, started before the flow's imports, which
+wait for it to boot: two threads importing the same packages at once can deadlock on module
+locks, and its boot migrates its database with Alembic, whose state is process-global (the
+MLflow store may be migrated meanwhile). On a thread it shares this process's Prefect,
+SQLAlchemy, FastAPI and pydantic: ~75 MB more here instead of a ~200 MB child process that
+loads them again (Prefect's own temporary server is such a child). The server lives as long
+as this process (a notebook's second ``compile()`` pays nothing) and is stopped at exit.
 
 Deployments don't come through here: their workers call the flows with the server's settings
 (heartbeats on, a shared result storage).
@@ -75,7 +74,7 @@ class LocalServer:
     daemon thread of this process, on 127.0.0.1, started as Prefect's own temporary server
     is: no UI, only the services a temporary server runs, the database under
     ``PREFECT_HOME``. On a thread it shares this process's Prefect, SQLAlchemy, FastAPI and
-    pydantic instead of loading them again in a child process (~200 MB there; ~100 MB here).
+    pydantic instead of loading them again in a child process (~200 MB there; ~75 MB here).
     """
 
     def __init__(self) -> None:
@@ -98,6 +97,11 @@ class LocalServer:
             target=context.run, args=(self._serve,), name="dspex-prefect-server", daemon=True
         )
         self._thread.start()
+        # Waited for here, before the caller goes on: its boot runs Prefect's database
+        # migrations with Alembic, whose operation context is process-global, and the caller
+        # may be creating an MLflow store with Alembic at the same time (seen: KeyError
+        # 'config' in Alembic, one of the two failing). Booted, the server uses Alembic no more.
+        self.wait_ready()
 
     def _serve(self) -> None:
         import logging
