@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from dspex._settings import context
 from dspex.errors import BudgetExceededError
 from dspex.flows._spine import (
     SpineRun,
@@ -49,6 +50,7 @@ from dspex.optimize._mipro_search import (
     trial_rows,
     validation_rows,
 )
+from dspex.optimize._priority import PriorityLimit
 from dspex.optimize._refs import resolve_program
 from dspex.tasks.fewshot import bootstrap_candidate
 from dspex.tasks.mipro import describe, evaluate_config, propose
@@ -71,12 +73,11 @@ __all__ = ["mipro", "warm_up"]
 )
 def mipro(params: OptimizeParams) -> dict[str, Any]:
     """MIPROv2 as a durable DAG; returns the run's summary."""
-    with open_run(params) as (spine, budget):
+    # Calls of the critical path first: full evaluations take the slots it leaves idle.
+    with open_run(params) as (spine, budget), context(lm_limit=PriorityLimit(params.concurrency)):
         setup = _prepare(params, spine)
-        # Submitted in the order their LM calls are needed: the run-wide limit serves
-        # waiting calls first come, first served, and the bootstraps and the grounding lead
-        # to the proposals, while the baseline's score is needed only at the first
-        # checkpoint. All three run at once.
+        # All three run at once: the bootstraps and the grounding lead to the proposals,
+        # while the baseline's score is needed only at the first checkpoint.
         building = _start_bootstrap(setup)
         described = describe.submit(setup.run, setup.plan.seed, setup.spine.runtime)
         baseline = _start_baseline(setup)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import task
 
-from dspex._settings import current
+from dspex._settings import context, current
 from dspex.evaluate import Evaluate
 from dspex.optimize import DemoSet, RunInputs
 from dspex.optimize._mipro import apply_config, propose_instructions, summarize_and_describe
+from dspex.optimize._priority import PriorityLimit
 from dspex.optimize._refs import resolve
 from dspex.tasks._common import TaskRuntime, run_context, task_options
 
@@ -92,7 +94,7 @@ def evaluate_config(
     labels: dict[str, Any] = (
         {"stage": "search", "trial": int(trial)} if trial.isdigit() else {"stage": "full-eval"}
     )
-    with run_context(run, runtime, **labels) as ctx:
+    with run_context(run, runtime, **labels) as ctx, _served_after_trials(trial.isdigit()):
         program = apply_config(
             ctx.program, config, instructions, [DemoSet.from_dict(d) for d in demosets]
         )
@@ -120,3 +122,17 @@ def evaluate_config(
             for i, r in zip(rows, result.rows, strict=True)
         ],
     }
+
+
+@contextmanager
+def _served_after_trials(trial: bool) -> Iterator[None]:
+    """A full evaluation's LM calls wait behind every call of the critical path (see
+    :class:`~dspex.optimize._priority.PriorityLimit`, which the MIPROv2 flow sets): nothing
+    waits for a full score before the last checkpoint, while each batch of trials waits
+    for the one before."""
+    limit = current().lm_limit
+    if trial or not isinstance(limit, PriorityLimit):
+        yield
+        return
+    with context(lm_limit=limit.background):
+        yield
