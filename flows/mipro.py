@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dspex._settings import context
@@ -41,6 +42,7 @@ from dspex.optimize._mipro_search import (
     TrialOutcome,
     best_configuration,
     candidate_rows,
+    checkpoints,
     default_config,
     due_full_evaluations,
     finished_prefix,
@@ -58,6 +60,7 @@ from dspex.tasks.tracking import log_candidates, log_plots
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
+    from optuna.trial import Trial
     from prefect.futures import PrefectFuture
 
     from dspex.lm import Budget
@@ -297,17 +300,41 @@ class _Search:
             return exhausted
         if self.warming.ident is None:
             self.warming.start()  # while the first trials wait on the LM
-        # Due since the last batch was told; queued behind this batch's LM calls, which
-        # the next batch waits for, while nothing waits for a full score before the end.
-        # The trials told so far are logged while the batch runs.
+        # Those a killed run had not reached; the trials told so far are logged while the
+        # batch runs.
         self._log_trials(self._start_due())
-        futures = [j for j in jobs if not isinstance(j, dict)]
-        evaluated, exhausted = gather_results(futures)
-        done = iter(evaluated)
-        results = [j if isinstance(j, dict) else next(done) for j in jobs]
-        for trial, result in zip(trials, results, strict=True):
-            study.tell(trial, result)
+        exhausted = self._tell_as_done(trials, jobs)
         return self._harvest(wait=False) or exhausted
+
+    def _tell_as_done(
+        self, trials: list[Trial], jobs: list[PrefectFuture[dict[str, Any]] | dict[str, Any]]
+    ) -> bool:
+        """Tell each trial as its evaluation finishes; True if the budget stopped one. A
+        full evaluation due once a told trial completes its checkpoint's trials starts
+        right then: its calls, served after the trials' (``PriorityLimit``), fill the slots
+        the batch's last calls and the next batch's reservation leave idle."""
+        study = self.setup.study
+        index = {id(t): int(t.user_attrs["index"]) for t in trials}
+        lo, hi = min(index.values()), max(index.values())
+        ahead = [c for c in checkpoints(self.setup.plan) if lo < c <= hi + 1]
+        waiting: dict[int, tuple[Trial, PrefectFuture[dict[str, Any]]]] = {}
+        for trial, job in zip(trials, jobs, strict=True):
+            if isinstance(job, dict):
+                study.tell(trial, job)  # a reused score: no evaluation to wait for
+            else:
+                waiting[id(job)] = (trial, job)
+        exhausted = False
+        for future in as_completed([job for _, job in waiting.values()]):
+            trial, _ = waiting.pop(id(future))
+            (result,), stopped = gather_results([future])
+            exhausted = exhausted or stopped
+            study.tell(trial, result)
+            untold = [index[id(t)] for t, _ in waiting.values()]
+            reached = [c for c in ahead if all(i >= c for i in untold)]
+            if reached and not exhausted:
+                ahead = [c for c in ahead if c not in reached]
+                self._start_due()
+        return exhausted
 
     def _start_trials(
         self, planned: list[Planned], outcomes: dict[int, TrialOutcome]
