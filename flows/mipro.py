@@ -3,13 +3,17 @@
 The search is an Optuna study (TPE, seeded) stored in SQLite under the runs directory, or any
 RDB URL by configuration (``settings.optuna_storage``). Trials are reserved in batches of
 slots (see ``flows/_study.py``), evaluated concurrently as Prefect tasks on seeded
-minibatches, and told together. Each slot's sampler seed and minibatch come from its logical
-index, so a killed run — whose orphaned trials are failed on resume — continues with the same
-trials and ends with the same winner as an uninterrupted one, and several workers running the
-same parameters share one study without losing or duplicating a trial.
+minibatches, and told as they finish; a batch's parameters come from the batches before it.
+Each slot's sampler seed and minibatch come from its logical index, so a killed run — whose
+orphaned trials are failed on resume — continues with the same trials and ends with the same
+winner as an uninterrupted one, and several workers running the same parameters share one
+study without losing or duplicating a trial.
 
 When to run a full evaluation, of which configuration, and which one wins is the search
-policy of :mod:`dspex.optimize._mipro_search`; this module runs it as tasks.
+policy of :mod:`dspex.optimize._mipro_search`; this module runs it as tasks. Every LM call
+waits for one of the run's ``concurrency`` slots, those of the critical path (bootstrap,
+proposals, trials) first: full evaluations, which nothing waits for until the end, take the
+slots it leaves idle (:class:`~dspex.optimize._priority.PriorityLimit`).
 """
 
 from __future__ import annotations
