@@ -22,7 +22,6 @@ from dspex._settings import context
 from dspex.callbacks import track_usage
 from dspex.errors import BudgetExceededError
 from dspex.flows._locks import file_lock
-from dspex.integrations.mlflow._imports import import_mlflow
 from dspex.integrations.mlflow._logging import WinnerModel, open_optimization_run
 from dspex.integrations.mlflow._tracing import run_traces
 from dspex.lm import Budget, ConcurrencyLimit
@@ -46,7 +45,6 @@ __all__ = [
     "run_inputs",
     "skipped_examples",
     "start_run",
-    "warm_up",
 ]
 
 
@@ -79,22 +77,6 @@ class SpineRun:
         ):
             self.usage = usage
             yield
-
-
-def warm_up() -> None:
-    """Import now what the flow needs later, while this process would only wait:
-    ``flows.local`` calls a flow module's ``warm_up`` while Prefect's local server boots
-    (its app takes seconds of CPU to load, on the other core).
-
-    What it loads would otherwise sit between the flow's start and its first LM request
-    (Optuna's SQL storage for MIPROv2's study: an in-memory one loads SQLAlchemy's ORM
-    models and Alembic's migration scripts, which a study's first open spends most of its
-    ~1 s on) or delay the end of the run (``mlflow.pyfunc`` for the winner's model).
-    """
-    import optuna.storages
-
-    import_mlflow()  # with mlflow.pyfunc, its import-time warning silenced
-    optuna.storages.RDBStorage("sqlite:///:memory:").engine.dispose()
 
 
 def run_key(params: OptimizeParams) -> str:

@@ -23,7 +23,6 @@ from dspex.flows._spine import (
     open_run,
     run_inputs,
     skipped_examples,
-    warm_up,
 )
 from dspex.integrations.mlflow._tracking import warm_model_logging
 from dspex.optimize import (
@@ -45,7 +44,6 @@ __all__ = [
     "labeled_fewshot",
     "optimize",
     "random_search",
-    "warm_up",
 ]
 
 

@@ -26,7 +26,6 @@ from dspex.flows._spine import (
     open_run,
     run_inputs,
     skipped_examples,
-    warm_up,
 )
 from dspex.lm import LM
 from dspex.optimize import OptimizeParams
@@ -34,7 +33,7 @@ from dspex.optimize._refs import resolve_program
 from dspex.tasks.fewshot import bootstrap_candidate
 from dspex.tasks.finetune import evaluate_student, finetune_predictor, sft_dataset
 
-__all__ = ["finetune", "warm_up"]
+__all__ = ["finetune"]
 
 
 @flow(

@@ -24,7 +24,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -237,7 +237,6 @@ def _discard(server: LocalServer) -> None:
 def local_settings(
     params: OptimizeParams | EvaluateParams | NightlyParams,
     server: LocalServer | None = None,
-    warm_up: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Prefect settings for a flow run started in this process.
 
@@ -245,7 +244,6 @@ def local_settings(
     resolves result storage when the flow starts, so this must wrap the call), the flow does
     not wait ~1 s at exit for its heartbeat thread, and the API is ``server`` (see
     :func:`local_server`) when given.
-    ``warm_up`` (the flow module's, if any) runs if the server is still booting.
     """
     from prefect.settings import (
         PREFECT_API_URL,
@@ -270,12 +268,10 @@ def local_settings(
     if server is not None and PREFECT_API_URL.value():  # a profile names a server after all
         _discard(server)
         server = None
-    # MLflow's store is set up while the server boots: both are needed before the first task.
+    # Both are needed before the first task: the MLflow store and (below) the server's URL.
     configure_tracking(params.tracking.tracking_uri, runs_dir=runs)
     ensure_experiment(params.tracking.experiment, runs_dir=runs)
     if server is not None:
-        if warm_up is not None and not server.ready():
-            warm_up()  # imports the flow needs later, while this process would wait anyway
         updates[PREFECT_API_URL] = server.wait_ready()
         updates[PREFECT_UI_URL] = ""  # it serves no UI: no "View at" links to nowhere
     with temporary_settings(updates=updates):
@@ -285,15 +281,16 @@ def local_settings(
 def _run(server: LocalServer | None, module: ModuleType, flow: Any, params: Any) -> dict[str, Any]:
     """Run ``flow`` (from ``module``) in this process, on ``server`` when given.
 
-    Callers start the server (:func:`local_server`) before importing the flow's module, so it
-    boots while the flow, Prefect and MLflow are imported.
+    Callers start the server (:func:`local_server`) before importing the flow's module: its
+    boot imports Prefect's server code on the caller's thread, before anything else imports
+    the same packages on another (see :class:`LocalServer`).
     """
     if isinstance(params, OptimizeParams):
         from dspex.flows._runners import with_task_runner
 
         flow = with_task_runner(flow, params)
     runs = runs_dir((params.optimize if isinstance(params, NightlyParams) else params).runs_dir)
-    with local_settings(params, server, getattr(module, "warm_up", None)):
+    with local_settings(params, server):
         from dspex.flows._results import json_only_storage
         from dspex.flows._stale import crash_stale_runs, forget, record_running
 

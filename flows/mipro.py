@@ -36,7 +36,6 @@ from dspex.flows._spine import (
     open_run,
     run_inputs,
     skipped_examples,
-    warm_up,
 )
 from dspex.flows._study import Planned, SharedStudy, sqlite_storage
 from dspex.integrations.mlflow._tracking import warm_model_logging
@@ -70,7 +69,7 @@ if TYPE_CHECKING:
     from dspex.lm import Budget
     from dspex.primitives import Module
 
-__all__ = ["mipro", "warm_up"]
+__all__ = ["mipro"]
 
 
 @flow(

@@ -39,18 +39,6 @@ def test_local_server_is_a_thread_of_this_process_and_stops(tmp_path: Path) -> N
     assert (children, closed, alive) == ("0", "True", "False")
 
 
-def test_warm_up_loads_what_the_flow_needs_before_its_first_lm_call() -> None:
-    """What compile() does while the local server boots: MLflow's model code and Optuna's
-    SQL storage (ORM models, migration scripts) are loaded, quietly (warnings are errors
-    here)."""
-    from dspex.flows._spine import warm_up
-
-    warm_up()
-    assert "mlflow.pyfunc" in sys.modules
-    assert "optuna.storages._rdb.models" in sys.modules
-    assert "alembic.script" in sys.modules
-
-
 def test_the_server_skips_block_registration_unless_the_environment_asks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
