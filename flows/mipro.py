@@ -13,7 +13,8 @@ When to run a full evaluation, of which configuration, and which one wins is the
 policy of :mod:`dspex.optimize._mipro_search`; this module runs it as tasks. Every LM call
 waits for one of the run's ``concurrency`` slots, those of the critical path (bootstrap,
 proposals, trials) first: full evaluations, which nothing waits for until the end, take the
-slots it leaves idle (:class:`~dspex.optimize._priority.PriorityLimit`).
+slots it leaves idle (the run's :class:`~dspex.lm.ConcurrencyLimit` and its ``background``
+view).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from prefect import flow
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from dspex._settings import context
 from dspex.errors import BudgetExceededError
 from dspex.flows._spine import (
     SpineRun,
@@ -55,7 +55,6 @@ from dspex.optimize._mipro_search import (
     trial_rows,
     validation_rows,
 )
-from dspex.optimize._priority import PriorityLimit
 from dspex.optimize._refs import resolve_program
 from dspex.tasks.fewshot import bootstrap_candidate
 from dspex.tasks.mipro import describe, evaluate_config, propose
@@ -79,8 +78,7 @@ __all__ = ["mipro"]
 )
 def mipro(params: OptimizeParams) -> dict[str, Any]:
     """MIPROv2 as a durable DAG; returns the run's summary."""
-    # Calls of the critical path first: full evaluations take the slots it leaves idle.
-    with open_run(params) as (spine, budget), context(lm_limit=PriorityLimit(params.concurrency)):
+    with open_run(params) as (spine, budget):
         setup = _prepare(params, spine)
         # All three run at once: the bootstraps and the grounding lead to the proposals,
         # while the baseline's score is needed only at the first checkpoint.
@@ -314,8 +312,8 @@ class _Search:
     ) -> bool:
         """Tell each trial as its evaluation finishes; True if the budget stopped one. A
         full evaluation due once a told trial completes its checkpoint's trials starts
-        right then: its calls, served after the trials' (``PriorityLimit``), fill the slots
-        the batch's last calls and the next batch's reservation leave idle."""
+        right then: its calls, served after the trials' (the limit's background view), fill
+        the slots the batch's last calls and the next batch's reservation leave idle."""
         study = self.setup.study
         index = {id(t): int(t.user_attrs["index"]) for t in trials}
         lo, hi = min(index.values()), max(index.values())

@@ -12,7 +12,6 @@ from dspex._settings import context, current
 from dspex.evaluate import Evaluate
 from dspex.optimize import DemoSet, RunInputs
 from dspex.optimize._mipro import apply_config, propose_instructions, summarize_and_describe
-from dspex.optimize._priority import PriorityLimit
 from dspex.optimize._refs import resolve
 from dspex.tasks._common import TaskRuntime, run_context, task_options
 
@@ -126,12 +125,12 @@ def evaluate_config(
 
 @contextmanager
 def _served_after_trials(trial: bool) -> Iterator[None]:
-    """A full evaluation's LM calls wait behind every call of the critical path (see
-    :class:`~dspex.optimize._priority.PriorityLimit`, which the MIPROv2 flow sets): nothing
+    """A full evaluation's LM calls wait behind every call of the critical path (the run's
+    limit's ``background`` view, :class:`~dspex.lm.ConcurrencyLimit`): nothing
     waits for a full score before the last checkpoint, while each batch of trials waits
     for the one before."""
     limit = current().lm_limit
-    if trial or not isinstance(limit, PriorityLimit):
+    if trial or limit is None:
         yield
         return
     with context(lm_limit=limit.background):

@@ -1,5 +1,6 @@
-"""MIPROv2's run-wide LM limit: one cap on calls in flight, calls of the critical path served
-before background ones (full evaluations), on real LM calls from several threads."""
+"""A ConcurrencyLimit's background view (MIPROv2's full evaluations): one cap on calls in
+flight, calls made under the limit itself served before background ones, on real LM calls
+from several threads."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import dspex
 from dspex.datasets import load_task
-from dspex.optimize._priority import PriorityLimit
+from dspex.lm import ConcurrencyLimit
 from dspex.testing import SimulatedLM
 
 
@@ -40,7 +41,7 @@ def test_foreground_calls_are_served_before_waiting_background_ones() -> None:
     dev = task.split(train=0, dev=20, seed=4).dev
     lm = SimulatedLM(task=task, latency=0.05, cache=False)
     program = dspex.Predict("question -> answer: int", lm=lm)
-    limit = PriorityLimit(2)
+    limit = ConcurrencyLimit(2)
     counter = _InFlight()
 
     def evaluate(devset: list[dspex.Example], background: bool) -> float:
@@ -70,7 +71,7 @@ def test_foreground_calls_are_served_before_waiting_background_ones() -> None:
 
 
 def test_a_cancelled_waiter_passes_its_slot_on() -> None:
-    limit = PriorityLimit(1)
+    limit = ConcurrencyLimit(1)
 
     async def scenario() -> list[str]:
         order: list[str] = []
@@ -87,4 +88,4 @@ def test_a_cancelled_waiter_passes_its_slot_on() -> None:
         return order
 
     assert asyncio.run(scenario()) == ["in flight 1", "in flight 0"]
-    assert repr(limit.background) == "PriorityLimit(1).background"
+    assert repr(limit.background) == "ConcurrencyLimit(1).background"
