@@ -221,8 +221,25 @@ def local_server() -> LocalServer | None:
     with _LOCK:
         if _SERVER is None or not _SERVER.alive():
             _SERVER = LocalServer()
-            atexit.register(_SERVER.stop)
+            _stop_at_exit(_SERVER)
         return _SERVER
+
+
+def _stop_at_exit(server: LocalServer) -> None:
+    """Stop ``server`` when the interpreter exits, before thread pools refuse new work.
+
+    The server's shutdown runs its background worker's last steps through ``to_thread``;
+    once the interpreter's shutdown has begun, thread pools refuse new work and that worker
+    retries until the join times out (seen: 10 s of a busy loop at the end of every
+    ``dspex optimize``). Threading's exit hooks run before that refusal and in reverse
+    order of registration: Prefect's event and log workers, registered on their first use
+    after this, drain into the server before it stops.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # not CPython's threading: plain atexit, still bounded by the join
+        atexit.register(server.stop)
+        return
+    register(server.stop)
 
 
 def _discard(server: LocalServer) -> None:
