@@ -431,10 +431,6 @@ class _Search:
 
 
 def _warm_imports() -> None:
-    """Import what the plots need (matplotlib's figure and PNG writer) and map the installed
-    packages for the winner's MLflow model: CPU that would otherwise delay the end of the
-    run."""
-    import matplotlib.backends.backend_agg
-    import matplotlib.figure  # noqa: F401
-
+    """Map the installed packages for the winner's MLflow model during the search: CPU that
+    would otherwise delay the end of the run."""
     warm_model_logging()

@@ -118,7 +118,7 @@ def test_every_trial_is_visible_in_mlflow_traces_and_prefect(tmp_path: Path) -> 
     assert all("predict.instruction=" in c.data.params["config"] for c in trials)
     assert any(c.data.params.get("kind") == "full" for c in children)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert "plots/optimization_history.png" in artifacts
+    assert "plots/optimization_history.svg" in artifacts
     assert run.data.metrics["lm_calls.search"] > 0 and run.data.metrics["lm_calls.propose"] > 0
     rows = dspex.traces.sql(
         "SELECT DISTINCT trial FROM traces WHERE stage = 'search' AND kind = 'lm' ORDER BY 1",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,7 @@ def test_study_plots_are_artifacts_or_skipped_with_a_tag(
 
     client = dspex.mlflow.tracking_client(tracking.uri)
     artifacts = [f.path for f in client.list_artifacts(run_id, "plots")]
-    assert artifacts == ["plots/optimization_history.png"]
+    assert artifacts == ["plots/optimization_history.svg"]
     # Importances need more than one trial: noted, and the run goes on.
     tag = client.get_run(run_id).data.tags["dspex.plot.param_importances"]
     assert tag.startswith("skipped: ")
@@ -249,9 +250,9 @@ def test_param_importances_are_drawn_and_logged_as_values(
     client = dspex.mlflow.tracking_client(tracking.uri)
     artifacts = sorted(f.path for f in client.list_artifacts(run_id, "plots"))
     assert artifacts == [
-        "plots/optimization_history.png",
+        "plots/optimization_history.svg",
         "plots/param_importances.json",
-        "plots/param_importances.png",
+        "plots/param_importances.svg",
     ]
     values = client.download_artifacts(run_id, "plots/param_importances.json", str(tmp_path))
     logged = json.loads(Path(values).read_text())
@@ -265,3 +266,20 @@ def test_param_importances_are_drawn_and_logged_as_values(
     assert (y["name"], y["epsilon_squared"], y["share"]) == ("y", 0.0, 0.0)
     assert x["share"] == 1.0
     assert "dspex.plot.param_importances" not in client.get_run(run_id).data.tags
+    # The drawings are SVG documents of what was measured: a dot per trial, a bar per
+    # parameter with ε² > 0, labelled with its share.
+    history = _svg(
+        client.download_artifacts(run_id, "plots/optimization_history.svg", str(tmp_path))
+    )
+    assert len(history.findall(".//{http://www.w3.org/2000/svg}circle")) == 6 + 1  # + legend
+    bars = _svg(client.download_artifacts(run_id, "plots/param_importances.svg", str(tmp_path)))
+    texts = [t.text for t in bars.iter("{http://www.w3.org/2000/svg}text")]
+    assert (
+        "x" in texts
+        and "1.00 (ε² 0.86)" in texts
+        and "Parameter importances (6 completed trials)" in texts
+    )
+
+
+def _svg(path: str) -> ET.Element:
+    return ET.parse(path).getroot()

@@ -178,8 +178,8 @@ def log_study_plots(
     tracking_uri: str, run_id: str, storage: str, study_name: str, out: Path
 ) -> None:
     """The Optuna study's optimization history and parameter importances, drawn into
-    ``out`` and logged as artifacts under ``plots/``: ``optimization_history.png``,
-    ``param_importances.png`` and the importances' values, ``param_importances.json`` (see
+    ``out`` and logged as artifacts under ``plots/``: ``optimization_history.svg``,
+    ``param_importances.svg`` and the importances' values, ``param_importances.json`` (see
     :mod:`dspex.integrations.mlflow._plots` for the measure). A plot that cannot be drawn
     (e.g. importances of a single trial) is noted as a ``dspex.plot.<name>`` tag instead."""
     import optuna
@@ -215,8 +215,8 @@ def log_study_plots(
         ("param_importances", importances),
     ):
         try:
-            draw(out / f"{name}.png")
-            client.log_artifact(run_id, str(out / f"{name}.png"), "plots")
+            draw(out / f"{name}.svg")
+            client.log_artifact(run_id, str(out / f"{name}.svg"), "plots")
         except Exception as e:  # too few trials for importances, etc.: the run goes on
             client.set_tag(run_id, f"dspex.plot.{name}", redact_text(f"skipped: {e}")[:250])
 
