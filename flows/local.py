@@ -53,12 +53,16 @@ _SERVER: LocalServer | None = None
 # type and collection's metadata at each start, a large part of its boot on the critical
 # path of compile(). A block saved here registers its own type when saved (dspex's result
 # storage does; so does a Secret a user saves), and loading one needs only its document.
+# Nor does it run automations (the triggers and actions services): nothing can define one
+# on a server that lives and dies with this process, and starting them (their consumers and
+# an API client) and passing every event through them cost ~0.5 s of the compile's CPU.
 _BOOT_DEFAULTS = (  # each setting's environment names, Prefect's current one first
     ("PREFECT_SERVER_REGISTER_BLOCKS_ON_START", "PREFECT_API_BLOCKS_REGISTER_ON_START"),
     (
         "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION",
         "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION",
     ),
+    ("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", "PREFECT_API_SERVICES_TRIGGERS_ENABLED"),
 )
 
 

@@ -49,13 +49,17 @@ def test_the_server_skips_block_registration_unless_the_environment_asks(
         "PREFECT_API_BLOCKS_REGISTER_ON_START",
         "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION",
         "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION",
+        "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED",
+        "PREFECT_API_SERVICES_TRIGGERS_ENABLED",
     ):
         monkeypatch.delenv(name, raising=False)
     assert _boot_env() == {
         "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false",
         "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+        "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
     }
     monkeypatch.setenv("PREFECT_API_BLOCKS_REGISTER_ON_START", "true")  # Prefect's older name
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", "true")
     assert _boot_env() == {"PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false"}
 
 
@@ -80,6 +84,9 @@ def tiny():
 
 with temporary_settings({PREFECT_API_URL: server.api_url}):
     print("result", tiny(), flush=True)
+
+from prefect.server.utilities.messaging.memory import Topic
+print("topics", ",".join(sorted(Topic._topics)), flush=True)
 """
 
 
@@ -96,6 +103,9 @@ def test_the_server_stops_cleanly_when_the_process_exits(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "result [1, 2, 3]" in proc.stdout
+    # The services the flow's records need ran; automations (triggers, actions) did not.
+    topics = next(line for line in proc.stdout.splitlines() if line.startswith("topics "))
+    assert "events" in topics.split()[1].split(",") and "actions" not in topics
     assert "stopped-before-atexit-end True" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     # Nothing Prefect's client had queued was lost on the way out.
     assert "pending items" not in proc.stderr and "Unable to connect" not in proc.stderr
