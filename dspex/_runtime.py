@@ -18,14 +18,15 @@ import contextlib
 import contextvars
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from dspex.errors import UserError
 
-__all__ = ["get_loop", "in_loop_thread", "run_on_loop", "run_sync"]
+__all__ = ["bounded_gather", "get_loop", "in_loop_thread", "run_on_loop", "run_sync"]
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -216,3 +217,52 @@ def _shutdown() -> None:
 
 
 atexit.register(_shutdown)
+
+
+async def bounded_gather(
+    fn: Callable[[Item], Awaitable[T]],
+    items: Sequence[Item],
+    limit: int,
+    return_exceptions: bool = False,
+) -> list[T | BaseException]:
+    """``[await fn(item) for item in items]`` with at most ``limit`` running at once, results in
+    order; with ``return_exceptions`` an item's exception is its result, else the first one
+    is raised and the items still running are cancelled.
+
+    ``limit`` workers take the items in order, each item in a task of its own (what one sets
+    in its context never leaks into the next). Not a task per item behind an
+    ``asyncio.Semaphore``: in Python 3.11 the semaphore scans its waiters on every acquire
+    and release, which makes N items cost O(N²) CPU.
+
+    Example:
+        >>> async def double(x: int) -> int:
+        ...     return 2 * x
+        >>> asyncio.run(bounded_gather(double, [1, 2, 3], limit=2))
+        [2, 4, 6]
+    """
+    results: list[T | BaseException] = [None] * len(items)  # type: ignore[list-item]
+    loop = asyncio.get_running_loop()
+    pending = iter(enumerate(items))
+
+    async def worker() -> None:
+        for i, item in pending:
+            try:
+                results[i] = await loop.create_task(_call(fn, item))
+            except Exception as e:
+                if not return_exceptions:
+                    raise
+                results[i] = e
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(limit, len(items))))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    return results
+
+
+async def _call(fn: Callable[[Item], Awaitable[T]], item: Item) -> T:
+    return await fn(item)

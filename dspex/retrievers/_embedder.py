@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dspex._redact import register_secret
+from dspex._runtime import bounded_gather
 from dspex.callbacks import active, observed
 from dspex.errors import ConfigurationError, DataError, UserError
 from dspex.lm._embed import (
@@ -205,17 +206,15 @@ class Embedder:
         todo = [t for t in unique if t not in done]
         if not todo:
             self._announce_hits(len(texts))
-        sem = asyncio.Semaphore(self.max_concurrency)
 
         async def run(batch: list[str]) -> None:
-            async with sem:
-                rows = await self._embed_batch(batch, kwargs)
+            rows = await self._embed_batch(batch, kwargs)
             new = {t: np.asarray(r, dtype="<f4") for t, r in zip(batch, rows, strict=True)}
             done.update(new)
             if cache is not None:
                 cache.put_vectors({keys[t]: v.tobytes() for t, v in new.items()})
 
-        await asyncio.gather(*(run(b) for b in _batches(todo, size)))
+        await bounded_gather(run, list(_batches(todo, size)), self.max_concurrency)
         dims = {v.shape[0] for v in done.values()}
         if len(dims) > 1:
             raise DataError(

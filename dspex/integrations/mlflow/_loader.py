@@ -11,14 +11,13 @@ naming the row, rather than returning partial results.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dspex._runtime import run_sync
+from dspex._runtime import bounded_gather, run_sync
 from dspex.errors import UserError
 from dspex.integrations.mlflow._program import load_program_dir, read_manifest
 from dspex.primitives import Module
@@ -148,13 +147,10 @@ class DspexPyfuncModel:
 
 
 async def _run_rows(program: Module, rows: list[dict[str, Any]], limit: int) -> list[Any]:
-    gate = asyncio.Semaphore(limit)
-
     async def one(row: dict[str, Any]) -> Any:
-        async with gate:
-            return await program.acall(**row)
+        return await program.acall(**row)
 
-    return await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
+    return await bounded_gather(one, rows, limit, return_exceptions=True)
 
 
 def _records(model_input: Any) -> list[dict[str, Any]]:
