@@ -64,7 +64,7 @@ if _typing.TYPE_CHECKING:
 # parameter models), the MLflow flavor and the trace store are not needed to run a program.
 _LAZY = {
     "BootstrapFewShot": "dspex.teleprompt",
-    "ColBERTv2": "dspex.retrievers._colbert",  # DSPy's top-level name (loads aiohttp on use)
+    "ColBERTv2": "dspex.retrievers._colbert",  # DSPy's top-level name
     "BootstrapFewShotWithRandomSearch": "dspex.teleprompt",
     "BootstrapFinetune": "dspex.teleprompt",
     "LabeledFewShot": "dspex.teleprompt",

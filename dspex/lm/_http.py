@@ -2,8 +2,8 @@
 
 A general client (aiohttp) spends most of its per-request time on what an LM call never needs:
 URL objects, header multidicts, payload registries, tracing signals, timeout context managers.
-This one does only what ``POST /chat/completions`` needs, so one call costs one write, one
-future, one timer handle and a parse of a short response head:
+This one does only what ``POST /chat/completions`` (and a retriever's ``GET``) needs, so one
+call costs one write, one future, one timer handle and a parse of a short response head:
 
 * the request is bytes built ahead (``request_head``) plus the body;
 * connections are pooled per event loop and ``(scheme, host, port)``, HTTP and HTTPS (one
@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from dspex.errors import ConfigurationError
 
@@ -42,6 +42,7 @@ __all__ = [
     "Response",
     "StreamResponse",
     "endpoint",
+    "get_request",
     "request_head",
 ]
 
@@ -135,6 +136,27 @@ def request_head(ep: Endpoint, headers: Mapping[str, str]) -> bytes:
     """The bytes of a ``POST`` head up to (not including) the ``Content-Length`` value.
 
     ``headers`` override the defaults by name, case-insensitively."""
+    lines = _head_lines(b"POST", ep.target, ep, headers)
+    lines.append(b"Content-Length: ")
+    return b"\r\n".join(lines)
+
+
+def get_request(ep: Endpoint, query: Mapping[str, str], headers: Mapping[str, str]) -> bytes:
+    r"""A whole ``GET`` request: ``query`` added to the URL's own query string, form-encoded.
+
+    Example:
+        >>> get_request(endpoint("http://h/s?key=1"), {"q": "a b"}, {}).split(b"\r\n")[0]
+        b'GET /s?key=1&q=a+b HTTP/1.1'
+    """
+    target = ep.target
+    if query:
+        target += (b"&" if b"?" in target else b"?") + urlencode(query).encode("ascii")
+    return b"\r\n".join([*_head_lines(b"GET", target, ep, headers), b"", b""])
+
+
+def _head_lines(
+    method: bytes, target: bytes, ep: Endpoint, headers: Mapping[str, str]
+) -> list[bytes]:
     fields = {"host": ("Host", ep.host_header), "user-agent": ("User-Agent", "dspex")}
     fields["accept"] = ("Accept", "*/*")
     if ep.basic_auth is not None:
@@ -148,10 +170,9 @@ def request_head(ep: Endpoint, headers: Mapping[str, str]) -> bytes:
             )
         if name.lower() not in ("content-length", "transfer-encoding"):
             fields[name.lower()] = (name, value)
-    lines = [b"POST " + ep.target + b" HTTP/1.1"]
+    lines = [method + b" " + target + b" HTTP/1.1"]
     lines.extend(f"{name}: {value}".encode() for name, value in fields.values())
-    lines.append(b"Content-Length: ")
-    return b"\r\n".join(lines)
+    return lines
 
 
 _ssl_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}

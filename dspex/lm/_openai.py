@@ -11,21 +11,19 @@ Connections are pooled per event loop: a connection belongs to the loop it was m
 that makes calls gets one pool, shared by every LM, transport and embedder on it. A pool is
 closed when its loop shuts down its async generators (``asyncio.run``, ``asyncio.Runner`` and
 pytest do), or at interpreter exit; a loop closed without either has its pool dropped on the
-next new pool. The same per-loop record holds an aiohttp session, made only for the callers
-that still use aiohttp (the ColBERTv2 client).
+next new pool. The ColBERTv2 client's requests (:func:`get`, :func:`post`) share it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import email.utils
 import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dspex._jsonable import dumps, loads
 from dspex._redact import redact_text, register_secret
@@ -37,45 +35,33 @@ from dspex.lm._http import (
     Response,
     StreamResponse,
     endpoint,
+    get_request,
     request_head,
 )
 from dspex.lm._stream import StreamAssembler
 from dspex.lm._types import LMRequest, RawCompletion, tool_calls_of
 
-if TYPE_CHECKING:
-    import aiohttp
-
-__all__ = ["OPENAI_API_BASE", "OpenAITransport", "aclose_sessions", "post"]
+__all__ = ["OPENAI_API_BASE", "OpenAITransport", "aclose_sessions", "get", "post"]
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 # What a failed exchange raises besides ``TimeoutError`` (itself an ``OSError``: catch first).
 TRANSPORT_ERRORS = (OSError, HTTPProtocolError)
-# aiohttp (for the callers still on it): enough sockets for concurrency 64+.
-_POOL_LIMIT = 512
-_KEEPALIVE_S = 60.0
 
 
 class _LoopClients:
-    """What one event loop's calls share: the HTTP pool, and an aiohttp session if asked."""
+    """What one event loop's calls share: the HTTP pool."""
 
-    __slots__ = ("pool", "session")
+    __slots__ = ("pool",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = Pool(loop)
-        self.session: aiohttp.ClientSession | None = None
 
     async def aclose(self) -> None:
         self.pool.close()
-        session, self.session = self.session, None
-        if session is not None:
-            await session.close()
         await asyncio.sleep(0)  # let the transports' connection_lost run: sockets close there
 
     def abandon(self) -> None:
         self.pool.abandon()
-        session, self.session = self.session, None
-        if session is not None:
-            _abandon(session)
 
 
 # One record per loop, and the async generator that closes it when the loop shuts down.
@@ -85,20 +71,8 @@ _clients: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
 _guards: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
 # This thread's most recently used (loop, record): one identity check on the common path.
 _local = threading.local()
-_timeouts: dict[float, aiohttp.ClientTimeout] = {}
 _endpoints: dict[str, Endpoint] = {}
-# aiohttp loads on first use, not at ``import dspex`` (it costs ~90 ms).
-_aio: Any = None
 _exit_hook = False
-
-
-def _load_aiohttp() -> Any:
-    global _aio
-    if _aio is None:
-        import aiohttp
-
-        _aio = aiohttp
-    return _aio
 
 
 async def _close_at_loop_shutdown(
@@ -141,29 +115,6 @@ def _current_pool() -> Pool | None:
     return clients.pool
 
 
-async def _session() -> aiohttp.ClientSession:
-    """The running loop's aiohttp session (for callers not on the lean client)."""
-    clients = await _loop_clients()
-    session = clients.session
-    if session is None or session.closed:
-        session = clients.session = _new_session()
-    return session
-
-
-def _new_session() -> aiohttp.ClientSession:
-    aio = _load_aiohttp()
-    connector = aio.TCPConnector(
-        limit=_POOL_LIMIT, limit_per_host=0, keepalive_timeout=_KEEPALIVE_S, ttl_dns_cache=300
-    )
-    session: aiohttp.ClientSession = aio.ClientSession(
-        connector=connector,
-        cookie_jar=aio.DummyCookieJar(),
-        raise_for_status=False,
-        trust_env=False,
-    )
-    return session
-
-
 async def _open_clients(loop: asyncio.AbstractEventLoop) -> _LoopClients:
     """A new record for ``loop`` (the running one), closed when the loop shuts down."""
     clients = _LoopClients(loop)
@@ -184,17 +135,6 @@ def _drop_closed_loops() -> None:
     for loop in [loop for loop in _clients if loop.is_closed()]:
         _clients.pop(loop).abandon()
         _guards.pop(loop, None)
-
-
-def _abandon(session: aiohttp.ClientSession) -> None:
-    """Let go of a session whose loop is closed. Its sockets close when collected; marking
-    its connector closed keeps aiohttp from reporting it through that dead loop."""
-    connector = session.connector
-    session.detach()
-    close = getattr(connector, "_close", None)  # aiohttp's: on a closed loop, only marks it
-    if close is not None:
-        with contextlib.suppress(Exception):
-            close()
 
 
 async def aclose_sessions() -> None:
@@ -244,13 +184,6 @@ def _close_at_exit() -> None:
             clients.abandon()
 
 
-def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    found = _timeouts.get(seconds)
-    if found is None:
-        found = _timeouts[seconds] = _load_aiohttp().ClientTimeout(total=seconds)
-    return found
-
-
 def _endpoint(url: str) -> Endpoint:
     found = _endpoints.get(url)
     if found is None:
@@ -272,6 +205,16 @@ async def post(url: str, headers: Mapping[str, str], body: bytes, timeout: float
     ep = _endpoint(url)
     pool = await _pool()
     return await pool.request(ep, _request_bytes(request_head(ep, headers), body), timeout)
+
+
+async def get(
+    url: str, query: Mapping[str, str], headers: Mapping[str, str], timeout: float
+) -> Response:
+    """``GET url`` with ``query`` added to its query string, on the running loop's pool; raises
+    as :func:`post` does."""
+    ep = _endpoint(url)
+    pool = await _pool()
+    return await pool.request(ep, get_request(ep, query, headers), timeout)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

@@ -3,8 +3,8 @@
 The protocol is the one DSPy's ``dspy.ColBERTv2`` speaks: ``GET {url}?query=...&k=...`` (or,
 with ``post_requests=True``, ``POST {url}`` with ``{"query": ..., "k": ...}``), answered by
 ``{"topk": [{"text", "pid", "rank", "score", "prob"}, ...]}`` best first, or by
-``{"error": true, "message": ...}``. Requests go through dspex's pooled aiohttp client (one
-connection pool per event loop) with a timeout; every failure is a
+``{"error": true, "message": ...}``. Requests go through dspex's own HTTP/1.1 client, the LM's
+(one keep-alive connection pool per event loop), with a timeout; every failure is a
 :class:`~dspex.errors.RetrievalError` that says what happened and whether a retry may help.
 
 Where DSPy's client differs it is a DSPy bug: its POST path drops ``long_text``, which
@@ -19,11 +19,13 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from dspex._jsonable import dumps, loads
 from dspex._redact import is_secret_key, redact_text, register_secret
-from dspex.errors import RetrievalError, UserError
+from dspex.errors import ConfigurationError, RetrievalError, UserError
 from dspex.primitives import Prediction
 from dspex.retrievers._base import Passage, Retriever
 
 __all__ = ["ColBERTv2", "ColBERTv2Passage"]
+
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 
 class ColBERTv2Passage(dict[str, Any]):
@@ -45,6 +47,17 @@ def _register_url_secrets(url: str) -> None:
     for key, value in parse_qsl(parts.query, keep_blank_values=False):
         if is_secret_key(key):
             register_secret(value)
+
+
+def _http_url(url: str) -> bool:
+    """``url`` is an http(s) URL with a host and a valid port: what the client can send to."""
+    from dspex.lm._http import endpoint
+
+    try:
+        endpoint(url)
+    except ConfigurationError:
+        return False
+    return True
 
 
 def _safe_url(url: str) -> str:
@@ -92,10 +105,10 @@ class ColBERTv2(Retriever):
         k: int = 10,
     ) -> None:
         super().__init__(k=k)
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        if not isinstance(url, str) or not _http_url(f"{url}:{port}" if port else url):
             raise UserError(
-                f"ColBERTv2(url={url!r}): pass the server's http:// or https:// URL, e.g. "
-                "'http://127.0.0.1:8893/api/search'."
+                f"ColBERTv2(url={_safe_url(str(url))!r}): pass the server's http:// or https:// "
+                "URL with a host, e.g. 'http://127.0.0.1:8893/api/search'."
             )
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise UserError(f"ColBERTv2(timeout={timeout!r}): pass a positive number of seconds.")
@@ -131,39 +144,29 @@ class ColBERTv2(Retriever):
         return [_passage(row, rank) for rank, row in enumerate(rows[:k], 1)]
 
     async def _request(self, query: str, k: int) -> list[Mapping[str, Any]]:
-        from dspex.lm._openai import _load_aiohttp, _session, _timeout
+        from dspex.lm._openai import TRANSPORT_ERRORS, get, post
 
-        aio = _load_aiohttp()
-        session = await _session()
         where = _safe_url(self.url)
         try:
             if self.post_requests:
-                request = session.post(
-                    self.url,
-                    data=dumps({"query": query, "k": k}),
-                    headers={"Content-Type": "application/json; charset=utf-8"},
-                    timeout=_timeout(self.timeout),
-                )
+                body = dumps({"query": query, "k": k})
+                resp = await post(self.url, _JSON, body, self.timeout)
             else:
-                request = session.get(
-                    self.url, params={"query": query, "k": str(k)}, timeout=_timeout(self.timeout)
-                )
-            async with request as resp:
-                status, raw = resp.status, await resp.read()
+                resp = await get(self.url, {"query": query, "k": str(k)}, {}, self.timeout)
         except TimeoutError:
             raise RetrievalError(
                 f"ColBERTv2 server {where} gave no answer within {self.timeout:g}s. Check that "
                 "it is up, or raise ColBERTv2(timeout=...).",
                 retryable=True,
             ) from None
-        except aio.ClientError as e:
+        except TRANSPORT_ERRORS as e:
             raise RetrievalError(
                 f"Could not reach the ColBERTv2 server at {where} "
                 f"({type(e).__name__}: {redact_text(str(e))}). "
                 "Check the URL and port, and that the server is running.",
                 retryable=True,
             ) from None
-        return _decode(status, raw, where)
+        return _decode(resp.status, resp.body, where)
 
 
 def _decode(status: int, raw: bytes, where: str) -> list[Mapping[str, Any]]:

@@ -45,6 +45,10 @@ def test_get_returns_dspy_passages_best_first(server: RunningColBERT) -> None:
     assert colbert("capital of Germany", k=1, simplify=True) == [CORPUS[1]]
     # DSPy's default k is 10: every passage that matches, no more than the corpus.
     assert len(colbert("capital")) == 3
+    # The URL's own query string (a hosted endpoint's ?api_key=...) is kept; query and k join
+    # it, form-encoded.
+    keyed = dspex.ColBERTv2(url=f"{server.url}?api_key=tok-kept")
+    assert keyed("capital of Germany & more", k=1, simplify=True) == [CORPUS[1]]
 
 
 def test_post_with_dspy_url_and_port_matches_get(server: RunningColBERT) -> None:
