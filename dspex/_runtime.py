@@ -19,7 +19,7 @@ import contextvars
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from dspex.errors import UserError
 
@@ -219,20 +219,42 @@ def _shutdown() -> None:
 atexit.register(_shutdown)
 
 
+@overload
+async def bounded_gather(
+    fn: Callable[[Item], Awaitable[T]],
+    items: Sequence[Item],
+    limit: int,
+    return_exceptions: Literal[False] = False,
+) -> list[T]: ...
+
+
+@overload
+async def bounded_gather(
+    fn: Callable[[Item], Awaitable[T]],
+    items: Sequence[Item],
+    limit: int,
+    return_exceptions: Literal[True],
+) -> list[T | BaseException]: ...
+
+
 async def bounded_gather(
     fn: Callable[[Item], Awaitable[T]],
     items: Sequence[Item],
     limit: int,
     return_exceptions: bool = False,
-) -> list[T | BaseException]:
+) -> list[T] | list[T | BaseException]:
     """``[await fn(item) for item in items]`` with at most ``limit`` running at once, results in
-    order; with ``return_exceptions`` an item's exception is its result, else the first one
-    is raised and the items still running are cancelled.
+    order. With ``return_exceptions`` an item's exception (its cancellation included) is its
+    result, as with ``asyncio.gather``; without, the first one is raised and the items still
+    running are cancelled.
 
     ``limit`` workers take the items in order, each item in a task of its own (what one sets
     in its context never leaks into the next). Not a task per item behind an
     ``asyncio.Semaphore``: in Python 3.11 the semaphore scans its waiters on every acquire
     and release, which makes N items cost O(N²) CPU.
+
+    Raises:
+        ValueError: ``limit`` below 1.
 
     Example:
         >>> async def double(x: int) -> int:
@@ -240,20 +262,28 @@ async def bounded_gather(
         >>> asyncio.run(bounded_gather(double, [1, 2, 3], limit=2))
         [2, 4, 6]
     """
-    results: list[T | BaseException] = [None] * len(items)  # type: ignore[list-item]
+    if limit < 1:
+        raise ValueError(f"bounded_gather(limit={limit}): at least one item must run at a time")
+    results: list[Any] = [None] * len(items)
     loop = asyncio.get_running_loop()
     pending = iter(enumerate(items))
 
     async def worker() -> None:
+        me = asyncio.current_task()
         for i, item in pending:
             try:
                 results[i] = await loop.create_task(_call(fn, item))
+            except asyncio.CancelledError as e:
+                # The item's own task was cancelled, not this worker: a result like any error.
+                if not return_exceptions or (me is not None and me.cancelling()):
+                    raise
+                results[i] = e
             except Exception as e:
                 if not return_exceptions:
                     raise
                 results[i] = e
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(limit, len(items))))]
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(limit, len(items)))]
     try:
         await asyncio.gather(*workers)
     except BaseException:

@@ -237,13 +237,25 @@ def _stop_at_exit(server: LocalServer) -> None:
     retries until the join times out (seen: 10 s of a busy loop at the end of every
     ``dspex optimize``). Threading's exit hooks run before that refusal and in reverse
     order of registration: Prefect's event and log workers, registered on their first use
-    after this, drain into the server before it stops.
+    after this, drain into the server before it stops. They also run before non-daemon
+    threads are joined, so a compile left running on one after the main thread ends fails
+    with "Failed to reach API" (before, it hung: Prefect's own workers stop at that point
+    too); join such a thread before the main thread returns.
     """
+    # concurrent.futures registers its own hook (the refusal) when first imported, which
+    # LocalServer's imports (asyncio, uvicorn) have done by now: registered after it, this
+    # one runs before it.
+    import concurrent.futures.thread  # noqa: F401
+
     register = getattr(threading, "_register_atexit", None)
-    if register is None:  # not CPython's threading: plain atexit, still bounded by the join
-        atexit.register(server.stop)
-        return
-    register(server.stop)
+    try:
+        if register is not None:
+            register(server.stop)
+            return
+    except RuntimeError:  # started during the interpreter's shutdown: too late for the hook
+        pass
+    # Not CPython's threading, or too late: plain atexit, still bounded by stop()'s join.
+    atexit.register(server.stop)
 
 
 def _discard(server: LocalServer) -> None:

@@ -58,3 +58,19 @@ async def test_failures_are_results_or_stop_the_rest() -> None:
     # except what the other worker had already taken.
     assert cancelled == [0]
     assert 3 not in started
+
+
+async def test_an_items_own_cancellation_is_its_result_and_a_limit_below_one_is_refused() -> None:
+    async def item(x: int) -> int:
+        if x == 1:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # the item's own task, not the caller
+            await asyncio.sleep(0)
+        return x
+
+    results = await bounded_gather(item, [0, 1, 2], limit=2, return_exceptions=True)
+    assert results[0] == 0 and results[2] == 2
+    assert isinstance(results[1], asyncio.CancelledError)
+    with pytest.raises(ValueError, match="at least one"):
+        await bounded_gather(item, [0], limit=0)

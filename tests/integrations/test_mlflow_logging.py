@@ -271,7 +271,18 @@ def test_param_importances_are_drawn_and_logged_as_values(
     history = _svg(
         client.download_artifacts(run_id, "plots/optimization_history.svg", str(tmp_path))
     )
-    assert len(history.findall(".//{http://www.w3.org/2000/svg}circle")) == 6 + 1  # + legend
+    circles = history.findall(f"{SVG}circle")
+    assert len(circles) == 6 + 1  # a dot per trial, then the legend's
+    # Trial scores 0, 0.5, ..., 2.5 in trial order: left to right, each higher (smaller y)
+    # than the last, and the best-so-far line ends at the best trial's dot.
+    dots = [(float(c.get("cx", "")), float(c.get("cy", ""))) for c in circles[:6]]
+    assert dots == sorted(dots) and [y for _, y in dots] == sorted(
+        (y for _, y in dots), reverse=True
+    )
+    line = history.find(f"{SVG}polyline")
+    assert line is not None
+    last = line.get("points", "").split()[-1].split(",")
+    assert (float(last[0]), float(last[1])) == pytest.approx(dots[-1])
     bars = _svg(client.download_artifacts(run_id, "plots/param_importances.svg", str(tmp_path)))
     texts = [t.text for t in bars.iter("{http://www.w3.org/2000/svg}text")]
     assert (
@@ -279,6 +290,9 @@ def test_param_importances_are_drawn_and_logged_as_values(
         and "1.00 (ε² 0.86)" in texts
         and "Parameter importances (6 completed trials)" in texts
     )
+
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _svg(path: str) -> ET.Element:
