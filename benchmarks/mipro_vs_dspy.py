@@ -469,7 +469,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def _compile_bytecode() -> None:
     """Byte-compile dspex's own modules, as installing a package does (DSPy's, Prefect's and
     MLflow's were compiled by pip). Run from a checkout with ``PYTHONDONTWRITEBYTECODE`` set,
-    dspex alone would otherwise be compiled from source in every fresh process (~0.5 s)."""
+    dspex alone would otherwise be compiled from source in every fresh process (~0.4 s)."""
     import compileall
 
     import dspex
