@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from dspex._redact import redact_text
-from dspex._runtime import in_loop_thread, run_sync
+from dspex._runtime import bounded_gather, in_loop_thread, run_sync
 from dspex._settings import current
 from dspex.callbacks import active, observed
 from dspex.errors import (
@@ -325,28 +325,19 @@ class Evaluate:
         failures: list[EvaluationRow] = []
         bar = _Progress(len(devset), opts.progress)
         scoring = _Scoring(opts.metric)
-        loop = asyncio.get_running_loop()
-        pending = iter(enumerate(devset))
 
-        # ``concurrency`` workers take the examples in order. Not one task per example behind
-        # a semaphore: asyncio's Semaphore scans its waiters on every acquire and release,
-        # which made a large devset cost quadratic CPU. Each example still runs in a task of
-        # its own, so what one sets in its context never leaks into the next.
-        async def worker() -> None:
-            for i, ex in pending:
-                row = await loop.create_task(_evaluate_row(program, scoring, ex, row_id_of(ex, i)))
-                rows[i] = row
-                _account(row, failures, bar, opts)
+        # Each example in a task of its own (what one sets in its context never leaks into the
+        # next), at most ``concurrency`` at once (bounded_gather: workers, not a semaphore).
+        async def one(item: tuple[int, Example]) -> None:
+            i, ex = item
+            rows[i] = row = await _evaluate_row(program, scoring, ex, row_id_of(ex, i))
+            _account(row, failures, bar, opts)
 
-        tasks = [asyncio.ensure_future(worker()) for _ in range(min(opts.concurrency, len(devset)))]
         try:
-            await asyncio.gather(*tasks)
+            await bounded_gather(one, list(enumerate(devset)), opts.concurrency)
         except BaseException as e:
             # Whatever stopped the run (too many errors, a bad metric value, the budget),
-            # the examples still in flight must not keep calling the LM.
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # bounded_gather has cancelled the examples still in flight.
             if isinstance(e, _TooManyErrors):
                 raise _stopped(rows, failures, opts.max_errors) from None
             raise
