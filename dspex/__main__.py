@@ -1,5 +1,5 @@
 """``python -m dspex`` runs the CLI."""
 
-from dspex.cli import main
+from dspex.cli import run
 
-raise SystemExit(main())
+run()

@@ -1,5 +1,5 @@
 """The ``dspex`` command line."""
 
-from dspex.cli._main import main
+from dspex.cli._main import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]

@@ -39,6 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run() -> None:
+    """The ``dspex`` command (``python -m dspex`` too): :func:`main`, then the process ends
+    without the interpreter's teardown (see :mod:`dspex.cli._exit`)."""
+    from dspex.cli._exit import exit_without_teardown
+
+    try:
+        code = main()
+    except SystemExit as e:  # argparse's --help and usage errors, a command's own exit
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    exit_without_teardown(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
