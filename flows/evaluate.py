@@ -25,18 +25,24 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
 
 
 def _evaluate(params: EvaluateParams) -> dict[str, Any]:
-    from dspex.integrations.mlflow._evaluation import log_evaluation
+    from dspex.integrations.mlflow._evaluation import finish_evaluation, open_evaluation
     from dspex.mlflow import configure_tracking
+    from dspex.traces import record
 
     runs = runs_dir(params.runs_dir)
     # Before loading a 'models:/' program from it.
     uri = configure_tracking(params.tracking.tracking_uri, runs_dir=runs)
     data = load_dataset(params.dataset, "dataset")
-    with lm_rate_limit(params):
-        summary = evaluate_program(params, data["fingerprint"])
-    run_id = log_evaluation(
-        uri, params.tracking.experiment, runs, params.program, data["fingerprint"], summary
+    run_id = open_evaluation(
+        uri, params.tracking.experiment, runs, params.program, data["fingerprint"]
     )
+    summary = None
+    try:
+        # Every LM call of the evaluation is a trace row of its MLflow run.
+        with lm_rate_limit(params), record(run_id=run_id, runs_dir=runs):
+            summary = evaluate_program(params, data["fingerprint"])
+    finally:
+        finish_evaluation(uri, run_id, summary)
     create_table_artifact(
         table=[{k: summary[k] for k in ("score", "n", "errors", "lm_calls", "cache_hits")}],
         key="dspex-evaluation",
