@@ -18,7 +18,7 @@ import contextlib
 import contextvars
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 from dspex.errors import UserError
@@ -221,7 +221,7 @@ atexit.register(_shutdown)
 
 @overload
 async def bounded_gather(
-    fn: Callable[[Item], Awaitable[T]],
+    fn: Callable[[Item], Coroutine[Any, Any, T]],
     items: Sequence[Item],
     limit: int,
     return_exceptions: Literal[False] = False,
@@ -230,7 +230,7 @@ async def bounded_gather(
 
 @overload
 async def bounded_gather(
-    fn: Callable[[Item], Awaitable[T]],
+    fn: Callable[[Item], Coroutine[Any, Any, T]],
     items: Sequence[Item],
     limit: int,
     return_exceptions: Literal[True],
@@ -238,7 +238,7 @@ async def bounded_gather(
 
 
 async def bounded_gather(
-    fn: Callable[[Item], Awaitable[T]],
+    fn: Callable[[Item], Coroutine[Any, Any, T]],
     items: Sequence[Item],
     limit: int,
     return_exceptions: bool = False,
@@ -272,7 +272,7 @@ async def bounded_gather(
         me = asyncio.current_task()
         for i, item in pending:
             try:
-                results[i] = await loop.create_task(_call(fn, item))
+                results[i] = await loop.create_task(fn(item))
             except asyncio.CancelledError as e:
                 # The item's own task was cancelled, not this worker: a result like any error.
                 if not return_exceptions or (me is not None and me.cancelling()):
@@ -292,7 +292,3 @@ async def bounded_gather(
         await asyncio.gather(*workers, return_exceptions=True)
         raise
     return results
-
-
-async def _call(fn: Callable[[Item], Awaitable[T]], item: Item) -> T:
-    return await fn(item)

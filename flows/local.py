@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import ModuleType
 from typing import Any
 
 from dspex._paths import runs_dir
@@ -311,8 +310,8 @@ def local_settings(
         yield
 
 
-def _run(server: LocalServer | None, module: ModuleType, flow: Any, params: Any) -> dict[str, Any]:
-    """Run ``flow`` (from ``module``) in this process, on ``server`` when given.
+def _run(server: LocalServer | None, flow: Any, params: Any) -> dict[str, Any]:
+    """Run ``flow`` in this process, on ``server`` when given.
 
     Callers start the server (:func:`local_server`) before importing the flow's module: its
     boot imports Prefect's server code on the caller's thread, before anything else imports
@@ -356,7 +355,7 @@ def fewshot(params: OptimizeParams) -> dict[str, Any]:
     server = local_server()
     from dspex.flows import fewshot as module
 
-    return _run(server, module, module.FLOWS[params.optimizer], params)
+    return _run(server, module.FLOWS[params.optimizer], params)
 
 
 def mipro(params: OptimizeParams) -> dict[str, Any]:
@@ -364,7 +363,7 @@ def mipro(params: OptimizeParams) -> dict[str, Any]:
     server = local_server()
     from dspex.flows import mipro as module
 
-    return _run(server, module, module.mipro, params)
+    return _run(server, module.mipro, params)
 
 
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
@@ -372,7 +371,7 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
     server = local_server()
     from dspex.flows import evaluate as module
 
-    return _run(server, module, module.evaluate, params)
+    return _run(server, module.evaluate, params)
 
 
 def nightly(params: NightlyParams) -> dict[str, Any]:
@@ -380,7 +379,7 @@ def nightly(params: NightlyParams) -> dict[str, Any]:
     server = local_server()
     from dspex.flows import nightly as module
 
-    return _run(server, module, module.nightly, params)
+    return _run(server, module.nightly, params)
 
 
 def experiment(params: OptimizeParams) -> dict[str, Any]:
@@ -406,4 +405,4 @@ def finetune(params: OptimizeParams) -> dict[str, Any]:
     server = local_server()
     from dspex.flows import finetune as module
 
-    return _run(server, module, module.finetune, params)
+    return _run(server, module.finetune, params)

@@ -105,14 +105,15 @@ class ColBERTv2(Retriever):
         k: int = 10,
     ) -> None:
         super().__init__(k=k)
-        if not isinstance(url, str) or not _http_url(f"{url}:{port}" if port else url):
+        full = f"{url}:{port}" if port and isinstance(url, str) else url
+        if not isinstance(full, str) or not _http_url(full):
             raise UserError(
                 f"ColBERTv2(url={_safe_url(str(url))!r}): pass the server's http:// or https:// "
                 "URL with a host, e.g. 'http://127.0.0.1:8893/api/search'."
             )
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise UserError(f"ColBERTv2(timeout={timeout!r}): pass a positive number of seconds.")
-        self.url = f"{url}:{port}" if port else url
+        self.url = full
         _register_url_secrets(self.url)
         self.post_requests = bool(post_requests)
         self.timeout = float(timeout)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dspex.mlflow
 from dspex.integrations.mlflow._evaluation import (
     finish_evaluation,
-    log_evaluation,
     open_evaluation,
 )
 from tests.integrations.conftest import Tracking
@@ -13,9 +12,10 @@ from tests.integrations.conftest import Tracking
 
 def test_an_evaluation_is_one_finished_run_with_its_scores(tracking: Tracking) -> None:
     summary = {"score": 62.5, "n": 8, "errors": 1, "lm_calls": 8, "cache_hits": 2, "cost": None}
-    run_id = log_evaluation(
-        tracking.uri, "dspex-tests", tracking.runs_dir, "cot:question -> answer", "f" * 16, summary
+    run_id = open_evaluation(
+        tracking.uri, "dspex-tests", tracking.runs_dir, "cot:question -> answer", "f" * 16
     )
+    finish_evaluation(tracking.uri, run_id, summary)
     run = dspex.mlflow.tracking_client(tracking.uri).get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "evaluate-ffffffff"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dspex.integrations.mlflow._tracking import ensure_experiment, tracking_client
 
-__all__ = ["finish_evaluation", "log_evaluation", "open_evaluation"]
+__all__ = ["finish_evaluation", "open_evaluation"]
 
 _METRICS = ("score", "errors", "lm_calls", "cache_hits", "cost")
 
@@ -50,7 +51,7 @@ def finish_evaluation(tracking_uri: str, run_id: str, summary: Mapping[str, Any]
     if summary is None:
         client.set_terminated(run_id, "FAILED")
         return
-    now = client.get_run(run_id).info.start_time
+    now = int(time.time() * 1000)
     client.log_batch(
         run_id,
         metrics=[
@@ -60,18 +61,3 @@ def finish_evaluation(tracking_uri: str, run_id: str, summary: Mapping[str, Any]
         ],
     )
     client.set_terminated(run_id, "FINISHED")
-
-
-def log_evaluation(
-    tracking_uri: str,
-    experiment: str,
-    runs_dir: Path,
-    program_ref: str,
-    dataset_fingerprint: str,
-    summary: Mapping[str, Any],
-) -> str:
-    """Log one finished evaluation (``summary``: its score, errors, LM calls, ...) as a run of
-    ``experiment`` and return the run's id."""
-    run_id = open_evaluation(tracking_uri, experiment, runs_dir, program_ref, dataset_fingerprint)
-    finish_evaluation(tracking_uri, run_id, summary)
-    return run_id

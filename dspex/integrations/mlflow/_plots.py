@@ -20,9 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
+
+from dspex.primitives._program_file import write_atomic
 
 __all__ = [
     "Importances",
@@ -202,7 +205,7 @@ def draw_history(trials: Sequence[tuple[int, float]], maximize: bool, path: Path
     trials = sorted(trials)
     numbers = [n for n, _ in trials]
     scores = [s for _, s in trials]
-    best = [max(scores[: i + 1]) if maximize else min(scores[: i + 1]) for i in range(len(scores))]
+    best = list(accumulate(scores, max if maximize else min))
     left, top, plot_w, plot_h = 60.0, 44.0, 480.0, 260.0
     svg = _Svg(left + plot_w + 30, top + plot_h + 56)
     svg.text(left + plot_w / 2, 24, "Optimization history", anchor="middle", size=15)
@@ -333,6 +336,4 @@ class _Svg:
             f'height="{self.height:.0f}" viewBox="0 0 {self.width:.0f} {self.height:.0f}" '
             f'font-family="DejaVu Sans, Arial, sans-serif">\n{body}\n</svg>\n'
         )
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(doc, encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, doc)
